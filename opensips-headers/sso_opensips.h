@@ -1,0 +1,267 @@
+/*
+ * sso_auth's own declarations of the slice of the OpenSIPS module ABI it uses.
+ *
+ * Only what the module touches is declared; the parts of struct sip_msg it never reads are
+ * opaque padding whose sizes come from the per-version file selected by SSO_ABI
+ * (304 = 3.4.x, 306 = 3.6.x, 400 = 4.0.x). The layout test checks every size and offset here
+ * against ../shared/opensips-abi/<version>.json.
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef SSO_OPENSIPS_H
+#define SSO_OPENSIPS_H
+
+#ifndef SSO_ABI
+#error "SSO_ABI must be defined (304, 306 or 400)"
+#endif
+
+/* ---- basic types ---- */
+typedef struct _str {
+	char *s;
+	int len;
+} str;
+
+typedef unsigned long long hdr_flags_t;
+typedef unsigned int modparam_t;
+
+/* header type enum: only the values the module compares with */
+enum sso_hdr_type {
+	HDR_OTHER_T = 0,
+	HDR_TO_T = 3,
+	HDR_FROM_T = 4,
+	HDR_AUTHORIZATION_T = 14,
+	HDR_PROXYAUTH_T = 16,
+};
+typedef int hdr_types_t;
+
+#define HDR_TO_F            (1ULL << 3)
+#define HDR_FROM_F          (1ULL << 4)
+#define HDR_AUTHORIZATION_F (1ULL << 14)
+#define HDR_PROXYAUTH_F     (1ULL << 16)
+#define HDR_EOH_F           ((hdr_flags_t)-1)
+
+/* ---- parsed message ---- */
+struct hdr_field {
+	hdr_types_t type;
+	str name;
+	str body;
+	int len;                   /* from the header's start to its end, CRLF included */
+	void *parsed;
+	struct hdr_field *next;
+	struct hdr_field *sibling; /* next header of the same type */
+};
+
+struct msg_start {
+	int type; /* SIP_REQUEST / SIP_REPLY */
+	int len;
+	union {
+		struct {
+			str method;
+			str uri;
+			str version;
+			int method_value;
+		} request;
+		struct {
+			str version;
+			str status;
+			str reason;
+			unsigned int statuscode;
+		} reply;
+	} u;
+};
+
+#define SIP_REQUEST 1
+#define SIP_REPLY 2
+#define METHOD_INVITE 1
+#define METHOD_REGISTER 128
+
+#include "sip_msg_layout.h"
+
+struct sip_msg {
+	unsigned int id;
+	struct msg_start first_line;
+	void *via1;
+	void *via2;
+	struct hdr_field *headers;
+	struct hdr_field *last_header;
+	hdr_flags_t parsed_flag;
+	struct hdr_field *h_via1;
+	char _opaque_before_callid[SSO_MSG_CALLID_OFFSET - 120];
+	struct hdr_field *callid;
+	struct hdr_field *to;
+	struct hdr_field *cseq;
+	struct hdr_field *from;
+	struct hdr_field *contact;
+	struct hdr_field *maxforwards;
+	struct hdr_field *route;
+	struct hdr_field *record_route;
+	struct hdr_field *path;
+	struct hdr_field *content_type;
+	struct hdr_field *content_length;
+	struct hdr_field *authorization;
+	struct hdr_field *expires;
+	struct hdr_field *proxy_auth;
+	char _opaque_before_buf[SSO_MSG_BUF_OFFSET - (SSO_MSG_CALLID_OFFSET + 14 * 8)];
+	char *buf;          /* the message as received */
+	unsigned int len;
+	char _opaque_tail[SSO_MSG_SIZE - (SSO_MSG_BUF_OFFSET + 12)];
+};
+
+/* ---- module interface ---- */
+typedef int (*cmd_function)(struct sip_msg *, void *, void *, void *, void *, void *, void *,
+		void *, void *);
+typedef int (*fixup_function)(void **param);
+typedef int (*free_fixup_function)(void **param);
+
+#define MAX_CMD_PARAMS 8
+#define CMD_PARAM_INT (1 << 0)
+#define CMD_PARAM_STR (1 << 1)
+#define CMD_PARAM_VAR (1 << 2)
+#define CMD_PARAM_OPT (1 << 4)
+
+struct cmd_param {
+	int flags;
+	fixup_function fixup;
+	free_fixup_function free_fixup;
+};
+
+typedef struct cmd_export_ {
+	const char *name;
+	cmd_function function;
+	struct cmd_param params[MAX_CMD_PARAMS + 1];
+	int flags; /* routes it may be called from */
+} cmd_export_t;
+
+#define REQUEST_ROUTE 1
+#define FAILURE_ROUTE 2
+#define ONREPLY_ROUTE 4
+#define BRANCH_ROUTE 8
+
+typedef struct param_export_ {
+	const char *name;
+	modparam_t type;
+	void *param_pointer;
+} param_export_t;
+
+#define STR_PARAM 1
+#define INT_PARAM 2
+#define USE_FUNC_PARAM (1U << 31)
+typedef int (*param_func_t)(modparam_t type, void *val);
+
+typedef struct stat_var_ stat_var;
+typedef unsigned long stat_val;
+typedef struct stat_export_ {
+	const char *name;
+	unsigned short flags;
+	stat_var **stat_pointer;
+} stat_export_t;
+
+#define STAT_NO_RESET 1
+
+enum module_type { MOD_TYPE_NULL = 0, MOD_TYPE_DEFAULT = 1 };
+
+#define MAX_MOD_DEPS 10
+#define DEP_SILENT 1
+#define DEP_WARN 2
+#define DEP_ABORT 4
+
+typedef struct module_dependency {
+	enum module_type mod_type;
+	char *mod_name;
+	unsigned int type;
+} module_dependency_t;
+
+typedef struct modparam_dependency {
+	char *script_param;
+	void *get_deps_f;
+} modparam_dependency_t;
+
+typedef struct dep_export_ {
+	module_dependency_t md[MAX_MOD_DEPS];
+	modparam_dependency_t mpd[];
+} dep_export_t;
+
+struct scm_version {
+	const char *type;
+	const char *rev;
+};
+
+typedef int (*load_function)(void);
+typedef int (*response_function)(struct sip_msg *);
+typedef void (*destroy_function)(void);
+typedef int (*preinit_function)(void);
+typedef int (*init_function)(void);
+typedef int (*child_init_function)(int rank);
+typedef int (*reload_confirm_function)(void);
+
+struct module_exports {
+	const char *name;
+	enum module_type type;
+	struct {
+		const char *version;
+		const char *compile_flags;
+		struct scm_version scm;
+	} ver_info;
+	unsigned int dlflags;
+	load_function load_f;
+	const dep_export_t *deps;
+	const cmd_export_t *cmds;
+	const void *acmds;
+	const param_export_t *params;
+	const stat_export_t *stats;
+	const void *mi_cmds;
+	const void *items;
+	const void *trans;
+	const void *procs;
+	preinit_function preinit_f;
+	init_function init_f;
+	response_function response_f;
+	destroy_function destroy_f;
+	child_init_function init_child_f;
+	reload_confirm_function reload_ack_f;
+};
+
+#define DEFAULT_DLFLAGS 0
+
+/* ---- core services ---- */
+cmd_function find_export(const char *name, int flags);
+
+struct lump_rpl {
+	str text;
+	int flags;
+	struct lump_rpl *next;
+};
+#define LUMP_RPL_HDR (1 << 1)
+struct lump_rpl *add_lump_rpl(struct sip_msg *msg, char *s, int len, int flags);
+
+struct lump;
+struct lump *del_lump(struct sip_msg *msg, unsigned int offset, unsigned int len,
+		hdr_types_t type);
+
+/* signaling module API (load_sig) */
+typedef int (*sig_send_reply_f)(struct sip_msg *msg, int code, const str *reason, str *tag);
+typedef int (*sig_gen_totag_f)(struct sip_msg *msg, str *tag);
+struct sig_binds {
+	sig_send_reply_f reply;
+	sig_gen_totag_f gen_totag;
+};
+typedef int (*load_sig_f)(struct sig_binds *sigb);
+
+/* logging levels */
+#define L_ALERT -3
+#define L_CRIT -2
+#define L_ERR -1
+#define L_WARN 1
+#define L_NOTICE 2
+#define L_INFO 3
+#define L_DBG 4
+
+/* ---- the C shim (shim.c): what OpenSIPS only offers as macros or per-version names ---- */
+/* Logs `len` bytes of `text` at `level` through OpenSIPS's logger with a fixed format. */
+void sso_shim_log(int level, const char *func, const char *text, int len);
+/* Current OpenSIPS log level of this process (for checking before formatting). */
+int sso_shim_log_level(void);
+/* Parses every header of the message; 0 on success. */
+int sso_shim_parse_all_headers(struct sip_msg *msg);
+
+#endif

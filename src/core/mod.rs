@@ -1,0 +1,13 @@
+//! The pure-Rust heart of the module: parsers, Digest and nonce work, identity rules, the SSO
+//! client and the authorization decision. Nothing here knows about OpenSIPS types.
+
+pub mod authorize;
+pub mod cache;
+pub mod challenge;
+pub mod config;
+pub mod credentials;
+pub mod digest;
+pub mod identity;
+pub mod nonce;
+pub mod sso;
+pub mod text;

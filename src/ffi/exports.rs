@@ -1,0 +1,196 @@
+//! The `exports` symbol OpenSIPS looks up after dlopen: module name, version info taken from
+//! the target OpenSIPS at build time, dependencies, script functions, parameters and the
+//! init/child_init/destroy hooks, all routed through the guard.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ptr::null;
+
+use crate::core::sso::HttpSso;
+
+use super::bindings::{
+    cmd_export_t, cmd_function, cmd_param, dep_export_t, modparam_dependency_t, module_dependency_t, module_exports,
+    module_exports__bindgen_ty_1, module_type, param_export_t, scm_version, CMD_PARAM_OPT, CMD_PARAM_STR, DEP_ABORT,
+    INT_PARAM, MAX_MOD_DEPS, REQUEST_ROUTE, STR_PARAM, USE_FUNC_PARAM,
+};
+use super::functions::*;
+use super::guard::{guarded, EntryError};
+use super::log::{install_panic_hook, report_error, sso_log, L_INFO, L_NOTICE, L_WARN};
+use super::params::*;
+use super::{params, reply, worker};
+
+/// Lets tables of raw pointers live in statics: they are written once by the compiler and
+/// only read by OpenSIPS.
+#[repr(transparent)]
+pub struct Table<T>(T);
+// SAFETY: the wrapped tables are immutable after link time.
+unsafe impl<T> Sync for Table<T> {}
+
+const fn cstr(s: &'static CStr) -> *const c_char {
+    s.as_ptr()
+}
+
+macro_rules! nul_terminated_env {
+    ($name:literal) => {
+        concat!(env!($name), "\0").as_ptr() as *const c_char
+    };
+}
+
+const NO_PARAM: cmd_param = cmd_param { flags: 0, fixup: None, free_fixup: None };
+const STR: cmd_param = cmd_param { flags: CMD_PARAM_STR as c_int, fixup: None, free_fixup: None };
+const OPT_STR: cmd_param = cmd_param { flags: (CMD_PARAM_STR | CMD_PARAM_OPT) as c_int, fixup: None, free_fixup: None };
+
+type Trampoline = unsafe extern "C" fn(
+    *mut super::bindings::sip_msg,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+) -> c_int;
+
+const fn cmd(name: &'static CStr, f: Trampoline, args: &[cmd_param], routes: u32) -> cmd_export_t {
+    let mut params = [NO_PARAM; 9];
+    let mut i = 0;
+    while i < args.len() {
+        params[i] = args[i];
+        i += 1;
+    }
+    let function: cmd_function = Some(f);
+    cmd_export_t { name: cstr(name), function, params, flags: routes as c_int }
+}
+
+const END_CMD: cmd_export_t = cmd_export_t { name: null(), function: None, params: [NO_PARAM; 9], flags: 0 };
+
+#[cfg(not(feature = "panic-test"))]
+const CMD_COUNT: usize = 6;
+#[cfg(feature = "panic-test")]
+const CMD_COUNT: usize = 7;
+
+static CMDS: Table<[cmd_export_t; CMD_COUNT]> = Table([
+    cmd(c"sso_authorize", w_sso_authorize, &[STR], REQUEST_ROUTE),
+    cmd(c"sso_proxy_authorize", w_sso_proxy_authorize, &[STR], REQUEST_ROUTE),
+    cmd(c"sso_challenge", w_sso_challenge, &[STR, OPT_STR, OPT_STR], REQUEST_ROUTE),
+    cmd(c"sso_proxy_challenge", w_sso_proxy_challenge, &[STR, OPT_STR, OPT_STR], REQUEST_ROUTE),
+    cmd(c"sso_consume_credentials", w_sso_consume_credentials, &[], REQUEST_ROUTE),
+    #[cfg(feature = "panic-test")]
+    cmd(c"sso_test_panic", w_sso_test_panic, &[], REQUEST_ROUTE),
+    END_CMD,
+]);
+
+type Setter = unsafe extern "C" fn(u32, *mut c_void) -> c_int;
+
+const fn param(name: &'static CStr, kind: u32, f: Setter) -> param_export_t {
+    param_export_t { name: cstr(name), type_: kind | USE_FUNC_PARAM, param_pointer: f as *mut c_void }
+}
+
+static PARAMS: Table<[param_export_t; 16]> = Table([
+    param(c"introspect_url", STR_PARAM, set_introspect_url),
+    param(c"token_url", STR_PARAM, set_token_url),
+    param(c"client_id", STR_PARAM, set_client_id),
+    param(c"client_secret", STR_PARAM, set_client_secret),
+    param(c"token_header", STR_PARAM, set_token_header),
+    param(c"secret", STR_PARAM, set_secret),
+    param(c"nonce_expire", INT_PARAM, set_nonce_expire),
+    param(c"realm_prefix", STR_PARAM, set_realm_prefix),
+    param(c"use_domain", INT_PARAM, set_use_domain),
+    param(c"http_timeout", INT_PARAM, set_http_timeout),
+    param(c"authz_server", STR_PARAM, set_authz_server),
+    param(c"bearer_scope", STR_PARAM, set_bearer_scope),
+    param(c"digest_grant_type", STR_PARAM, set_digest_grant_type),
+    param(c"cache_ttl", INT_PARAM, set_cache_ttl),
+    param(c"tls_ca_file", STR_PARAM, set_tls_ca_file),
+    param_export_t { name: null(), type_: 0, param_pointer: std::ptr::null_mut() },
+]);
+
+/// dep_export_t ends in a flexible array; this is the same layout with its one terminator.
+#[repr(C)]
+pub struct Deps {
+    md: [module_dependency_t; MAX_MOD_DEPS as usize],
+    mpd: [modparam_dependency_t; 1],
+}
+
+const NO_DEP: module_dependency_t =
+    module_dependency_t { mod_type: module_type::MOD_TYPE_NULL, mod_name: std::ptr::null_mut(), type_: 0 };
+
+static DEPS: Table<Deps> = Table(Deps {
+    md: {
+        let mut md = [NO_DEP; MAX_MOD_DEPS as usize];
+        // Challenges go out through the signaling API.
+        md[0] = module_dependency_t {
+            mod_type: module_type::MOD_TYPE_DEFAULT,
+            mod_name: c"signaling".as_ptr() as *mut c_char,
+            type_: DEP_ABORT,
+        };
+        md
+    },
+    mpd: [modparam_dependency_t { script_param: std::ptr::null_mut(), get_deps_f: std::ptr::null_mut() }],
+});
+
+#[no_mangle]
+pub static exports: Table<module_exports> = Table(module_exports {
+    name: cstr(c"sso_auth"),
+    type_: module_type::MOD_TYPE_DEFAULT,
+    ver_info: module_exports__bindgen_ty_1 {
+        version: nul_terminated_env!("SSO_OPENSIPS_FULL_VERSION"),
+        compile_flags: nul_terminated_env!("SSO_OPENSIPS_COMPILE_FLAGS"),
+        scm: scm_version {
+            type_: nul_terminated_env!("SSO_OPENSIPS_SCM_TYPE"),
+            rev: nul_terminated_env!("SSO_OPENSIPS_SCM_REV"),
+        },
+    },
+    dlflags: 0,
+    load_f: None,
+    deps: &DEPS.0 as *const Deps as *const dep_export_t,
+    cmds: &CMDS.0 as *const cmd_export_t,
+    acmds: null(),
+    params: &PARAMS.0 as *const param_export_t,
+    stats: null(),
+    mi_cmds: null(),
+    items: null(),
+    trans: null(),
+    procs: null(),
+    preinit_f: None,
+    init_f: Some(mod_init),
+    response_f: None,
+    destroy_f: Some(destroy),
+    init_child_f: Some(child_init),
+    reload_ack_f: None,
+});
+
+/// Main process, before fork: freeze and check the configuration, bind signaling.
+/// Opens no connection and starts no thread.
+unsafe extern "C" fn mod_init() -> c_int {
+    guarded(c"mod_init", -1, report_error, || {
+        install_panic_hook();
+        sso_log!(L_INFO, "initializing sso_auth {} for {}", env!("CARGO_PKG_VERSION"), env!("SSO_OPENSIPS_FULL_VERSION"));
+        let mut cfg = params::take_pending();
+        let notes = cfg
+            .finish(|| {
+                let mut key = vec![0u8; 32];
+                getrandom::getrandom(&mut key).expect("the OS has no randomness for the nonce secret");
+                key
+            })
+            .map_err(|e| EntryError::new(-1, e.0))?;
+        for note in notes {
+            let level = if note.contains("plain http") { L_WARN } else { L_NOTICE };
+            sso_log!(level, "{note}");
+        }
+        // Builds (and drops) one client to check the TLS settings now rather than per request.
+        HttpSso::new(cfg.sso_settings()).map_err(|e| EntryError::new(-1, format!("SSO client settings rejected: {e:?}")))?;
+        reply::bind_signaling().map_err(|e| EntryError::new(-1, e))?;
+        worker::freeze_config(cfg).map_err(|e| EntryError::new(-1, e))?;
+        Ok(0)
+    })
+}
+
+/// After fork: nothing to do yet; each worker builds its HTTP agent on first use.
+unsafe extern "C" fn child_init(_rank: c_int) -> c_int {
+    guarded(c"child_init", -1, report_error, || Ok(0))
+}
+
+unsafe extern "C" fn destroy() {
+    guarded(c"destroy", 0, report_error, || Ok(0));
+}

@@ -1,0 +1,225 @@
+//! The script functions. Each trampoline is `extern "C"`, goes through the guard, turns the
+//! OpenSIPS message into plain slices for the core, and applies the core's answer (reply
+//! headers, replies, delete lumps).
+
+use std::ffi::{c_int, c_void, CStr};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::core::authorize::{challenge_options, AuthRequest, ChallengeSpec, Code, HeaderRef, Placement};
+use crate::core::text::is_header_safe;
+
+use super::bindings::{sip_msg, _str as os_str, HDR_AUTHORIZATION_T, HDR_FROM_T, HDR_OTHER_T, HDR_PROXYAUTH_T, HDR_TO_T};
+use super::guard::{guarded, EntryError};
+use super::log::{report_error, sso_log, L_DBG, L_ERR, L_INFO, L_WARN};
+use super::msg::{Header, Msg};
+use super::reply::{add_reply_header, delete_span, send_reply};
+use super::worker::{self, LastAuth, Span};
+
+const ERROR: i32 = Code::Error as i32;
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A CMD_PARAM_STR argument: OpenSIPS passes a `str*` (already expanded), or NULL when an
+/// optional one was left out.
+fn str_arg<'a>(what: &str, p: *mut c_void) -> Result<Option<&'a str>, EntryError> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: for CMD_PARAM_STR parameters the core hands over a valid `str*`.
+    let s = unsafe { &*(p as *const os_str) };
+    if s.s.is_null() || s.len <= 0 {
+        return Ok(Some(""));
+    }
+    // SAFETY: the `str` describes `len` readable bytes for the duration of the call.
+    let bytes = unsafe { std::slice::from_raw_parts(s.s as *const u8, s.len as usize) };
+    std::str::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| EntryError::new(ERROR, format!("{what} argument is not UTF-8")))
+}
+
+fn request<'a>(ptr: *mut sip_msg) -> Result<Msg<'a>, EntryError> {
+    // SAFETY: `ptr` is the message OpenSIPS called the script function with.
+    let mut msg = unsafe { Msg::from_ptr(ptr) }.ok_or_else(|| EntryError::new(ERROR, "called without a message"))?;
+    if !msg.is_request() {
+        return Err(EntryError::new(ERROR, "called for a reply; only requests can be authorized"));
+    }
+    if !msg.parse_all_headers() {
+        return Err(EntryError::new(ERROR, "cannot parse the request's headers"));
+    }
+    Ok(msg)
+}
+
+fn first_value<'a>(headers: &[Header<'a>], kind: u32) -> Option<&'a [u8]> {
+    headers.iter().find(|h| h.kind == kind as i32).map(|h| h.value)
+}
+
+fn authorize(name: &'static CStr, placement: Placement, ptr: *mut sip_msg, realm: *mut c_void) -> c_int {
+    guarded(name, ERROR, report_error, || {
+        let mut msg = request(ptr)?;
+        let realm = str_arg("realm", realm)?.unwrap_or("");
+        let cfg = worker::config().ok_or_else(|| EntryError::new(ERROR, "module not initialized"))?;
+        let headers = msg.headers();
+        let cred_kind = match placement {
+            Placement::Www => HDR_AUTHORIZATION_T,
+            Placement::Proxy => HDR_PROXYAUTH_T,
+        } as i32;
+        let is_token_header =
+            |h: &Header| h.kind == HDR_OTHER_T as i32 && h.name.eq_ignore_ascii_case(cfg.token_header.as_bytes());
+        let method = std::str::from_utf8(msg.method()).map_err(|_| EntryError::new(ERROR, "method is not UTF-8"))?;
+        let req = AuthRequest {
+            placement,
+            method,
+            is_register: msg.is_register(),
+            realm,
+            to: first_value(&headers, HDR_TO_T),
+            from: first_value(&headers, HDR_FROM_T),
+            credential_headers: headers
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| h.kind == cred_kind)
+                .map(|(id, h)| HeaderRef { id, value: h.value })
+                .collect(),
+            token_headers: headers
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| is_token_header(h))
+                .map(|(id, h)| HeaderRef { id, value: h.value })
+                .collect(),
+            body: msg.body(),
+        };
+        let msg_id = msg.id();
+        let outcome = worker::with_worker(|w| {
+            let outcome = w.authorizer.authorize(&req, &mut w.sso, now());
+            // Credentials to remove on sso_consume_credentials: the deciding header and any
+            // token header (a stale token must not travel on either).
+            let mut ids = outcome.used_headers.clone();
+            ids.extend(req.token_headers.iter().map(|h| h.id));
+            ids.sort_unstable();
+            ids.dedup();
+            let spans = ids
+                .iter()
+                .filter_map(|&i| headers.get(i))
+                .map(|h| Span { offset: h.offset, len: h.len, kind: h.kind })
+                .collect();
+            w.last = Some(LastAuth { msg_id, outcome: outcome.clone(), spans, consumed: false });
+            outcome
+        })
+        .map_err(|e| EntryError::new(ERROR, e))?;
+
+        let code = outcome.code.value();
+        match outcome.code {
+            Code::Error => sso_log!(L_ERR, "{} -> {code}", outcome.reason),
+            Code::BadNonce => sso_log!(L_WARN, "{} -> {code}", outcome.reason),
+            c if c.is_success() => sso_log!(L_DBG, "{} -> {code}", outcome.reason),
+            _ => sso_log!(L_INFO, "{} -> {code}", outcome.reason),
+        }
+        if let Some(token) = outcome.new_token.as_deref() {
+            let line = format!("{}: {}\r\n", cfg.token_header, token);
+            if !is_header_safe(line.trim_end_matches("\r\n")) {
+                return Err(EntryError::new(ERROR, "SSO token holds bytes not allowed in a SIP header"));
+            }
+            add_reply_header(&mut msg, &line).map_err(|e| EntryError::new(ERROR, e))?;
+        }
+        Ok(code)
+    })
+}
+
+fn challenge(
+    name: &'static CStr,
+    placement: Placement,
+    ptr: *mut sip_msg,
+    realm: *mut c_void,
+    qop: *mut c_void,
+    algorithms: *mut c_void,
+) -> c_int {
+    guarded(name, ERROR, report_error, || {
+        let mut msg = request(ptr)?;
+        let realm = str_arg("realm", realm)?.unwrap_or("");
+        let (qop, algorithms) = challenge_options(str_arg("qop", qop)?, str_arg("algorithms", algorithms)?)
+            .map_err(|e| EntryError::new(ERROR, e))?;
+        let headers = msg.headers();
+        let spec = ChallengeSpec {
+            placement,
+            realm,
+            is_register: msg.is_register(),
+            to: first_value(&headers, HDR_TO_T),
+            from: first_value(&headers, HDR_FROM_T),
+            qop,
+            algorithms,
+        };
+        let mut random = [0u8; 12];
+        getrandom::getrandom(&mut random).map_err(|e| EntryError::new(ERROR, format!("no randomness for a nonce: {e}")))?;
+        let msg_id = msg.id();
+        let lines = worker::with_worker(|w| {
+            let last = w.last_for(msg_id).map(|l| &l.outcome);
+            w.authorizer.challenge(&spec, last, now(), &random)
+        })
+        .map_err(|e| EntryError::new(ERROR, e))?
+        .map_err(|e| EntryError::new(ERROR, e))?;
+        for line in &lines {
+            add_reply_header(&mut msg, line).map_err(|e| EntryError::new(ERROR, e))?;
+        }
+        let (code, reason) = match placement {
+            Placement::Www => (401, "Unauthorized"),
+            Placement::Proxy => (407, "Proxy Authentication Required"),
+        };
+        send_reply(&mut msg, code, reason).map_err(|e| EntryError::new(ERROR, e))?;
+        // As OpenSIPS auth's challenges: the reply is out, the script stops here.
+        Ok(0)
+    })
+}
+
+fn consume(ptr: *mut sip_msg) -> c_int {
+    guarded(c"sso_consume_credentials", -1, report_error, || {
+        let mut msg = request(ptr)?;
+        let msg_id = msg.id();
+        let spans = worker::with_worker(|w| match w.last.as_mut().filter(|l| l.msg_id == msg_id) {
+            Some(last) if last.outcome.code.is_success() && !last.consumed => {
+                last.consumed = true;
+                last.spans.clone()
+            }
+            _ => Vec::new(),
+        })
+        .map_err(|e| EntryError::new(ERROR, e))?;
+        if spans.is_empty() {
+            sso_log!(L_DBG, "nothing to consume: the request was not authorized by sso_auth");
+            return Ok(-1);
+        }
+        for s in spans {
+            delete_span(&mut msg, s.offset, s.len, s.kind).map_err(|e| EntryError::new(ERROR, e))?;
+        }
+        Ok(1)
+    })
+}
+
+type Arg = *mut c_void;
+
+pub unsafe extern "C" fn w_sso_authorize(m: *mut sip_msg, realm: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg) -> c_int {
+    authorize(c"sso_authorize", Placement::Www, m, realm)
+}
+
+pub unsafe extern "C" fn w_sso_proxy_authorize(m: *mut sip_msg, realm: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg) -> c_int {
+    authorize(c"sso_proxy_authorize", Placement::Proxy, m, realm)
+}
+
+pub unsafe extern "C" fn w_sso_challenge(m: *mut sip_msg, realm: Arg, qop: Arg, algs: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg) -> c_int {
+    challenge(c"sso_challenge", Placement::Www, m, realm, qop, algs)
+}
+
+pub unsafe extern "C" fn w_sso_proxy_challenge(m: *mut sip_msg, realm: Arg, qop: Arg, algs: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg) -> c_int {
+    challenge(c"sso_proxy_challenge", Placement::Proxy, m, realm, qop, algs)
+}
+
+pub unsafe extern "C" fn w_sso_consume_credentials(m: *mut sip_msg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg) -> c_int {
+    consume(m)
+}
+
+/// Test-only (feature `panic-test`): proves that a panic becomes -5 and a log line.
+#[cfg(feature = "panic-test")]
+pub unsafe extern "C" fn w_sso_test_panic(_: *mut sip_msg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg) -> c_int {
+    guarded(c"sso_test_panic", ERROR, report_error, || -> Result<c_int, EntryError> {
+        panic!("deliberate panic from sso_test_panic")
+    })
+}

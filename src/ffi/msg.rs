@@ -1,0 +1,109 @@
+//! A read-only view of an OpenSIPS `struct sip_msg`: its method, headers and body as byte
+//! slices borrowed from the message buffer.
+
+use super::bindings::{self, hdr_field, sip_msg, _str as os_str};
+
+/// One header as OpenSIPS split it.
+#[derive(Clone, Copy)]
+pub struct Header<'a> {
+    pub kind: i32,
+    pub name: &'a [u8],
+    pub value: &'a [u8],
+    /// Offset of the header's first byte in the message buffer and its length with CRLF:
+    /// what a delete lump needs.
+    pub offset: u32,
+    pub len: u32,
+}
+
+pub struct Msg<'a> {
+    raw: &'a mut sip_msg,
+}
+
+/// Bytes behind an OpenSIPS `str`, or empty when it is unset.
+fn bytes<'a>(s: &os_str) -> &'a [u8] {
+    if s.s.is_null() || s.len <= 0 {
+        return &[];
+    }
+    // SAFETY: OpenSIPS `str`s in a parsed message point into the message buffer, which lives
+    // as long as the message the script function was called with.
+    unsafe { std::slice::from_raw_parts(s.s as *const u8, s.len as usize) }
+}
+
+impl<'a> Msg<'a> {
+    /// # Safety
+    /// `ptr` must be the message OpenSIPS passed to the running script function.
+    pub unsafe fn from_ptr(ptr: *mut sip_msg) -> Option<Msg<'a>> {
+        ptr.as_mut().map(|raw| Msg { raw })
+    }
+
+    pub fn as_ptr(&mut self) -> *mut sip_msg {
+        self.raw as *mut sip_msg
+    }
+
+    /// Per-process message id (the same for every script function run on one request).
+    pub fn id(&self) -> u32 {
+        self.raw.id
+    }
+
+    pub fn is_request(&self) -> bool {
+        self.raw.first_line.type_ == bindings::SIP_REQUEST as i32
+    }
+
+    pub fn is_register(&self) -> bool {
+        // SAFETY: the request member of the union is the valid one for requests.
+        self.is_request() && unsafe { self.raw.first_line.u.request.method_value } == bindings::METHOD_REGISTER as i32
+    }
+
+    pub fn method(&self) -> &'a [u8] {
+        if !self.is_request() {
+            return &[];
+        }
+        // SAFETY: as above.
+        bytes(unsafe { &self.raw.first_line.u.request.method })
+    }
+
+    /// Parses every header; false when OpenSIPS cannot.
+    pub fn parse_all_headers(&mut self) -> bool {
+        // SAFETY: parsing a message OpenSIPS handed us is what its API is for.
+        unsafe { bindings::sso_shim_parse_all_headers(self.raw) == 0 }
+    }
+
+    /// The whole message as received.
+    pub fn buffer(&self) -> &'a [u8] {
+        if self.raw.buf.is_null() {
+            return &[];
+        }
+        // SAFETY: buf/len describe the received message, alive as long as the message.
+        unsafe { std::slice::from_raw_parts(self.raw.buf as *const u8, self.raw.len as usize) }
+    }
+
+    /// The body: everything after the first empty line.
+    pub fn body(&self) -> &'a [u8] {
+        let buf = self.buffer();
+        match buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(i) => &buf[i + 4..],
+            None => &[],
+        }
+    }
+
+    /// Headers in message order (call `parse_all_headers` first).
+    pub fn headers(&self) -> Vec<Header<'a>> {
+        let base = self.raw.buf as usize;
+        let mut out = Vec::new();
+        let mut cur: *mut hdr_field = self.raw.headers;
+        // SAFETY: the header list belongs to the message and is walked read-only.
+        while let Some(h) = unsafe { cur.as_ref() } {
+            let name = bytes(&h.name);
+            let start = (h.name.s as usize).wrapping_sub(base);
+            out.push(Header {
+                kind: h.type_,
+                name,
+                value: bytes(&h.body),
+                offset: start as u32,
+                len: h.len.max(0) as u32,
+            });
+            cur = h.next;
+        }
+        out
+    }
+}

@@ -1,0 +1,65 @@
+//! Per-process state. The configuration is frozen in the main process at mod_init (before
+//! fork); each worker builds its own Authorizer and HTTP agent on first use, after the fork,
+//! so no connection or thread ever crosses a fork.
+
+use std::sync::Mutex;
+
+use once_cell::sync::OnceCell;
+
+use crate::core::authorize::{Authorizer, Outcome};
+use crate::core::config::Config;
+use crate::core::sso::HttpSso;
+
+static CONFIG: OnceCell<Config> = OnceCell::new();
+
+/// This process's engine; `None` until the first request in this process.
+static WORKER: Mutex<Option<Worker>> = Mutex::new(None);
+
+/// A header that carried the deciding credentials: where it is, for sso_consume_credentials.
+#[derive(Clone, Copy)]
+pub struct Span {
+    pub offset: u32,
+    pub len: u32,
+    pub kind: i32,
+}
+
+/// The last authorization decided in this process, tied to its message.
+pub struct LastAuth {
+    pub msg_id: u32,
+    pub outcome: Outcome,
+    pub spans: Vec<Span>,
+    pub consumed: bool,
+}
+
+pub struct Worker {
+    pub authorizer: Authorizer,
+    pub sso: HttpSso,
+    pub last: Option<LastAuth>,
+}
+
+impl Worker {
+    /// The last outcome if it belongs to message `msg_id`.
+    pub fn last_for(&self, msg_id: u32) -> Option<&LastAuth> {
+        self.last.as_ref().filter(|l| l.msg_id == msg_id)
+    }
+}
+
+/// Freezes the configuration (main process, mod_init).
+pub fn freeze_config(cfg: Config) -> Result<(), String> {
+    CONFIG.set(cfg).map_err(|_| "configuration already frozen".to_string())
+}
+
+pub fn config() -> Option<&'static Config> {
+    CONFIG.get()
+}
+
+/// Runs `f` with this process's worker state, creating it on first use.
+pub fn with_worker<R>(f: impl FnOnce(&mut Worker) -> R) -> Result<R, String> {
+    let mut slot = WORKER.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        let cfg = config().ok_or("module not initialized")?.clone();
+        let sso = HttpSso::new(cfg.sso_settings()).map_err(|e| format!("cannot build the SSO client: {e:?}"))?;
+        *slot = Some(Worker { authorizer: Authorizer::new(cfg), sso, last: None });
+    }
+    Ok(f(slot.as_mut().expect("worker state was just created")))
+}
