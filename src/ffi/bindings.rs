@@ -12,6 +12,7 @@ include!(concat!(env!("OUT_DIR"), "/bindings_400.rs"));
 
 /// Every supported ABI side by side, for the layout test.
 #[cfg(test)]
+#[allow(clashing_extern_declarations)]
 pub mod all {
     pub mod abi_304 {
         #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, dead_code)]

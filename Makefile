@@ -1,0 +1,64 @@
+# sso_auth: build, install and test the OpenSIPS module.
+#
+#   make             build sso_auth.so for the OpenSIPS found via $OPENSIPS or PATH
+#   make install     copy it into that OpenSIPS's modules directory (MODULES_DIR= overrides)
+#   make test        unit + layout tests, then the end-to-end suite against that OpenSIPS
+#   make demo        build, install into a scratch modules dir, run OpenSIPS + reference SSO, play the story
+#   make bench       benchmark (not part of CI)
+#   make fuzz        run the fuzz targets (needs cargo-fuzz and a nightly toolchain)
+
+CARGO ?= cargo
+PYTHON ?= python3
+# The OpenSIPS the module is built for: $OPENSIPS, else `opensips` on PATH.
+OPENSIPS ?= $(shell command -v opensips 2>/dev/null)
+export OPENSIPS
+
+MODULE := target/release/libsso_auth.so
+OUT := target/sso_auth.so
+
+# Modules directory of the target OpenSIPS: <prefix>/lib64/opensips/modules or
+# <prefix>/lib/opensips/modules next to <prefix>/sbin/opensips, or Debian's multiarch path.
+OPENSIPS_PREFIX = $(patsubst %/,%,$(dir $(patsubst %/,%,$(dir $(OPENSIPS)))))
+MODULES_DIR ?= $(firstword $(wildcard \
+	$(OPENSIPS_PREFIX)/lib64/opensips/modules \
+	$(OPENSIPS_PREFIX)/lib/opensips/modules \
+	$(OPENSIPS_PREFIX)/lib/x86_64-linux-gnu/opensips/modules))
+
+.PHONY: all build install uninstall test unit e2e demo bench fuzz clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+	cp $(MODULE) $(OUT)
+	@echo "built $(OUT) for $${OPENSIPS:-<no OpenSIPS found: newest supported ABI>}"
+
+install: build
+	@test -n "$(MODULES_DIR)" || { echo "cannot find the modules directory of '$(OPENSIPS)'; run: make install MODULES_DIR=/path/to/opensips/modules"; exit 1; }
+	install -m 0644 $(OUT) $(MODULES_DIR)/sso_auth.so
+	@echo "installed $(MODULES_DIR)/sso_auth.so"
+
+uninstall:
+	@test -n "$(MODULES_DIR)" || { echo "cannot find the modules directory; run: make uninstall MODULES_DIR=..."; exit 1; }
+	rm -f $(MODULES_DIR)/sso_auth.so
+	@echo "removed $(MODULES_DIR)/sso_auth.so"
+
+test: unit e2e
+
+unit:
+	$(CARGO) test
+
+e2e: build
+	$(PYTHON) tests/e2e/run.py
+
+demo: build
+	$(PYTHON) examples/demo.py
+
+bench: build
+	$(PYTHON) bench/run.py
+
+fuzz:
+	cd fuzz && ./run.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,182 @@
+//! Checks the module's own OpenSIPS declarations against facts measured on real OpenSIPS
+//! builds (`../shared/opensips-abi/<version>.json`), for every supported ABI, not only the
+//! one being built. A missing facts file is reported and skipped, never silently passed.
+
+use std::collections::BTreeMap;
+use std::mem::{offset_of, size_of};
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+/// Records `offset_of!` of several fields of one struct under "offsetof.<prefix>.<name>".
+macro_rules! offsets {
+    ($put:ident, $ty:ty, $prefix:literal, $($field:ident => $name:literal),+ $(,)?) => {
+        $($put(concat!("offsetof.", $prefix, ".", $name), offset_of!($ty, $field) as i64);)+
+    };
+}
+
+/// Records constants under "constants.<NAME>".
+macro_rules! constants {
+    ($put:ident, $m:ident, $($c:ident),+ $(,)?) => {
+        $($put(concat!("constants.", stringify!($c)), $m::$c as i64);)+
+    };
+}
+
+/// Sizes, offsets and constants the module relies on, computed from one bindings module.
+macro_rules! facts_of {
+    ($m:path) => {{
+        use $m as b;
+        let mut f: BTreeMap<String, i64> = BTreeMap::new();
+        let mut put = |k: &str, v: i64| {
+            f.insert(k.to_string(), v);
+        };
+        put("sizeof.str", size_of::<b::_str>() as i64);
+        put("sizeof.struct sip_msg", size_of::<b::sip_msg>() as i64);
+        put("sizeof.struct msg_start", size_of::<b::msg_start>() as i64);
+        put("sizeof.struct hdr_field", size_of::<b::hdr_field>() as i64);
+        put("sizeof.struct module_exports", size_of::<b::module_exports>() as i64);
+        put("sizeof.cmd_export_t", size_of::<b::cmd_export_t>() as i64);
+        put("sizeof.struct cmd_param", size_of::<b::cmd_param>() as i64);
+        put("sizeof.param_export_t", size_of::<b::param_export_t>() as i64);
+        put("sizeof.stat_export_t", size_of::<b::stat_export_t>() as i64);
+        put("sizeof.dep_export_t", size_of::<b::dep_export_t>() as i64);
+        put("sizeof.struct sig_binds", size_of::<b::sig_binds>() as i64);
+        put("sizeof.struct lump_rpl", size_of::<b::lump_rpl>() as i64);
+        put("sizeof.hdr_flags_t", size_of::<b::hdr_flags_t>() as i64);
+        put("sizeof.modparam_t", size_of::<b::modparam_t>() as i64);
+
+        put("offsetof.str.s", offset_of!(b::_str, s) as i64);
+        put("offsetof.str.len", offset_of!(b::_str, len) as i64);
+        offsets!(put, b::sip_msg, "struct sip_msg", id => "id", first_line => "first_line", via1 => "via1", via2 => "via2", headers => "headers",
+            last_header => "last_header", parsed_flag => "parsed_flag", h_via1 => "h_via1", callid => "callid",
+            to => "to", cseq => "cseq", from => "from", contact => "contact", maxforwards => "maxforwards",
+            route => "route", authorization => "authorization", expires => "expires", proxy_auth => "proxy_auth",
+            buf => "buf", len => "len");
+        let u = offset_of!(b::msg_start, u) as i64;
+        put("offsetof.struct msg_start.type", offset_of!(b::msg_start, type_) as i64);
+        put("offsetof.struct msg_start.len", offset_of!(b::msg_start, len) as i64);
+        put("offsetof.struct msg_start.u.request.method", u + offset_of!(b::msg_start__bindgen_ty_1__bindgen_ty_1, method) as i64);
+        put("offsetof.struct msg_start.u.request.uri", u + offset_of!(b::msg_start__bindgen_ty_1__bindgen_ty_1, uri) as i64);
+        put("offsetof.struct msg_start.u.request.version", u + offset_of!(b::msg_start__bindgen_ty_1__bindgen_ty_1, version) as i64);
+        put("offsetof.struct msg_start.u.request.method_value", u + offset_of!(b::msg_start__bindgen_ty_1__bindgen_ty_1, method_value) as i64);
+        put("offsetof.struct msg_start.u.reply.statuscode", u + offset_of!(b::msg_start__bindgen_ty_1__bindgen_ty_2, statuscode) as i64);
+        offsets!(put, b::hdr_field, "struct hdr_field", type_ => "type", name => "name", body => "body", len => "len", parsed => "parsed", next => "next", sibling => "sibling");
+        offsets!(put, b::module_exports, "struct module_exports", name => "name", type_ => "type", dlflags => "dlflags", load_f => "load_f", deps => "deps", cmds => "cmds",
+            acmds => "acmds", params => "params", stats => "stats", mi_cmds => "mi_cmds", items => "items",
+            trans => "trans", procs => "procs", preinit_f => "preinit_f", init_f => "init_f",
+            response_f => "response_f", destroy_f => "destroy_f", init_child_f => "init_child_f",
+            reload_ack_f => "reload_ack_f");
+        let v = offset_of!(b::module_exports, ver_info) as i64;
+        put("offsetof.struct module_exports.ver_info.version", v + offset_of!(b::module_exports__bindgen_ty_1, version) as i64);
+        put("offsetof.struct module_exports.ver_info.compile_flags", v + offset_of!(b::module_exports__bindgen_ty_1, compile_flags) as i64);
+        let scm = v + offset_of!(b::module_exports__bindgen_ty_1, scm) as i64;
+        put("offsetof.struct module_exports.ver_info.scm.type", scm + offset_of!(b::scm_version, type_) as i64);
+        put("offsetof.struct module_exports.ver_info.scm.rev", scm + offset_of!(b::scm_version, rev) as i64);
+        put("offsetof.cmd_export_t.name", offset_of!(b::cmd_export_t, name) as i64);
+        put("offsetof.cmd_export_t.function", offset_of!(b::cmd_export_t, function) as i64);
+        put("offsetof.cmd_export_t.params", offset_of!(b::cmd_export_t, params) as i64);
+        put("offsetof.cmd_export_t.flags", offset_of!(b::cmd_export_t, flags) as i64);
+        put("offsetof.struct cmd_param.flags", offset_of!(b::cmd_param, flags) as i64);
+        put("offsetof.struct cmd_param.fixup", offset_of!(b::cmd_param, fixup) as i64);
+        put("offsetof.struct cmd_param.free_fixup", offset_of!(b::cmd_param, free_fixup) as i64);
+        put("offsetof.param_export_t.name", offset_of!(b::param_export_t, name) as i64);
+        put("offsetof.param_export_t.type", offset_of!(b::param_export_t, type_) as i64);
+        put("offsetof.param_export_t.param_pointer", offset_of!(b::param_export_t, param_pointer) as i64);
+        put("offsetof.stat_export_t.name", offset_of!(b::stat_export_t, name) as i64);
+        put("offsetof.stat_export_t.flags", offset_of!(b::stat_export_t, flags) as i64);
+        put("offsetof.stat_export_t.stat_pointer", offset_of!(b::stat_export_t, stat_pointer) as i64);
+        put("offsetof.dep_export_t.md", offset_of!(b::dep_export_t, md) as i64);
+        put("offsetof.dep_export_t.mpd", offset_of!(b::dep_export_t, mpd) as i64);
+        put("offsetof.struct sig_binds.reply", offset_of!(b::sig_binds, reply) as i64);
+
+        constants!(put, b, DEFAULT_DLFLAGS, STR_PARAM, INT_PARAM, USE_FUNC_PARAM, CMD_PARAM_INT, CMD_PARAM_STR, CMD_PARAM_VAR,
+            CMD_PARAM_OPT, REQUEST_ROUTE, FAILURE_ROUTE, ONREPLY_ROUTE, BRANCH_ROUTE, SIP_REQUEST, SIP_REPLY,
+            METHOD_REGISTER, METHOD_INVITE, HDR_AUTHORIZATION_T, HDR_PROXYAUTH_T, HDR_TO_T, HDR_FROM_T, HDR_OTHER_T,
+            HDR_TO_F, HDR_FROM_F, HDR_AUTHORIZATION_F, HDR_PROXYAUTH_F, LUMP_RPL_HDR, L_ALERT, L_CRIT, L_ERR,
+            L_WARN, L_NOTICE, L_INFO, L_DBG, STAT_NO_RESET, DEP_SILENT, DEP_WARN, DEP_ABORT);
+        put("constants.MOD_TYPE_DEFAULT", b::module_type::MOD_TYPE_DEFAULT as i64);
+        put("constants.MOD_TYPE_NULL", b::module_type::MOD_TYPE_NULL as i64);
+        f
+    }};
+}
+
+fn facts_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/opensips-abi")
+}
+
+/// Facts files of the given major.minor line (e.g. "3.6" -> 3.6.8.json).
+fn facts_files(line: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(facts_dir())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&format!("{line}.")) && n.ends_with(".json"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Compares every fact the module computes with the measured one; returns mismatches and
+/// how many values were compared.
+fn compare(ours: &BTreeMap<String, i64>, file: &PathBuf) -> (Vec<String>, usize) {
+    let text = std::fs::read_to_string(file).expect("facts file readable");
+    let json: Value = serde_json::from_str(&text).expect("facts file is JSON");
+    let mut bad = Vec::new();
+    let mut compared = 0;
+    for (key, value) in ours {
+        let (section, name) = key.split_once('.').unwrap();
+        let Some(measured) = json.get(section).and_then(|s| s.get(name)).and_then(Value::as_i64) else {
+            // dep_export_t.md / .mpd are not in the measured set; everything else must be.
+            if !matches!(name, "dep_export_t.md" | "dep_export_t.mpd" | "struct msg_start.type" | "struct msg_start.len") {
+                bad.push(format!("{key}: not in {}", file.display()));
+            }
+            continue;
+        };
+        compared += 1;
+        if measured != *value {
+            bad.push(format!("{key}: ours {value}, measured {measured}"));
+        }
+    }
+    (bad, compared)
+}
+
+fn check(line: &str, ours: BTreeMap<String, i64>) {
+    let files = facts_files(line);
+    if files.is_empty() {
+        println!("SKIPPED layout check for OpenSIPS {line}: no {line}.*.json in {}", facts_dir().display());
+        return;
+    }
+    for file in files {
+        let (bad, compared) = compare(&ours, &file);
+        assert!(bad.is_empty(), "ABI drift against {}:\n{}", file.display(), bad.join("\n"));
+        assert!(compared > 100, "only {compared} values compared");
+        println!("layout OK against {} ({compared} values)", file.display());
+    }
+}
+
+#[test]
+fn layout_matches_opensips_3_4() {
+    check("3.4", facts_of!(super::bindings::all::abi_304));
+}
+
+#[test]
+fn layout_matches_opensips_3_6() {
+    check("3.6", facts_of!(super::bindings::all::abi_306));
+}
+
+#[test]
+fn layout_matches_opensips_4_0() {
+    check("4.0", facts_of!(super::bindings::all::abi_400));
+}
+
+#[test]
+fn the_36_and_40_layouts_really_differ() {
+    let a = facts_of!(super::bindings::all::abi_306);
+    let b = facts_of!(super::bindings::all::abi_400);
+    assert_ne!(a["offsetof.struct sip_msg.buf"], b["offsetof.struct sip_msg.buf"]);
+}
