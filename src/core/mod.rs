@@ -9,5 +9,7 @@ pub mod credentials;
 pub mod digest;
 pub mod identity;
 pub mod nonce;
+pub mod replay;
+pub mod shm;
 pub mod sso;
 pub mod text;

@@ -1,0 +1,360 @@
+//! Memory shared by every OpenSIPS process: an anonymous shared mapping made in the main
+//! process before it forks its workers, and two structures living in it:
+//! a set-associative table of fixed-size entries with one small lock per bucket, and a row of
+//! atomic counters. Plain data only (no pointers), so any process can read what another wrote.
+
+use std::io;
+use std::marker::PhantomData;
+use std::mem::{align_of, size_of};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// A fixed-size, zero-filled region shared with every child forked after `map`.
+pub struct SharedRegion {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the region is plain memory; every structure placed in it synchronises its own access.
+unsafe impl Send for SharedRegion {}
+unsafe impl Sync for SharedRegion {}
+
+impl SharedRegion {
+    /// Maps `len` bytes shared with future children. Call before fork.
+    pub fn map(len: usize) -> io::Result<SharedRegion> {
+        let len = len.max(1);
+        // SAFETY: an anonymous mapping with no address hint has no preconditions.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SharedRegion { ptr: NonNull::new(p as *mut u8).expect("mmap returned null"), len })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn base(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+}
+
+impl Drop for SharedRegion {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `map` mapped; nothing borrows it past the owner's life.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr() as *mut libc::c_void, self.len);
+        }
+    }
+}
+
+/// A lock word in shared memory holding the owner's pid (0 = free). A waiter that finds the
+/// owner dead (a worker killed inside the few instructions it holds the lock) takes it over,
+/// so a crash can never wedge the other workers.
+struct PidLock<'a> {
+    word: &'a AtomicU32,
+}
+
+fn my_pid() -> u32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() as u32 }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks existence.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+impl<'a> PidLock<'a> {
+    fn acquire(word: &'a AtomicU32) -> PidLock<'a> {
+        let me = my_pid();
+        let mut spins: u32 = 0;
+        loop {
+            let cur = word.load(Ordering::Relaxed);
+            if cur == 0 {
+                if word.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    return PidLock { word };
+                }
+            } else if spins >= 10_000 && !pid_alive(cur) {
+                if word.compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    return PidLock { word };
+                }
+            }
+            spins = spins.saturating_add(1);
+            if spins % 64 == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+impl Drop for PidLock<'_> {
+    fn drop(&mut self) {
+        self.word.store(0, Ordering::Release);
+    }
+}
+
+/// Entries per bucket of a SharedTable.
+pub const WAYS: usize = 8;
+
+/// One slot: a 16-byte key (all zero = empty), an expiry time and a plain-data value.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Slot<V: Copy> {
+    key: [u8; 16],
+    expires_at: u64,
+    value: V,
+}
+
+#[repr(C)]
+struct Bucket<V: Copy> {
+    lock: AtomicU32,
+    slots: [Slot<V>; WAYS],
+}
+
+/// What `SharedTable::update` found for a key.
+pub enum Found<'s, V: Copy> {
+    /// A live entry: (value, expires_at), both writable.
+    Live(&'s mut V, &'s mut u64),
+    /// No live entry; a free or expired slot can take it.
+    Vacant(VacantSlot<'s, V>),
+    /// No live entry and every slot of the bucket is live.
+    Full,
+}
+
+pub struct VacantSlot<'s, V: Copy> {
+    slot: &'s mut Slot<V>,
+    key: [u8; 16],
+}
+
+impl<V: Copy> VacantSlot<'_, V> {
+    pub fn insert(self, value: V, expires_at: u64) {
+        self.slot.key = self.key;
+        self.slot.expires_at = expires_at;
+        self.slot.value = value;
+    }
+}
+
+/// A bounded, set-associative key/value table in shared memory. Keys are 16-byte digests
+/// (callers hash secrets before they get here); an entry lives until `expires_at`.
+pub struct SharedTable<V: Copy> {
+    region: SharedRegion,
+    buckets: usize,
+    _v: PhantomData<V>,
+}
+
+impl<V: Copy> SharedTable<V> {
+    /// Room for at least `entries` entries (rounded up to whole buckets). Call before fork.
+    pub fn new(entries: usize) -> io::Result<SharedTable<V>> {
+        assert!(align_of::<Bucket<V>>() <= 4096);
+        let buckets = entries.div_ceil(WAYS).max(1);
+        let region = SharedRegion::map(buckets * size_of::<Bucket<V>>())?;
+        Ok(SharedTable { region, buckets, _v: PhantomData })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.buckets * WAYS
+    }
+
+    /// Bytes of shared memory the table uses.
+    pub fn bytes(&self) -> usize {
+        self.region.len()
+    }
+
+    fn bucket(&self, key: &[u8; 16]) -> *mut Bucket<V> {
+        let h = u64::from_le_bytes(key[..8].try_into().unwrap());
+        let index = (h % self.buckets as u64) as usize;
+        // SAFETY: index < buckets, and the region holds `buckets` buckets.
+        unsafe { (self.region.base() as *mut Bucket<V>).add(index) }
+    }
+
+    /// Runs `f` on the key's entry under the bucket lock: read, change, insert or refuse.
+    /// The all-zero key is reserved for empty slots and is remapped.
+    pub fn update<R>(&self, key: [u8; 16], now: u64, f: impl FnOnce(Found<'_, V>) -> R) -> R {
+        let key = if key == [0; 16] { [1; 16] } else { key };
+        let bucket = self.bucket(&key);
+        // SAFETY: the lock word lives in the shared region for the table's lifetime.
+        let lock_word = unsafe { &*std::ptr::addr_of!((*bucket).lock) };
+        let _lock = PidLock::acquire(lock_word);
+        // SAFETY: the bucket lock gives this process exclusive access to the slots until the
+        // guard drops at the end of this function; the slots are plain data.
+        let slots = unsafe { &mut *std::ptr::addr_of_mut!((*bucket).slots) };
+        let mut live_index = None;
+        let mut free_index = None;
+        for (i, s) in slots.iter().enumerate() {
+            let live = s.key != [0; 16] && s.expires_at > now;
+            if live && s.key == key {
+                live_index = Some(i);
+                break;
+            }
+            if !live && free_index.is_none() {
+                free_index = Some(i);
+            }
+        }
+        match (live_index, free_index) {
+            (Some(i), _) => {
+                let s = &mut slots[i];
+                f(Found::Live(&mut s.value, &mut s.expires_at))
+            }
+            (None, Some(i)) => f(Found::Vacant(VacantSlot { slot: &mut slots[i], key })),
+            (None, None) => f(Found::Full),
+        }
+    }
+
+    /// Evicts the key's entry if present.
+    pub fn remove(&self, key: [u8; 16], now: u64) {
+        self.update(key, now, |found| {
+            if let Found::Live(_, expires_at) = found {
+                *expires_at = 0;
+            }
+        })
+    }
+}
+
+/// A row of counters in shared memory: every process adds, anyone reads the sum.
+pub struct SharedCounters {
+    region: SharedRegion,
+    count: usize,
+}
+
+impl SharedCounters {
+    /// Call before fork.
+    pub fn new(count: usize) -> io::Result<SharedCounters> {
+        Ok(SharedCounters { region: SharedRegion::map(count * size_of::<AtomicU64>())?, count })
+    }
+
+    fn cell(&self, index: usize) -> &AtomicU64 {
+        assert!(index < self.count, "counter index out of range");
+        // SAFETY: in range, aligned (the mapping is page-aligned), zero-initialised atomics.
+        unsafe { &*(self.region.base() as *const AtomicU64).add(index) }
+    }
+
+    pub fn add(&self, index: usize, n: u64) {
+        self.cell(index).fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, index: usize) -> u64 {
+        self.cell(index).load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    #[repr(C)]
+    struct Val {
+        n: u32,
+    }
+
+    fn key(i: u8) -> [u8; 16] {
+        let mut k = [0u8; 16];
+        k[0] = i;
+        k[15] = 0xAA;
+        k
+    }
+
+    fn get(t: &SharedTable<Val>, k: [u8; 16], now: u64) -> Option<u32> {
+        t.update(k, now, |f| match f {
+            Found::Live(v, _) => Some(v.n),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn insert_find_expire() {
+        let t: SharedTable<Val> = SharedTable::new(64).unwrap();
+        t.update(key(1), 100, |f| match f {
+            Found::Vacant(v) => v.insert(Val { n: 7 }, 110),
+            _ => panic!("expected vacant"),
+        });
+        assert_eq!(get(&t, key(1), 105), Some(7));
+        assert_eq!(get(&t, key(1), 110), None, "expired at expires_at");
+        t.update(key(1), 105, |f| {
+            if let Found::Vacant(v) = f {
+                v.insert(Val { n: 8 }, 200)
+            }
+        });
+        t.remove(key(1), 106);
+        assert_eq!(get(&t, key(1), 107), None);
+    }
+
+    #[test]
+    fn full_bucket_is_reported_not_overwritten() {
+        let t: SharedTable<Val> = SharedTable::new(WAYS).unwrap();
+        assert_eq!(t.capacity(), WAYS);
+        for i in 1..=WAYS as u8 {
+            t.update(key(i), 0, |f| match f {
+                Found::Vacant(v) => v.insert(Val { n: i as u32 }, 1000),
+                _ => panic!("room expected"),
+            });
+        }
+        let full = t.update(key(99), 0, |f| matches!(f, Found::Full));
+        assert!(full);
+        // After expiry the slots are reusable.
+        let vacant = t.update(key(99), 1000, |f| matches!(f, Found::Vacant(_)));
+        assert!(vacant);
+    }
+
+    #[test]
+    fn children_share_the_table_and_counters() {
+        let t: SharedTable<Val> = SharedTable::new(128).unwrap();
+        let c = SharedCounters::new(4).unwrap();
+        let mut pids = Vec::new();
+        for child in 0..4u8 {
+            // SAFETY: the child only touches the shared mapping and exits with _exit.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            if pid == 0 {
+                for round in 0..250u32 {
+                    t.update(key(child + 1), 1, |f| match f {
+                        Found::Live(v, _) => v.n += 1,
+                        Found::Vacant(v) => v.insert(Val { n: 1 }, 1_000),
+                        Found::Full => {}
+                    });
+                    c.add((round % 4) as usize, 1);
+                }
+                unsafe { libc::_exit(0) };
+            }
+            pids.push(pid);
+        }
+        for pid in pids {
+            let mut status = 0;
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            assert_eq!(status, 0);
+        }
+        for child in 0..4u8 {
+            assert_eq!(get(&t, key(child + 1), 2), Some(250));
+        }
+        assert_eq!((0..4).map(|i| c.get(i)).sum::<u64>(), 1000);
+    }
+
+    #[test]
+    fn dead_owner_does_not_wedge_the_lock() {
+        let word = AtomicU32::new(0);
+        // A pid far above pid_max on Linux: never alive.
+        word.store(0x7fff_fff0, Ordering::Relaxed);
+        let lock = PidLock::acquire(&word);
+        assert_eq!(word.load(Ordering::Relaxed), my_pid());
+        drop(lock);
+        assert_eq!(word.load(Ordering::Relaxed), 0);
+    }
+}
