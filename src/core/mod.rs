@@ -13,3 +13,4 @@ pub mod replay;
 pub mod shm;
 pub mod sso;
 pub mod text;
+pub mod token_cache;

@@ -178,6 +178,12 @@ impl<V: Copy> SharedTable<V> {
         self.region.len()
     }
 
+    /// Start of the mapping, for tests that inspect what is stored.
+    #[cfg(test)]
+    pub fn base_ptr(&self) -> *const u8 {
+        self.region.base()
+    }
+
     fn bucket(&self, key: &[u8; 16]) -> *mut Bucket<V> {
         let h = u64::from_le_bytes(key[..8].try_into().unwrap());
         let index = (h % self.buckets as u64) as usize;

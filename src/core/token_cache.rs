@@ -1,0 +1,289 @@
+//! Introspection results shared by every worker of an instance, so the SSO sees one request per
+//! token per cache period rather than one per worker.
+//!
+//! Keyed by SHA-256 of the token (the raw token is never stored): 16 bytes index the table and
+//! the other 16 are checked on every hit, so two tokens can only share an entry by a full
+//! SHA-256 collision. Positive results live min(cache_ttl, exp - now); negative ones
+//! `negative_ttl`. When a worker starts introspecting a token it leaves a "pending" mark, and
+//! other workers seeing the same new token wait for its answer instead of asking the SSO too.
+
+use sha2::{Digest, Sha256};
+
+use super::shm::{Found, SharedTable};
+use super::sso::Introspection;
+
+/// Longest user name / scope kept in an entry; longer results are not cached.
+const MAX_FIELD: usize = 127;
+
+const POSITIVE: u8 = 1;
+const NEGATIVE: u8 = 2;
+const PENDING: u8 = 3;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Entry {
+    check: [u8; 16],
+    state: u8,
+    has_exp: u8,
+    user_len: u8,
+    scope_len: u8,
+    /// Pid of the worker asking the SSO (PENDING only).
+    owner: u32,
+    exp: i64,
+    user: [u8; MAX_FIELD],
+    scope: [u8; MAX_FIELD],
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// A live positive result (claims other than user/exp/scope are not cached).
+    Hit(Introspection),
+    /// The SSO recently said this token is not active.
+    NegativeHit,
+    /// Nothing known; this caller now owns the pending mark and must `store_*` or `release`.
+    Claimed,
+    /// Nothing known and the table has no room for a mark: ask the SSO without one.
+    Uncached,
+    /// Another worker is asking the SSO right now.
+    Pending,
+}
+
+pub struct SharedTokenCache {
+    table: SharedTable<Entry>,
+}
+
+fn split_key(token: &str) -> ([u8; 16], [u8; 16]) {
+    let d = Sha256::digest(token.as_bytes());
+    (d[..16].try_into().unwrap(), d[16..].try_into().unwrap())
+}
+
+fn pid() -> u32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() as u32 }
+}
+
+impl SharedTokenCache {
+    /// Room for `entries` tokens. Call before fork.
+    pub fn new(entries: usize) -> std::io::Result<SharedTokenCache> {
+        Ok(SharedTokenCache { table: SharedTable::new(entries)? })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.table.capacity()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.table.bytes()
+    }
+
+    /// Looks the token up; on a miss, leaves a pending mark valid until `claim_until`.
+    pub fn lookup(&self, token: &str, now: u64, claim_until: u64) -> Lookup {
+        let (key, check) = split_key(token);
+        self.table.update(key, now, |found| match found {
+            Found::Live(e, expires_at) => {
+                if e.check != check {
+                    // Index collision with another token: not ours; leave it be.
+                    return Lookup::Uncached;
+                }
+                match e.state {
+                    POSITIVE => Lookup::Hit(Introspection {
+                        active: true,
+                        user: Some(String::from_utf8_lossy(&e.user[..e.user_len as usize]).into_owned()),
+                        exp: (e.has_exp == 1).then_some(e.exp),
+                        scope: (e.scope_len > 0)
+                            .then(|| String::from_utf8_lossy(&e.scope[..e.scope_len as usize]).into_owned()),
+                        claims: Default::default(),
+                    }),
+                    NEGATIVE => Lookup::NegativeHit,
+                    _ if e.owner == pid() => {
+                        // Our own stale mark (an earlier call of ours gave up): take it again.
+                        *expires_at = claim_until;
+                        Lookup::Claimed
+                    }
+                    _ => Lookup::Pending,
+                }
+            }
+            Found::Vacant(slot) => {
+                let mut e = blank(check);
+                e.state = PENDING;
+                e.owner = pid();
+                slot.insert(e, claim_until);
+                Lookup::Claimed
+            }
+            Found::Full => Lookup::Uncached,
+        })
+    }
+
+    /// Stores a positive result for min(now + ttl, exp); ttl 0 or an unfit result only clears
+    /// the pending mark.
+    pub fn store_positive(&self, token: &str, info: &Introspection, now: u64, ttl: u64) {
+        let until = match info.exp {
+            Some(exp) if exp <= now as i64 => now,
+            Some(exp) => (now + ttl).min(exp as u64),
+            None => now + ttl,
+        };
+        let user = info.user.as_deref().unwrap_or("");
+        let scope = info.scope.as_deref().unwrap_or("");
+        let fits = info.active && !user.is_empty() && user.len() <= MAX_FIELD && scope.len() <= MAX_FIELD;
+        if ttl == 0 || until <= now || !fits {
+            self.release(token, now);
+            return;
+        }
+        let (key, check) = split_key(token);
+        let mut e = blank(check);
+        e.state = POSITIVE;
+        e.user[..user.len()].copy_from_slice(user.as_bytes());
+        e.user_len = user.len() as u8;
+        e.scope[..scope.len()].copy_from_slice(scope.as_bytes());
+        e.scope_len = scope.len() as u8;
+        if let Some(exp) = info.exp {
+            e.has_exp = 1;
+            e.exp = exp;
+        }
+        self.put(key, e, until, now);
+    }
+
+    /// Remembers for `ttl` seconds that the token is not active.
+    pub fn store_negative(&self, token: &str, now: u64, ttl: u64) {
+        if ttl == 0 {
+            self.release(token, now);
+            return;
+        }
+        let (key, check) = split_key(token);
+        let mut e = blank(check);
+        e.state = NEGATIVE;
+        self.put(key, e, now + ttl, now);
+    }
+
+    /// Drops this caller's pending mark (the SSO call failed): others may try.
+    pub fn release(&self, token: &str, now: u64) {
+        let (key, check) = split_key(token);
+        self.table.update(key, now, |found| {
+            if let Found::Live(e, expires_at) = found {
+                if e.check == check && e.state == PENDING && e.owner == pid() {
+                    *expires_at = 0;
+                }
+            }
+        })
+    }
+
+    #[cfg(test)]
+    fn table_base(&self) -> *const u8 {
+        self.table.base_ptr()
+    }
+
+    fn put(&self, key: [u8; 16], entry: Entry, until: u64, now: u64) {
+        self.table.update(key, now, |found| match found {
+            Found::Live(e, expires_at) => {
+                if e.check == entry.check || e.state == PENDING {
+                    *e = entry;
+                    *expires_at = until;
+                }
+            }
+            Found::Vacant(slot) => slot.insert(entry, until),
+            Found::Full => {}
+        })
+    }
+}
+
+fn blank(check: [u8; 16]) -> Entry {
+    Entry {
+        check,
+        state: 0,
+        has_exp: 0,
+        user_len: 0,
+        scope_len: 0,
+        owner: 0,
+        exp: 0,
+        user: [0; MAX_FIELD],
+        scope: [0; MAX_FIELD],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn active(user: &str, exp: Option<i64>) -> Introspection {
+        Introspection { active: true, user: Some(user.into()), exp, scope: Some("sip".into()), claims: Default::default() }
+    }
+
+    #[test]
+    fn miss_claim_store_hit() {
+        let c = SharedTokenCache::new(64).unwrap();
+        assert_eq!(c.lookup("t1", 100, 105), Lookup::Claimed);
+        c.store_positive("t1", &active("alice", Some(1000)), 100, 60);
+        match c.lookup("t1", 120, 125) {
+            Lookup::Hit(i) => {
+                assert_eq!(i.user.as_deref(), Some("alice"));
+                assert_eq!(i.exp, Some(1000));
+                assert_eq!(i.scope.as_deref(), Some("sip"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.lookup("t1", 160, 165), Lookup::Claimed, "ttl over");
+    }
+
+    #[test]
+    fn lifetime_never_passes_exp() {
+        let c = SharedTokenCache::new(64).unwrap();
+        c.lookup("t", 100, 105);
+        c.store_positive("t", &active("bob", Some(110)), 100, 60);
+        assert!(matches!(c.lookup("t", 109, 115), Lookup::Hit(_)));
+        assert!(!matches!(c.lookup("t", 110, 115), Lookup::Hit(_)));
+    }
+
+    #[test]
+    fn negative_and_off() {
+        let c = SharedTokenCache::new(64).unwrap();
+        c.lookup("bad", 100, 105);
+        c.store_negative("bad", 100, 5);
+        assert_eq!(c.lookup("bad", 104, 110), Lookup::NegativeHit);
+        assert_eq!(c.lookup("bad", 105, 110), Lookup::Claimed);
+        c.store_positive("bad", &active("x", None), 105, 0);
+        assert_eq!(c.lookup("bad", 106, 110), Lookup::Claimed, "ttl 0 caches nothing");
+    }
+
+    #[test]
+    fn another_process_sees_pending_then_the_result() {
+        let c = SharedTokenCache::new(64).unwrap();
+        assert_eq!(c.lookup("shared", 100, 110), Lookup::Claimed);
+        // SAFETY: the child only reads the shared mapping and exits with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let ok = c.lookup("shared", 101, 111) == Lookup::Pending;
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(status, 0, "child must see the pending mark");
+        c.store_positive("shared", &active("carol", None), 102, 60);
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let ok = matches!(c.lookup("shared", 103, 113), Lookup::Hit(_));
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(status, 0, "child must see the stored result");
+    }
+
+    #[test]
+    fn release_lets_others_claim() {
+        let c = SharedTokenCache::new(64).unwrap();
+        assert_eq!(c.lookup("r", 100, 110), Lookup::Claimed);
+        c.release("r", 101);
+        assert_eq!(c.lookup("r", 102, 112), Lookup::Claimed);
+    }
+
+    #[test]
+    fn raw_token_is_not_in_memory() {
+        let c = SharedTokenCache::new(8).unwrap();
+        let token = "very-secret-token-value-0123456789";
+        c.lookup(token, 1, 2);
+        c.store_positive(token, &active("alice", None), 1, 60);
+        // SAFETY: reading the table's own mapping as bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(c.table_base(), c.bytes()) };
+        assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()));
+    }
+}
