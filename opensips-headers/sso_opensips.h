@@ -157,6 +157,8 @@ typedef struct stat_export_ {
 } stat_export_t;
 
 #define STAT_NO_RESET 1
+#define STAT_IS_FUNC 8
+typedef unsigned long (*stat_function)(void *ctx);
 
 enum module_type { MOD_TYPE_NULL = 0, MOD_TYPE_DEFAULT = 1 };
 

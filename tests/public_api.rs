@@ -1,7 +1,7 @@
 //! The core as another crate sees it: a full Digest round through the public API, with a
 //! scripted SSO. Also proves the rlib (with its FFI layer) links outside OpenSIPS.
 
-use sso_auth::core::authorize::{AuthRequest, Authorizer, Code, HeaderRef, Placement};
+use sso_auth::core::authorize::{AuthRequest, Authorizer, Code, HeaderRef, Placement, SharedState};
 use sso_auth::core::config::Config;
 use sso_auth::core::sso::{DigestLogin, Introspection, LoginOutcome, SsoApi, SsoError};
 
@@ -23,7 +23,8 @@ fn challenge_then_login() {
     cfg.set_str("token_url", "http://127.0.0.1:9/token").unwrap();
     cfg.set_str("secret", &"s".repeat(32)).unwrap();
     cfg.finish(|| unreachable!()).unwrap();
-    let mut auth = Authorizer::new(cfg);
+    let shared = std::sync::Arc::new(SharedState::new(&cfg).unwrap());
+    let mut auth = Authorizer::new(cfg, shared);
     let now = 1_800_000_000;
     let spec = sso_auth::core::authorize::ChallengeSpec {
         placement: Placement::Www,

@@ -28,6 +28,9 @@ pub struct Config {
     pub bearer_scope: Option<String>,
     pub digest_grant_type: String,
     pub cache_ttl: u64,
+    pub negative_cache_ttl: u64,
+    pub cache_slots: u64,
+    pub nonce_slots: u64,
     pub tls_ca_file: Option<String>,
 }
 
@@ -49,6 +52,9 @@ impl fmt::Debug for Config {
             .field("bearer_scope", &self.bearer_scope)
             .field("digest_grant_type", &self.digest_grant_type)
             .field("cache_ttl", &self.cache_ttl)
+            .field("negative_cache_ttl", &self.negative_cache_ttl)
+            .field("cache_slots", &self.cache_slots)
+            .field("nonce_slots", &self.nonce_slots)
             .field("tls_ca_file", &self.tls_ca_file)
             .finish()
     }
@@ -71,6 +77,9 @@ impl Default for Config {
             bearer_scope: None,
             digest_grant_type: "urn:sso-auth:grant-type:sip-digest".to_string(),
             cache_ttl: 60,
+            negative_cache_ttl: 5,
+            cache_slots: 8192,
+            nonce_slots: 65536,
             tls_ca_file: None,
         }
     }
@@ -106,7 +115,15 @@ pub const STRING_PARAMS: &[&str] = &[
 ];
 
 /// Names of the integer parameters.
-pub const INT_PARAMS: &[&str] = &["nonce_expire", "use_domain", "http_timeout", "cache_ttl"];
+pub const INT_PARAMS: &[&str] = &[
+    "nonce_expire",
+    "use_domain",
+    "http_timeout",
+    "cache_ttl",
+    "negative_cache_ttl",
+    "cache_slots",
+    "nonce_slots",
+];
 
 fn check_url(param: &str, value: &str) -> Result<String, ConfigError> {
     let parsed = url::Url::parse(value).map_err(|e| err(param, &format!("not a URL ({e})")))?;
@@ -233,6 +250,17 @@ impl Config {
                 self.http_timeout_ms = v
             }
             "cache_ttl" => self.cache_ttl = v,
+            "negative_cache_ttl" => self.negative_cache_ttl = v,
+            "cache_slots" | "nonce_slots" => {
+                if !(64..=16_777_216).contains(&v) {
+                    return Err(err(name, "must be between 64 and 16777216"));
+                }
+                if name == "cache_slots" {
+                    self.cache_slots = v
+                } else {
+                    self.nonce_slots = v
+                }
+            }
             _ => return Err(err(name, "unknown integer parameter")),
         }
         Ok(())
@@ -312,6 +340,8 @@ mod tests {
         assert!(e.0.contains("nonce_expire"));
         assert!(c.set_int("http_timeout", 0).is_err());
         assert!(c.set_int("use_domain", 2).is_err());
+        assert!(c.set_int("nonce_slots", 10).is_err());
+        assert!(c.set_int("cache_slots", -5).is_err());
         assert!(c.set_str("token_header", "X Bad").is_err());
         assert!(c.set_str("introspect_url", "https://user:pw@sso/x").is_err());
         assert!(c.set_str("tls_ca_file", "/nonexistent/ca.pem").is_err());

@@ -12,5 +12,6 @@ pub mod nonce;
 pub mod replay;
 pub mod shm;
 pub mod sso;
+pub mod stats;
 pub mod text;
 pub mod token_cache;

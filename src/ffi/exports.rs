@@ -10,8 +10,10 @@ use crate::core::sso::HttpSso;
 use super::bindings::{
     cmd_export_t, cmd_function, cmd_param, dep_export_t, modparam_dependency_t, module_dependency_t, module_exports,
     module_exports__bindgen_ty_1, module_type, param_export_t, scm_version, CMD_PARAM_OPT, CMD_PARAM_STR, DEP_ABORT,
-    INT_PARAM, MAX_MOD_DEPS, REQUEST_ROUTE, STR_PARAM, USE_FUNC_PARAM,
+    stat_export_t, stat_var, INT_PARAM, MAX_MOD_DEPS, REQUEST_ROUTE, STAT_IS_FUNC, STAT_NO_RESET, STR_PARAM,
+    USE_FUNC_PARAM,
 };
+use crate::core::stats::Stat;
 use super::functions::*;
 use super::guard::{guarded, EntryError};
 use super::log::{install_panic_hook, report_error, sso_log, L_INFO, L_NOTICE, L_WARN};
@@ -86,7 +88,7 @@ const fn param(name: &'static CStr, kind: u32, f: Setter) -> param_export_t {
     param_export_t { name: cstr(name), type_: kind | USE_FUNC_PARAM, param_pointer: f as *mut c_void }
 }
 
-static PARAMS: Table<[param_export_t; 16]> = Table([
+static PARAMS: Table<[param_export_t; 19]> = Table([
     param(c"introspect_url", STR_PARAM, set_introspect_url),
     param(c"token_url", STR_PARAM, set_token_url),
     param(c"client_id", STR_PARAM, set_client_id),
@@ -102,7 +104,62 @@ static PARAMS: Table<[param_export_t; 16]> = Table([
     param(c"digest_grant_type", STR_PARAM, set_digest_grant_type),
     param(c"cache_ttl", INT_PARAM, set_cache_ttl),
     param(c"tls_ca_file", STR_PARAM, set_tls_ca_file),
+    param(c"negative_cache_ttl", INT_PARAM, set_negative_cache_ttl),
+    param(c"cache_slots", INT_PARAM, set_cache_slots),
+    param(c"nonce_slots", INT_PARAM, set_nonce_slots),
     param_export_t { name: null(), type_: 0, param_pointer: std::ptr::null_mut() },
+]);
+
+/// Statistics are function-backed (STAT_IS_FUNC): the values live in the module's shared
+/// counters, which every worker adds to; OpenSIPS calls these to read them.
+fn stat_value(stat: Stat) -> std::ffi::c_ulong {
+    worker::shared().map(|s| s.stats.get(stat)).unwrap_or(0) as std::ffi::c_ulong
+}
+
+macro_rules! stat_readers {
+    ($($fn_name:ident => $stat:ident),+ $(,)?) => {
+        $(
+            unsafe extern "C" fn $fn_name(_ctx: *mut c_void) -> std::ffi::c_ulong {
+                // Reading an atomic cannot panic; no guard needed beyond that.
+                stat_value(Stat::$stat)
+            }
+        )+
+    };
+}
+
+stat_readers! {
+    stat_token_accepted => TokenAccepted,
+    stat_token_rejected => TokenRejected,
+    stat_digest_accepted => DigestAccepted,
+    stat_digest_rejected => DigestRejected,
+    stat_challenges_sent => ChallengesSent,
+    stat_sso_requests => SsoRequests,
+    stat_sso_errors => SsoErrors,
+    stat_sso_timeouts => SsoTimeouts,
+    stat_cache_hits => CacheHits,
+    stat_cache_misses => CacheMisses,
+    stat_replays_blocked => ReplaysBlocked,
+}
+
+type StatReader = unsafe extern "C" fn(*mut c_void) -> std::ffi::c_ulong;
+
+const fn stat(name: &'static CStr, f: StatReader) -> stat_export_t {
+    stat_export_t { name: cstr(name), flags: (STAT_IS_FUNC | STAT_NO_RESET) as u16, stat_pointer: f as *mut *mut stat_var }
+}
+
+static STATS: Table<[stat_export_t; 12]> = Table([
+    stat(c"token_accepted", stat_token_accepted),
+    stat(c"token_rejected", stat_token_rejected),
+    stat(c"digest_accepted", stat_digest_accepted),
+    stat(c"digest_rejected", stat_digest_rejected),
+    stat(c"challenges_sent", stat_challenges_sent),
+    stat(c"sso_requests", stat_sso_requests),
+    stat(c"sso_errors", stat_sso_errors),
+    stat(c"sso_timeouts", stat_sso_timeouts),
+    stat(c"cache_hits", stat_cache_hits),
+    stat(c"cache_misses", stat_cache_misses),
+    stat(c"replays_blocked", stat_replays_blocked),
+    stat_export_t { name: null(), flags: 0, stat_pointer: std::ptr::null_mut() },
 ]);
 
 /// dep_export_t ends in a flexible array; this is the same layout with its one terminator.
@@ -147,7 +204,7 @@ pub static exports: Table<module_exports> = Table(module_exports {
     cmds: &CMDS.0 as *const cmd_export_t,
     acmds: null(),
     params: &PARAMS.0 as *const param_export_t,
-    stats: null(),
+    stats: &STATS.0 as *const stat_export_t,
     mi_cmds: null(),
     items: null(),
     trans: null(),
@@ -181,7 +238,16 @@ unsafe extern "C" fn mod_init() -> c_int {
         // Builds (and drops) one client to check the TLS settings now rather than per request.
         HttpSso::new(cfg.sso_settings()).map_err(|e| EntryError::new(-1, format!("SSO client settings rejected: {e:?}")))?;
         reply::bind_signaling().map_err(|e| EntryError::new(-1, e))?;
-        worker::freeze_config(cfg).map_err(|e| EntryError::new(-1, e))?;
+        let (cache_slots, nonce_slots) = (cfg.cache_slots, cfg.nonce_slots);
+        let shared = worker::freeze(cfg).map_err(|e| EntryError::new(-1, e))?;
+        sso_log!(
+            L_INFO,
+            "shared memory: token cache {} entries ({} KiB), replay table {} nonces ({} KiB)",
+            cache_slots,
+            shared.tokens.bytes() / 1024,
+            nonce_slots,
+            shared.replay.bytes() / 1024
+        );
         Ok(0)
     })
 }

@@ -69,4 +69,7 @@ setters! {
     set_digest_grant_type => c"digest_grant_type",
     set_cache_ttl => c"cache_ttl",
     set_tls_ca_file => c"tls_ca_file",
+    set_negative_cache_ttl => c"negative_cache_ttl",
+    set_cache_slots => c"cache_slots",
+    set_nonce_slots => c"nonce_slots",
 }

@@ -2,15 +2,18 @@
 //! fork); each worker builds its own Authorizer and HTTP agent on first use, after the fork,
 //! so no connection or thread ever crosses a fork.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use once_cell::sync::OnceCell;
 
-use crate::core::authorize::{Authorizer, Outcome};
+use crate::core::authorize::{Authorizer, Outcome, SharedState};
 use crate::core::config::Config;
 use crate::core::sso::HttpSso;
 
 static CONFIG: OnceCell<Config> = OnceCell::new();
+
+/// Tables every process shares (mapped at mod_init, before fork).
+static SHARED: OnceCell<Arc<SharedState>> = OnceCell::new();
 
 /// This process's engine; `None` until the first request in this process.
 static WORKER: Mutex<Option<Worker>> = Mutex::new(None);
@@ -44,9 +47,17 @@ impl Worker {
     }
 }
 
-/// Freezes the configuration (main process, mod_init).
-pub fn freeze_config(cfg: Config) -> Result<(), String> {
-    CONFIG.set(cfg).map_err(|_| "configuration already frozen".to_string())
+/// Freezes the configuration and maps the shared tables (main process, mod_init).
+pub fn freeze(cfg: Config) -> Result<&'static SharedState, String> {
+    let shared = SharedState::new(&cfg).map_err(|e| format!("cannot map shared memory: {e}"))?;
+    SHARED.set(Arc::new(shared)).map_err(|_| "already initialized".to_string())?;
+    CONFIG.set(cfg).map_err(|_| "configuration already frozen".to_string())?;
+    Ok(SHARED.get().expect("just set"))
+}
+
+/// The shared state, once mod_init ran.
+pub fn shared() -> Option<&'static SharedState> {
+    SHARED.get().map(|a| a.as_ref())
 }
 
 pub fn config() -> Option<&'static Config> {
@@ -58,8 +69,9 @@ pub fn with_worker<R>(f: impl FnOnce(&mut Worker) -> R) -> Result<R, String> {
     let mut slot = WORKER.lock().unwrap_or_else(|p| p.into_inner());
     if slot.is_none() {
         let cfg = config().ok_or("module not initialized")?.clone();
+        let shared = SHARED.get().ok_or("module not initialized")?.clone();
         let sso = HttpSso::new(cfg.sso_settings()).map_err(|e| format!("cannot build the SSO client: {e:?}"))?;
-        *slot = Some(Worker { authorizer: Authorizer::new(cfg), sso, last: None });
+        *slot = Some(Worker { authorizer: Authorizer::new(cfg, shared), sso, last: None });
     }
     Ok(f(slot.as_mut().expect("worker state was just created")))
 }

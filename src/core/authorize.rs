@@ -1,0 +1,560 @@
+//! The authorization decision of `sso_authorize` / `sso_proxy_authorize` and the content of
+//! `sso_challenge` / `sso_proxy_challenge`, independent of OpenSIPS: the FFI layer hands in the
+//! request's relevant headers and gets back a code, the headers to add and a reason to log.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::challenge::{self, BearerError, QopOffer};
+use super::config::Config;
+use super::credentials::{self, Credentials, DigestCredentials};
+use super::digest::{self, Algorithm};
+use super::identity::{self, Aor};
+use super::nonce::{NonceError, NonceKey};
+use super::replay::{ReplayError, ReplayGuard};
+use super::sso::{DigestLogin, Introspection, LoginOutcome, SsoApi, SsoError};
+use super::stats::{Stat, Stats};
+use super::token_cache::{Lookup, SharedTokenCache};
+
+/// Return codes of sso_authorize / sso_proxy_authorize (OpenSIPS auth's codes, extended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    TokenOk = 1,
+    DigestOk = 2,
+    UnknownUser = -1,
+    WrongCredentials = -2,
+    StaleNonce = -3,
+    NoCredentials = -4,
+    Error = -5,
+    InvalidToken = -6,
+    IdentityMismatch = -7,
+    BadNonce = -8,
+}
+
+impl Code {
+    pub fn value(self) -> i32 {
+        self as i32
+    }
+    pub fn is_success(self) -> bool {
+        self.value() > 0
+    }
+}
+
+/// Which header carries credentials: `Authorization` (registrar, 401) or
+/// `Proxy-Authorization` (proxy, 407).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Www,
+    Proxy,
+}
+
+/// One header of the request, as the FFI layer found it; `id` lets it name the header back.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderRef<'a> {
+    pub id: usize,
+    pub value: &'a [u8],
+}
+
+/// What the decision needs to know about a request.
+#[derive(Debug, Clone)]
+pub struct AuthRequest<'a> {
+    pub placement: Placement,
+    pub method: &'a str,
+    pub is_register: bool,
+    /// The expanded `realm` argument; empty: derived from To/From.
+    pub realm: &'a str,
+    pub to: Option<&'a [u8]>,
+    pub from: Option<&'a [u8]>,
+    /// Authorization headers (Placement::Www) or Proxy-Authorization headers (Proxy), in order.
+    pub credential_headers: Vec<HeaderRef<'a>>,
+    /// Headers named like the `token_header` parameter, in order.
+    pub token_headers: Vec<HeaderRef<'a>>,
+    pub body: &'a [u8],
+}
+
+/// Where a token came from (reported to the script and the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    Header,
+    Bearer,
+    Digest,
+}
+
+/// Result of one authorization.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub code: Code,
+    /// Header ids that carried the credentials that decided (for sso_consume_credentials).
+    pub used_headers: Vec<usize>,
+    /// Token the SSO issued after a Digest login, to put into the reply.
+    pub new_token: Option<String>,
+    /// Bearer error for the next challenge of this request.
+    pub bearer_error: Option<BearerError>,
+    /// The authenticated user (token user or Digest username).
+    pub user: Option<String>,
+    pub source: Option<TokenSource>,
+    /// The introspection result behind a token success.
+    pub introspection: Option<Introspection>,
+    /// Short explanation for the log: never a token, password or secret.
+    pub reason: String,
+}
+
+impl Outcome {
+    fn new(code: Code, reason: impl Into<String>) -> Outcome {
+        Outcome {
+            code,
+            used_headers: Vec::new(),
+            new_token: None,
+            bearer_error: None,
+            user: None,
+            source: None,
+            introspection: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A few hex digits of SHA-256 of a secret value: enough to correlate log lines, useless to
+/// an attacker.
+pub fn fingerprint(secret: &str) -> String {
+    digest::hash_hex(Algorithm::Sha256, secret.as_bytes())[..8].to_string()
+}
+
+/// State every worker of the instance shares: made in the main process before fork.
+pub struct SharedState {
+    pub tokens: SharedTokenCache,
+    pub replay: ReplayGuard,
+    pub stats: Stats,
+}
+
+impl SharedState {
+    /// Maps the shared tables sized by the configuration. Call before fork.
+    pub fn new(cfg: &Config) -> std::io::Result<SharedState> {
+        Ok(SharedState {
+            tokens: SharedTokenCache::new(cfg.cache_slots as usize)?,
+            replay: ReplayGuard::new(cfg.nonce_slots as usize)?,
+            stats: Stats::new()?,
+        })
+    }
+}
+
+/// Per-process authorization engine: configuration, nonce key, and the shared state.
+pub struct Authorizer {
+    cfg: Config,
+    nonces: NonceKey,
+    shared: Arc<SharedState>,
+}
+
+/// How often a worker looks again while another worker introspects the same token.
+const PENDING_POLL: Duration = Duration::from_millis(2);
+
+impl Authorizer {
+    /// `cfg` must have passed `Config::finish` (the secret is set).
+    pub fn new(cfg: Config, shared: Arc<SharedState>) -> Authorizer {
+        let secret = cfg.secret.clone().unwrap_or_default();
+        Authorizer { nonces: NonceKey::new(&secret), shared, cfg }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// One SSO call, counted.
+    fn count_sso<T>(&self, result: Result<T, SsoError>) -> Result<T, SsoError> {
+        let stats = &self.shared.stats;
+        stats.inc(Stat::SsoRequests);
+        match &result {
+            Err(SsoError::Timeout) => {
+                stats.inc(Stat::SsoErrors);
+                stats.inc(Stat::SsoTimeouts)
+            }
+            Err(SsoError::NotConfigured) => {}
+            Err(_) => stats.inc(Stat::SsoErrors),
+            Ok(_) => {}
+        }
+        result
+    }
+
+    /// Introspection through the shared cache: a hit, or one SSO call for the whole instance
+    /// (other workers asking at the same moment wait for it). Ok(None): the cache remembers
+    /// the token as not active.
+    fn introspect_cached(&self, token: &str, sso: &mut dyn SsoApi, now: u64) -> Result<(Option<Introspection>, bool), SsoError> {
+        let cache = &self.shared.tokens;
+        let stats = &self.shared.stats;
+        let budget = Duration::from_millis(self.cfg.http_timeout_ms);
+        let claim_until = now + budget.as_secs() + 2;
+        let started = Instant::now();
+        loop {
+            let looked = if self.cfg.cache_ttl == 0 { Lookup::Uncached } else { cache.lookup(token, now, claim_until) };
+            match looked {
+                Lookup::Hit(info) => {
+                    stats.inc(Stat::CacheHits);
+                    return Ok((Some(info), true));
+                }
+                Lookup::NegativeHit => {
+                    stats.inc(Stat::CacheHits);
+                    return Ok((None, true));
+                }
+                Lookup::Pending if started.elapsed() < budget => {
+                    std::thread::sleep(PENDING_POLL);
+                    continue;
+                }
+                Lookup::Pending | Lookup::Uncached | Lookup::Claimed => {
+                    stats.inc(Stat::CacheMisses);
+                    let claimed = matches!(looked, Lookup::Claimed);
+                    let answer = self.count_sso(sso.introspect(token));
+                    match &answer {
+                        Ok(info) if self.usable(info, now) => {
+                            cache.store_positive(token, info, now, self.cfg.cache_ttl)
+                        }
+                        Ok(_) => cache.store_negative(token, now, self.cfg.negative_cache_ttl),
+                        Err(_) if claimed => cache.release(token, now),
+                        Err(_) => {}
+                    }
+                    return answer.map(|i| (Some(i), false));
+                }
+            }
+        }
+    }
+
+    /// Active, not expired and naming a user: worth remembering as positive.
+    fn usable(&self, info: &Introspection, now: u64) -> bool {
+        info.active && info.user.is_some() && info.exp.is_none_or(|e| e > now as i64)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The realm to use: the argument, else the To (REGISTER) or From host without
+    /// realm_prefix.
+    pub fn effective_realm(&self, req_realm: &str, is_register: bool, to: Option<&[u8]>, from: Option<&[u8]>) -> Option<String> {
+        if !req_realm.is_empty() {
+            return Some(req_realm.to_string());
+        }
+        let header = if is_register { to } else { from }?;
+        let aor = identity::parse_aor(header).ok()?;
+        let host = aor.host;
+        let host = match host.strip_prefix(self.cfg.realm_prefix.as_str()) {
+            Some(rest) if !self.cfg.realm_prefix.is_empty() && !rest.is_empty() => rest.to_string(),
+            _ => host,
+        };
+        if host.is_empty() {
+            None
+        } else {
+            Some(host)
+        }
+    }
+
+    fn request_aor(req: &AuthRequest) -> Result<Aor, &'static str> {
+        let (name, header) = if req.is_register { ("To", req.to) } else { ("From", req.from) };
+        let value = header.ok_or(if name == "To" { "no To header" } else { "no From header" })?;
+        identity::parse_aor(value).map_err(|_| {
+            if name == "To" {
+                "malformed To header"
+            } else {
+                "malformed From header"
+            }
+        })
+    }
+
+    /// Decides one request. `now` is unix seconds.
+    pub fn authorize(&mut self, req: &AuthRequest, sso: &mut dyn SsoApi, now: u64) -> Outcome {
+        let o = self.decide(req, sso, now);
+        let stats = &self.shared.stats;
+        match (o.code, o.source) {
+            (Code::TokenOk, _) => stats.inc(Stat::TokenAccepted),
+            (Code::DigestOk, _) => stats.inc(Stat::DigestAccepted),
+            (Code::NoCredentials, None) => {}
+            (_, Some(TokenSource::Digest)) => stats.inc(Stat::DigestRejected),
+            (_, Some(_)) => stats.inc(Stat::TokenRejected),
+            (_, None) => {}
+        }
+        o
+    }
+
+    fn decide(&mut self, req: &AuthRequest, sso: &mut dyn SsoApi, now: u64) -> Outcome {
+        let token_outcome = self.try_token(req, sso, now);
+        if let Some(ref t) = token_outcome {
+            if t.code.is_success() {
+                return t.clone();
+            }
+        }
+        // No valid token: regular SIP authentication decides when Digest credentials are there.
+        match self.try_digest(req, sso, now) {
+            Some(d) => {
+                let mut d = d;
+                if d.bearer_error.is_none() {
+                    d.bearer_error = token_outcome.as_ref().and_then(|t| t.bearer_error);
+                }
+                d
+            }
+            None => token_outcome.unwrap_or_else(|| Outcome::new(Code::NoCredentials, "no token and no Digest credentials for the realm")),
+        }
+    }
+
+    /// Token path; None when the request carries no token (or token checks are off).
+    fn try_token(&mut self, req: &AuthRequest, sso: &mut dyn SsoApi, now: u64) -> Option<Outcome> {
+        self.cfg.introspect_url.as_ref()?;
+        let (header, source, parsed) = find_token(req)?;
+        let token = match parsed {
+            Ok(t) => t,
+            Err(why) => {
+                let mut o = Outcome::new(Code::InvalidToken, format!("malformed token ({why})"));
+                o.bearer_error = Some(BearerError::InvalidToken);
+                o.used_headers.push(header);
+                return Some(o);
+            }
+        };
+        let fp = fingerprint(&token);
+        let (info, cached) = match self.introspect_cached(&token, sso, now) {
+            Ok((Some(info), cached)) => (info, cached),
+            Ok((None, _)) => {
+                let mut o = Outcome::new(Code::InvalidToken, format!("token #{fp} is not active (cached)"));
+                o.bearer_error = Some(BearerError::InvalidToken);
+                o.used_headers.push(header);
+                return Some(o);
+            }
+            Err(e) => {
+                let mut o = Outcome::new(Code::Error, format!("introspection of token #{fp} failed: {}", describe(&e)));
+                o.used_headers.push(header);
+                return Some(o);
+            }
+        };
+        let mut o = self.judge_token(req, &info, now, &fp);
+        o.used_headers.push(header);
+        o.source = Some(source);
+        if o.code.is_success() {
+            o.introspection = Some(info);
+            if cached {
+                o.reason.push_str(" (cached)");
+            }
+        }
+        Some(o)
+    }
+
+    fn judge_token(&self, req: &AuthRequest, info: &Introspection, now: u64, fp: &str) -> Outcome {
+        let invalid = |why: String| {
+            let mut o = Outcome::new(Code::InvalidToken, why);
+            o.bearer_error = Some(BearerError::InvalidToken);
+            o
+        };
+        if !info.active {
+            return invalid(format!("token #{fp} is not active"));
+        }
+        if let Some(exp) = info.exp {
+            if exp <= now as i64 {
+                return invalid(format!("token #{fp} expired"));
+            }
+        }
+        let Some(user) = info.user.clone() else {
+            return Outcome::new(Code::Error, format!("introspection of token #{fp} names no username or sub"));
+        };
+        let aor = match Self::request_aor(req) {
+            Ok(a) => a,
+            Err(why) => return Outcome::new(Code::Error, why),
+        };
+        if !identity::token_user_matches(&user, &aor, self.cfg.use_domain) {
+            let mut o = Outcome::new(
+                Code::IdentityMismatch,
+                format!("token #{fp} belongs to {user:?}, not to the request's AOR {}@{}", aor.user, aor.host),
+            );
+            o.bearer_error = Some(BearerError::InvalidRequest);
+            return o;
+        }
+        let mut o = Outcome::new(Code::TokenOk, format!("token #{fp} accepted for {user:?}"));
+        o.user = Some(user);
+        o
+    }
+
+    /// Digest path; None when the request has no Digest credentials for the realm.
+    fn try_digest(&mut self, req: &AuthRequest, sso: &mut dyn SsoApi, now: u64) -> Option<Outcome> {
+        if req.credential_headers.is_empty() {
+            return None;
+        }
+        let realm = self.effective_realm(req.realm, req.is_register, req.to, req.from)?;
+        let (header, creds) = req.credential_headers.iter().find_map(|h| match credentials::parse_authorization(h.value) {
+            Ok(Credentials::Digest(d)) if d.realm == realm => Some((h.id, d)),
+            _ => None,
+        })?;
+        let mut o = self.judge_digest(req, &creds, &realm, sso, now);
+        o.used_headers.push(header);
+        o.source = Some(TokenSource::Digest);
+        Some(o)
+    }
+
+    fn judge_digest(&mut self, req: &AuthRequest, creds: &DigestCredentials, realm: &str, sso: &mut dyn SsoApi, now: u64) -> Outcome {
+        let algorithm = match creds.algorithm.as_deref() {
+            None => Algorithm::Md5,
+            Some(name) => match Algorithm::parse(name) {
+                Some(a) => a,
+                None => return Outcome::new(Code::NoCredentials, "Digest credentials with an unknown algorithm"),
+            },
+        };
+        if let Some(qop) = creds.qop.as_deref() {
+            if qop != "auth" && qop != "auth-int" {
+                return Outcome::new(Code::NoCredentials, "Digest credentials with an unknown qop");
+            }
+        }
+        let issued = match self.nonces.verify(&creds.nonce, now, self.cfg.nonce_expire) {
+            Ok(t) => t,
+            Err(NonceError::Forged) => return Outcome::new(Code::BadNonce, "nonce not issued by this service (forged or corrupted)"),
+            Err(NonceError::Expired) => return Outcome::new(Code::StaleNonce, "nonce expired"),
+        };
+        let aor = match Self::request_aor(req) {
+            Ok(a) => a,
+            Err(why) => return Outcome::new(Code::Error, why),
+        };
+        if !identity::digest_user_matches(&creds.username, &aor, self.cfg.use_domain) {
+            return Outcome::new(
+                Code::IdentityMismatch,
+                format!("Digest username {:?} is not the request's AOR {}@{}", creds.username, aor.user, aor.host),
+            );
+        }
+        if self.cfg.token_url.is_none() {
+            return Outcome::new(Code::Error, "Digest credentials received but token_url is not set");
+        }
+        // Reserve (nonce, nc) before asking the SSO: of two identical requests racing in two
+        // workers, only one reaches the SSO.
+        let nc = match creds.nc.as_deref().map(|h| u32::from_str_radix(h, 16)) {
+            None => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => return Outcome::new(Code::NoCredentials, "Digest credentials with a bad nc"),
+        };
+        match self.shared.replay.record(&creds.nonce, nc, issued + self.cfg.nonce_expire + 1, now) {
+            Ok(()) => {}
+            Err(ReplayError::Replayed) => {
+                self.shared.stats.inc(Stat::ReplaysBlocked);
+                return Outcome::new(Code::BadNonce, "nonce reused (replayed credentials or nc not increasing)");
+            }
+            Err(ReplayError::Full) => {
+                return Outcome::new(Code::StaleNonce, "replay table full: asking the client to retry with a fresh nonce")
+            }
+        }
+        let body_hash = match creds.qop.as_deref() {
+            Some("auth-int") => Some(digest::hash_hex(algorithm, req.body)),
+            _ => None,
+        };
+        let login = DigestLogin {
+            username: creds.username.clone(),
+            realm: realm.to_string(),
+            nonce: creds.nonce.clone(),
+            uri: creds.uri.clone(),
+            response: creds.response.clone(),
+            algorithm: algorithm.name().to_string(),
+            method: req.method.to_string(),
+            qop: creds.qop.clone(),
+            nc: creds.nc.clone(),
+            cnonce: creds.cnonce.clone(),
+            opaque: creds.opaque.clone(),
+            body_hash,
+        };
+        let user = creds.username.clone();
+        match self.count_sso(sso.digest_login(&login)) {
+            Ok(LoginOutcome::Session { access_token, .. }) => {
+                let fp = fingerprint(&access_token);
+                let mut o = Outcome::new(Code::DigestOk, format!("Digest login of {user:?} accepted; SSO issued token #{fp}"));
+                o.new_token = Some(access_token);
+                o.user = Some(user);
+                o
+            }
+            Ok(LoginOutcome::InvalidGrant) => Outcome::new(Code::WrongCredentials, format!("SSO rejected the Digest response of {user:?}")),
+            Ok(LoginOutcome::UnknownUser) => Outcome::new(Code::UnknownUser, format!("SSO does not know user {user:?}")),
+            Err(e) => Outcome::new(Code::Error, format!("Digest login of {user:?} failed: {}", describe(&e))),
+        }
+    }
+
+    /// Header lines (with CRLF) of a challenge: one Digest challenge per algorithm, then the
+    /// Bearer challenge when token checks are on. `last` is this request's authorization
+    /// outcome, if any (stale flag, Bearer error).
+    pub fn challenge(&self, spec: &ChallengeSpec, last: Option<&Outcome>, now: u64, random: &[u8; 12]) -> Result<Vec<String>, String> {
+        let realm = self
+            .effective_realm(spec.realm, spec.is_register, spec.to, spec.from)
+            .ok_or_else(|| "no realm: empty realm argument and no usable To/From host".to_string())?;
+        let proxy = spec.placement == Placement::Proxy;
+        let nonce = self.nonces.issue(now, random);
+        let stale = last.is_some_and(|o| o.code == Code::StaleNonce);
+        let mut lines = Vec::with_capacity(spec.algorithms.len() + 1);
+        for alg in &spec.algorithms {
+            lines.push(
+                challenge::digest_challenge(proxy, &realm, &nonce, spec.qop, *alg, stale)
+                    .ok_or_else(|| format!("realm {realm:?} cannot be sent in a header"))?,
+            );
+        }
+        if self.cfg.introspect_url.is_some() {
+            let error = last.and_then(|o| o.bearer_error);
+            lines.push(
+                challenge::bearer_challenge(proxy, &realm, self.cfg.authz_server.as_deref(), self.cfg.bearer_scope.as_deref(), error)
+                    .ok_or_else(|| "Bearer challenge values cannot be sent in a header".to_string())?,
+            );
+        }
+        self.shared.stats.inc(Stat::ChallengesSent);
+        Ok(lines)
+    }
+}
+
+/// What `sso_challenge` / `sso_proxy_challenge` was asked for.
+pub struct ChallengeSpec<'a> {
+    pub placement: Placement,
+    pub realm: &'a str,
+    pub is_register: bool,
+    pub to: Option<&'a [u8]>,
+    pub from: Option<&'a [u8]>,
+    pub qop: QopOffer,
+    pub algorithms: Vec<Algorithm>,
+}
+
+/// Parses the optional qop / algorithms arguments of the challenge functions.
+pub fn challenge_options(qop: Option<&str>, algorithms: Option<&str>) -> Result<(QopOffer, Vec<Algorithm>), String> {
+    let qop = match qop {
+        None => QopOffer::Auth,
+        Some(s) => QopOffer::parse(s).ok_or_else(|| format!("bad qop argument {s:?}"))?,
+    };
+    let algorithms = match algorithms {
+        None => vec![Algorithm::Md5],
+        Some(s) if s.trim().is_empty() => vec![Algorithm::Md5],
+        Some(s) => challenge::parse_algorithms(s).ok_or_else(|| format!("bad algorithms argument {s:?}"))?,
+    };
+    Ok((qop, algorithms))
+}
+
+/// The token of a request: the token header first, then a Bearer credential.
+/// Returns (header id, source, parsed token or why not).
+fn find_token(req: &AuthRequest) -> Option<(usize, TokenSource, Result<String, &'static str>)> {
+    if let Some(h) = req.token_headers.first() {
+        let parsed = credentials::parse_token_header(h.value).map_err(|e| match e {
+            credentials::ParseError::TooLong => "too long",
+            credentials::ParseError::Malformed(w) => w,
+        });
+        return Some((h.id, TokenSource::Header, parsed));
+    }
+    for h in &req.credential_headers {
+        match credentials::parse_authorization(h.value) {
+            Ok(Credentials::Bearer(t)) => return Some((h.id, TokenSource::Bearer, Ok(t))),
+            Err(_) if starts_with_bearer(h.value) => return Some((h.id, TokenSource::Bearer, Err("malformed Bearer credentials"))),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn starts_with_bearer(value: &[u8]) -> bool {
+    let v = value.trim_ascii_start();
+    v.len() >= 6 && v[..6].eq_ignore_ascii_case(b"bearer")
+}
+
+fn describe(e: &SsoError) -> String {
+    match e {
+        SsoError::NotConfigured => "SSO URL not configured".to_string(),
+        SsoError::Unreachable(m) => format!("SSO unreachable: {m}"),
+        SsoError::Timeout => "SSO timed out".to_string(),
+        SsoError::Status(s) => format!("SSO answered HTTP {s}"),
+        SsoError::Malformed(w) => format!("malformed SSO answer: {w}"),
+        SsoError::TooLarge => "SSO answer larger than 64 KiB".to_string(),
+        #[allow(unreachable_patterns)]
+        _ => format!("{e:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,70 @@
+//! Module statistics, counted in shared memory by every worker and read by OpenSIPS's
+//! statistics engine (`get_statistics sso_auth:`) as function-backed values.
+
+use super::shm::SharedCounters;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stat {
+    TokenAccepted,
+    TokenRejected,
+    DigestAccepted,
+    DigestRejected,
+    ChallengesSent,
+    SsoRequests,
+    SsoErrors,
+    SsoTimeouts,
+    CacheHits,
+    CacheMisses,
+    ReplaysBlocked,
+}
+
+/// Every statistic with its exported name, in export order.
+pub const ALL: [(Stat, &str); 11] = [
+    (Stat::TokenAccepted, "token_accepted"),
+    (Stat::TokenRejected, "token_rejected"),
+    (Stat::DigestAccepted, "digest_accepted"),
+    (Stat::DigestRejected, "digest_rejected"),
+    (Stat::ChallengesSent, "challenges_sent"),
+    (Stat::SsoRequests, "sso_requests"),
+    (Stat::SsoErrors, "sso_errors"),
+    (Stat::SsoTimeouts, "sso_timeouts"),
+    (Stat::CacheHits, "cache_hits"),
+    (Stat::CacheMisses, "cache_misses"),
+    (Stat::ReplaysBlocked, "replays_blocked"),
+];
+
+pub struct Stats {
+    counters: SharedCounters,
+}
+
+impl Stats {
+    /// Call before fork.
+    pub fn new() -> std::io::Result<Stats> {
+        Ok(Stats { counters: SharedCounters::new(ALL.len())? })
+    }
+
+    pub fn inc(&self, stat: Stat) {
+        self.counters.add(stat as usize, 1);
+    }
+
+    pub fn get(&self, stat: Stat) -> u64 {
+        self.counters.get(stat as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_enum_order() {
+        for (i, (stat, _)) in ALL.iter().enumerate() {
+            assert_eq!(*stat as usize, i);
+        }
+        let s = Stats::new().unwrap();
+        s.inc(Stat::CacheHits);
+        s.inc(Stat::CacheHits);
+        assert_eq!(s.get(Stat::CacheHits), 2);
+        assert_eq!(s.get(Stat::CacheMisses), 0);
+    }
+}
