@@ -303,6 +303,7 @@ impl Authorizer {
                 let mut o = Outcome::new(Code::InvalidToken, format!("malformed token ({why})"));
                 o.bearer_error = Some(BearerError::InvalidToken);
                 o.used_headers.push(header);
+                o.source = Some(source);
                 return Some(o);
             }
         };
@@ -313,11 +314,13 @@ impl Authorizer {
                 let mut o = Outcome::new(Code::InvalidToken, format!("token #{fp} is not active (cached)"));
                 o.bearer_error = Some(BearerError::InvalidToken);
                 o.used_headers.push(header);
+                o.source = Some(source);
                 return Some(o);
             }
             Err(e) => {
                 let mut o = Outcome::new(Code::Error, format!("introspection of token #{fp} failed: {}", describe(&e)));
                 o.used_headers.push(header);
+                o.source = Some(source);
                 return Some(o);
             }
         };

@@ -2,7 +2,6 @@
 //! client and the authorization decision. Nothing here knows about OpenSIPS types.
 
 pub mod authorize;
-pub mod cache;
 pub mod challenge;
 pub mod config;
 pub mod credentials;
