@@ -119,7 +119,7 @@ def main():
 
         say("\n%s2. REGISTER with Digest credentials (alice/alicepw)%s" % (BOLD, RESET))
         digest = r.digest_challenges()[0]
-        auth = digest_credentials(digest, "REGISTER", "sip:example.com", "alice", "alicepw")
+        auth, _ = digest_credentials(digest, "REGISTER", "sip:example.com", "alice", "alicepw")
         _, r = c.request("REGISTER", headers=[("Authorization", auth)])
         show(r)
         token = r.get("X-SSO-Token")
