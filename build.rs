@@ -44,8 +44,14 @@ fn main() {
 
     println!("cargo:rustc-cfg=sso_abi=\"{abi}\"");
     println!("cargo:rustc-env=SSO_OPENSIPS_VERSION={}", target.version);
-    println!("cargo:rustc-env=SSO_OPENSIPS_FULL_VERSION={}", target.full_version);
-    println!("cargo:rustc-env=SSO_OPENSIPS_COMPILE_FLAGS={}", target.compile_flags);
+    println!(
+        "cargo:rustc-env=SSO_OPENSIPS_FULL_VERSION={}",
+        target.full_version
+    );
+    println!(
+        "cargo:rustc-env=SSO_OPENSIPS_COMPILE_FLAGS={}",
+        target.compile_flags
+    );
     println!("cargo:rustc-env=SSO_OPENSIPS_SCM_TYPE={}", target.scm_type);
     println!("cargo:rustc-env=SSO_OPENSIPS_SCM_REV={}", target.scm_rev);
     println!("cargo:rustc-env=SSO_ABI={abi}");
@@ -72,7 +78,10 @@ fn main() {
 fn abi_of(version: &str) -> Option<&'static str> {
     let mut parts = version.split('.');
     let line = format!("{}.{}", parts.next()?, parts.next()?);
-    SUPPORTED.iter().find(|(v, _)| *v == line).map(|(_, abi)| *abi)
+    SUPPORTED
+        .iter()
+        .find(|(v, _)| *v == line)
+        .map(|(_, abi)| *abi)
 }
 
 fn find_target() -> Target {
@@ -112,9 +121,12 @@ fn find_binary() -> Option<PathBuf> {
 /// Parses the three lines of `opensips -V` that the module loader compares:
 /// `version: <full>`, `flags: <flags>`, `<type> revision: <rev>`.
 fn run_dash_v(bin: &Path) -> Result<Target, String> {
-    let out = Command::new(bin).arg("-V").output().map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let out = Command::new(bin)
+        .arg("-V")
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let mut full_version = None;
     let mut flags = None;
     let mut scm = None;

@@ -13,14 +13,18 @@ impl SsoApi for AlwaysSession {
     }
     fn digest_login(&mut self, req: &DigestLogin) -> Result<LoginOutcome, SsoError> {
         assert_eq!(req.username, "alice");
-        Ok(LoginOutcome::Session { access_token: "abc.def".into(), expires_in: Some(60) })
+        Ok(LoginOutcome::Session {
+            access_token: "abc.def".into(),
+            expires_in: Some(60),
+        })
     }
 }
 
 #[test]
 fn challenge_then_login() {
     let mut cfg = Config::default();
-    cfg.set_str("token_url", "http://127.0.0.1:9/token").unwrap();
+    cfg.set_str("token_url", "http://127.0.0.1:9/token")
+        .unwrap();
     cfg.set_str("secret", &"s".repeat(32)).unwrap();
     cfg.finish(|| unreachable!()).unwrap();
     let shared = std::sync::Arc::new(SharedState::new(&cfg).unwrap());
@@ -37,7 +41,14 @@ fn challenge_then_login() {
     };
     let lines = auth.challenge(&spec, None, now, &[9; 12]).unwrap();
     assert_eq!(lines.len(), 1, "no Bearer challenge without introspect_url");
-    let nonce = lines[0].split("nonce=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let nonce = lines[0]
+        .split("nonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
     let header = format!(
         "Digest username=\"alice\", realm=\"example.com\", nonce=\"{nonce}\", uri=\"sip:example.com\", \
          response=\"00112233445566778899aabbccddeeff\", qop=auth, nc=00000001, cnonce=\"x\""
@@ -49,7 +60,10 @@ fn challenge_then_login() {
         realm: "example.com",
         to: Some(b"<sip:alice@example.com>"),
         from: Some(b"<sip:alice@example.com>;tag=1"),
-        credential_headers: vec![HeaderRef { id: 0, value: header.as_bytes() }],
+        credential_headers: vec![HeaderRef {
+            id: 0,
+            value: header.as_bytes(),
+        }],
         token_headers: vec![],
         body: b"",
     };

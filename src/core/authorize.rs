@@ -152,7 +152,11 @@ impl Authorizer {
     /// `cfg` must have passed `Config::finish` (the secret is set).
     pub fn new(cfg: Config, shared: Arc<SharedState>) -> Authorizer {
         let secret = cfg.secret.clone().unwrap_or_default();
-        Authorizer { nonces: NonceKey::new(&secret), shared, cfg }
+        Authorizer {
+            nonces: NonceKey::new(&secret),
+            shared,
+            cfg,
+        }
     }
 
     pub fn stats(&self) -> &Stats {
@@ -178,14 +182,23 @@ impl Authorizer {
     /// Introspection through the shared cache: a hit, or one SSO call for the whole instance
     /// (other workers asking at the same moment wait for it). Ok(None): the cache remembers
     /// the token as not active.
-    fn introspect_cached(&self, token: &str, sso: &mut dyn SsoApi, now: u64) -> Result<(Option<Introspection>, bool), SsoError> {
+    fn introspect_cached(
+        &self,
+        token: &str,
+        sso: &mut dyn SsoApi,
+        now: u64,
+    ) -> Result<(Option<Introspection>, bool), SsoError> {
         let cache = &self.shared.tokens;
         let stats = &self.shared.stats;
         let budget = Duration::from_millis(self.cfg.http_timeout_ms);
         let claim_until = now + budget.as_secs() + 2;
         let started = Instant::now();
         loop {
-            let looked = if self.cfg.cache_ttl == 0 { Lookup::Uncached } else { cache.lookup(token, now, claim_until) };
+            let looked = if self.cfg.cache_ttl == 0 {
+                Lookup::Uncached
+            } else {
+                cache.lookup(token, now, claim_until)
+            };
             match looked {
                 Lookup::Hit(info) => {
                     stats.inc(Stat::CacheHits);
@@ -228,7 +241,13 @@ impl Authorizer {
 
     /// The realm to use: the argument, else the To (REGISTER) or From host without
     /// realm_prefix.
-    pub fn effective_realm(&self, req_realm: &str, is_register: bool, to: Option<&[u8]>, from: Option<&[u8]>) -> Option<String> {
+    pub fn effective_realm(
+        &self,
+        req_realm: &str,
+        is_register: bool,
+        to: Option<&[u8]>,
+        from: Option<&[u8]>,
+    ) -> Option<String> {
         if !req_realm.is_empty() {
             return Some(req_realm.to_string());
         }
@@ -247,8 +266,16 @@ impl Authorizer {
     }
 
     fn request_aor(req: &AuthRequest) -> Result<Aor, &'static str> {
-        let (name, header) = if req.is_register { ("To", req.to) } else { ("From", req.from) };
-        let value = header.ok_or(if name == "To" { "no To header" } else { "no From header" })?;
+        let (name, header) = if req.is_register {
+            ("To", req.to)
+        } else {
+            ("From", req.from)
+        };
+        let value = header.ok_or(if name == "To" {
+            "no To header"
+        } else {
+            "no From header"
+        })?;
         identity::parse_aor(value).map_err(|_| {
             if name == "To" {
                 "malformed To header"
@@ -289,7 +316,12 @@ impl Authorizer {
                 }
                 d
             }
-            None => token_outcome.unwrap_or_else(|| Outcome::new(Code::NoCredentials, "no token and no Digest credentials for the realm")),
+            None => token_outcome.unwrap_or_else(|| {
+                Outcome::new(
+                    Code::NoCredentials,
+                    "no token and no Digest credentials for the realm",
+                )
+            }),
         }
     }
 
@@ -311,14 +343,20 @@ impl Authorizer {
         let (info, cached) = match self.introspect_cached(&token, sso, now) {
             Ok((Some(info), cached)) => (info, cached),
             Ok((None, _)) => {
-                let mut o = Outcome::new(Code::InvalidToken, format!("token #{fp} is not active (cached)"));
+                let mut o = Outcome::new(
+                    Code::InvalidToken,
+                    format!("token #{fp} is not active (cached)"),
+                );
                 o.bearer_error = Some(BearerError::InvalidToken);
                 o.used_headers.push(header);
                 o.source = Some(source);
                 return Some(o);
             }
             Err(e) => {
-                let mut o = Outcome::new(Code::Error, format!("introspection of token #{fp} failed: {}", describe(&e)));
+                let mut o = Outcome::new(
+                    Code::Error,
+                    format!("introspection of token #{fp} failed: {}", describe(&e)),
+                );
                 o.used_headers.push(header);
                 o.source = Some(source);
                 return Some(o);
@@ -351,7 +389,10 @@ impl Authorizer {
             }
         }
         let Some(user) = info.user.clone() else {
-            return Outcome::new(Code::Error, format!("introspection of token #{fp} names no username or sub"));
+            return Outcome::new(
+                Code::Error,
+                format!("introspection of token #{fp} names no username or sub"),
+            );
         };
         let aor = match Self::request_aor(req) {
             Ok(a) => a,
@@ -360,7 +401,10 @@ impl Authorizer {
         if !identity::token_user_matches(&user, &aor, self.cfg.use_domain) {
             let mut o = Outcome::new(
                 Code::IdentityMismatch,
-                format!("token #{fp} belongs to {user:?}, not to the request's AOR {}@{}", aor.user, aor.host),
+                format!(
+                    "token #{fp} belongs to {user:?}, not to the request's AOR {}@{}",
+                    aor.user, aor.host
+                ),
             );
             o.bearer_error = Some(BearerError::InvalidRequest);
             return o;
@@ -376,9 +420,11 @@ impl Authorizer {
             return None;
         }
         let realm = self.effective_realm(req.realm, req.is_register, req.to, req.from)?;
-        let (header, creds) = req.credential_headers.iter().find_map(|h| match credentials::parse_authorization(h.value) {
-            Ok(Credentials::Digest(d)) if d.realm == realm => Some((h.id, d)),
-            _ => None,
+        let (header, creds) = req.credential_headers.iter().find_map(|h| {
+            match credentials::parse_authorization(h.value) {
+                Ok(Credentials::Digest(d)) if d.realm == realm => Some((h.id, d)),
+                _ => None,
+            }
         })?;
         let mut o = self.judge_digest(req, &creds, &realm, sso, now);
         o.used_headers.push(header);
@@ -386,22 +432,42 @@ impl Authorizer {
         Some(o)
     }
 
-    fn judge_digest(&mut self, req: &AuthRequest, creds: &DigestCredentials, realm: &str, sso: &mut dyn SsoApi, now: u64) -> Outcome {
+    fn judge_digest(
+        &mut self,
+        req: &AuthRequest,
+        creds: &DigestCredentials,
+        realm: &str,
+        sso: &mut dyn SsoApi,
+        now: u64,
+    ) -> Outcome {
         let algorithm = match creds.algorithm.as_deref() {
             None => Algorithm::Md5,
             Some(name) => match Algorithm::parse(name) {
                 Some(a) => a,
-                None => return Outcome::new(Code::NoCredentials, "Digest credentials with an unknown algorithm"),
+                None => {
+                    return Outcome::new(
+                        Code::NoCredentials,
+                        "Digest credentials with an unknown algorithm",
+                    )
+                }
             },
         };
         if let Some(qop) = creds.qop.as_deref() {
             if qop != "auth" && qop != "auth-int" {
-                return Outcome::new(Code::NoCredentials, "Digest credentials with an unknown qop");
+                return Outcome::new(
+                    Code::NoCredentials,
+                    "Digest credentials with an unknown qop",
+                );
             }
         }
         let issued = match self.nonces.verify(&creds.nonce, now, self.cfg.nonce_expire) {
             Ok(t) => t,
-            Err(NonceError::Forged) => return Outcome::new(Code::BadNonce, "nonce not issued by this service (forged or corrupted)"),
+            Err(NonceError::Forged) => {
+                return Outcome::new(
+                    Code::BadNonce,
+                    "nonce not issued by this service (forged or corrupted)",
+                )
+            }
             Err(NonceError::Expired) => return Outcome::new(Code::StaleNonce, "nonce expired"),
         };
         let aor = match Self::request_aor(req) {
@@ -411,27 +477,45 @@ impl Authorizer {
         if !identity::digest_user_matches(&creds.username, &aor, self.cfg.use_domain) {
             return Outcome::new(
                 Code::IdentityMismatch,
-                format!("Digest username {:?} is not the request's AOR {}@{}", creds.username, aor.user, aor.host),
+                format!(
+                    "Digest username {:?} is not the request's AOR {}@{}",
+                    creds.username, aor.user, aor.host
+                ),
             );
         }
         if self.cfg.token_url.is_none() {
-            return Outcome::new(Code::Error, "Digest credentials received but token_url is not set");
+            return Outcome::new(
+                Code::Error,
+                "Digest credentials received but token_url is not set",
+            );
         }
         // Reserve (nonce, nc) before asking the SSO: of two identical requests racing in two
         // workers, only one reaches the SSO.
         let nc = match creds.nc.as_deref().map(|h| u32::from_str_radix(h, 16)) {
             None => None,
             Some(Ok(n)) => Some(n),
-            Some(Err(_)) => return Outcome::new(Code::NoCredentials, "Digest credentials with a bad nc"),
+            Some(Err(_)) => {
+                return Outcome::new(Code::NoCredentials, "Digest credentials with a bad nc")
+            }
         };
-        match self.shared.replay.record(&creds.nonce, nc, issued + self.cfg.nonce_expire + 1, now) {
+        match self
+            .shared
+            .replay
+            .record(&creds.nonce, nc, issued + self.cfg.nonce_expire + 1, now)
+        {
             Ok(()) => {}
             Err(ReplayError::Replayed) => {
                 self.shared.stats.inc(Stat::ReplaysBlocked);
-                return Outcome::new(Code::BadNonce, "nonce reused (replayed credentials or nc not increasing)");
+                return Outcome::new(
+                    Code::BadNonce,
+                    "nonce reused (replayed credentials or nc not increasing)",
+                );
             }
             Err(ReplayError::Full) => {
-                return Outcome::new(Code::StaleNonce, "replay table full: asking the client to retry with a fresh nonce")
+                return Outcome::new(
+                    Code::StaleNonce,
+                    "replay table full: asking the client to retry with a fresh nonce",
+                )
             }
         }
         let body_hash = match creds.qop.as_deref() {
@@ -456,24 +540,44 @@ impl Authorizer {
         match self.count_sso(sso.digest_login(&login)) {
             Ok(LoginOutcome::Session { access_token, .. }) => {
                 let fp = fingerprint(&access_token);
-                let mut o = Outcome::new(Code::DigestOk, format!("Digest login of {user:?} accepted; SSO issued token #{fp}"));
+                let mut o = Outcome::new(
+                    Code::DigestOk,
+                    format!("Digest login of {user:?} accepted; SSO issued token #{fp}"),
+                );
                 o.new_token = Some(access_token);
                 o.user = Some(user);
                 o
             }
-            Ok(LoginOutcome::InvalidGrant) => Outcome::new(Code::WrongCredentials, format!("SSO rejected the Digest response of {user:?}")),
-            Ok(LoginOutcome::UnknownUser) => Outcome::new(Code::UnknownUser, format!("SSO does not know user {user:?}")),
-            Err(e) => Outcome::new(Code::Error, format!("Digest login of {user:?} failed: {}", describe(&e))),
+            Ok(LoginOutcome::InvalidGrant) => Outcome::new(
+                Code::WrongCredentials,
+                format!("SSO rejected the Digest response of {user:?}"),
+            ),
+            Ok(LoginOutcome::UnknownUser) => Outcome::new(
+                Code::UnknownUser,
+                format!("SSO does not know user {user:?}"),
+            ),
+            Err(e) => Outcome::new(
+                Code::Error,
+                format!("Digest login of {user:?} failed: {}", describe(&e)),
+            ),
         }
     }
 
     /// Header lines (with CRLF) of a challenge: one Digest challenge per algorithm, then the
     /// Bearer challenge when token checks are on. `last` is this request's authorization
     /// outcome, if any (stale flag, Bearer error).
-    pub fn challenge(&self, spec: &ChallengeSpec, last: Option<&Outcome>, now: u64, random: &[u8; 12]) -> Result<Vec<String>, String> {
+    pub fn challenge(
+        &self,
+        spec: &ChallengeSpec,
+        last: Option<&Outcome>,
+        now: u64,
+        random: &[u8; 12],
+    ) -> Result<Vec<String>, String> {
         let realm = self
             .effective_realm(spec.realm, spec.is_register, spec.to, spec.from)
-            .ok_or_else(|| "no realm: empty realm argument and no usable To/From host".to_string())?;
+            .ok_or_else(|| {
+                "no realm: empty realm argument and no usable To/From host".to_string()
+            })?;
         let proxy = spec.placement == Placement::Proxy;
         let nonce = self.nonces.issue(now, random);
         let stale = last.is_some_and(|o| o.code == Code::StaleNonce);
@@ -487,8 +591,14 @@ impl Authorizer {
         if self.cfg.introspect_url.is_some() {
             let error = last.and_then(|o| o.bearer_error);
             lines.push(
-                challenge::bearer_challenge(proxy, &realm, self.cfg.authz_server.as_deref(), self.cfg.bearer_scope.as_deref(), error)
-                    .ok_or_else(|| "Bearer challenge values cannot be sent in a header".to_string())?,
+                challenge::bearer_challenge(
+                    proxy,
+                    &realm,
+                    self.cfg.authz_server.as_deref(),
+                    self.cfg.bearer_scope.as_deref(),
+                    error,
+                )
+                .ok_or_else(|| "Bearer challenge values cannot be sent in a header".to_string())?,
             );
         }
         self.shared.stats.inc(Stat::ChallengesSent);
@@ -508,7 +618,10 @@ pub struct ChallengeSpec<'a> {
 }
 
 /// Parses the optional qop / algorithms arguments of the challenge functions.
-pub fn challenge_options(qop: Option<&str>, algorithms: Option<&str>) -> Result<(QopOffer, Vec<Algorithm>), String> {
+pub fn challenge_options(
+    qop: Option<&str>,
+    algorithms: Option<&str>,
+) -> Result<(QopOffer, Vec<Algorithm>), String> {
     let qop = match qop {
         None => QopOffer::Auth,
         Some(s) => QopOffer::parse(s).ok_or_else(|| format!("bad qop argument {s:?}"))?,
@@ -516,7 +629,14 @@ pub fn challenge_options(qop: Option<&str>, algorithms: Option<&str>) -> Result<
     let algorithms = match algorithms {
         None => vec![Algorithm::Md5],
         Some(s) if s.trim().is_empty() => vec![Algorithm::Md5],
-        Some(s) => challenge::parse_algorithms(s).ok_or_else(|| format!("bad algorithms argument {s:?}"))?,
+        Some(s) => challenge::parse_algorithms(s)
+            .ok_or_else(|| format!("bad algorithms argument {s:?}"))?,
+    };
+    // A -sess algorithm needs a cnonce, which only comes with qop (as OpenSIPS auth does).
+    let qop = if qop == QopOffer::None && algorithms.iter().any(|a| a.is_session()) {
+        QopOffer::Auth
+    } else {
+        qop
     };
     Ok((qop, algorithms))
 }
@@ -534,7 +654,13 @@ fn find_token(req: &AuthRequest) -> Option<(usize, TokenSource, Result<String, &
     for h in &req.credential_headers {
         match credentials::parse_authorization(h.value) {
             Ok(Credentials::Bearer(t)) => return Some((h.id, TokenSource::Bearer, Ok(t))),
-            Err(_) if starts_with_bearer(h.value) => return Some((h.id, TokenSource::Bearer, Err("malformed Bearer credentials"))),
+            Err(_) if starts_with_bearer(h.value) => {
+                return Some((
+                    h.id,
+                    TokenSource::Bearer,
+                    Err("malformed Bearer credentials"),
+                ))
+            }
             _ => {}
         }
     }

@@ -85,7 +85,10 @@ pub fn digest_challenge(
     if !is_quoted_safe(realm) || !is_quoted_safe(nonce) {
         return None;
     }
-    let mut line = format!("{}: Digest realm=\"{realm}\", nonce=\"{nonce}\"", header_name(proxy));
+    let mut line = format!(
+        "{}: Digest realm=\"{realm}\", nonce=\"{nonce}\"",
+        header_name(proxy)
+    );
     if let Some(q) = qop.value() {
         line.push_str(&format!(", qop=\"{q}\""));
     }
@@ -148,7 +151,10 @@ mod tests {
 
     #[test]
     fn algorithm_lists() {
-        assert_eq!(parse_algorithms("SHA-256, md5"), Some(vec![Algorithm::Sha256, Algorithm::Md5]));
+        assert_eq!(
+            parse_algorithms("SHA-256, md5"),
+            Some(vec![Algorithm::Sha256, Algorithm::Md5])
+        );
         assert_eq!(parse_algorithms("MD5,MD5"), None);
         assert_eq!(parse_algorithms(""), None);
         assert_eq!(parse_algorithms("MD5,"), None);
@@ -157,22 +163,65 @@ mod tests {
 
     #[test]
     fn digest_lines() {
-        let l = digest_challenge(false, "example.com", "abc", QopOffer::Auth, Algorithm::Md5, false).unwrap();
+        let l = digest_challenge(
+            false,
+            "example.com",
+            "abc",
+            QopOffer::Auth,
+            Algorithm::Md5,
+            false,
+        )
+        .unwrap();
         assert_eq!(l, "WWW-Authenticate: Digest realm=\"example.com\", nonce=\"abc\", qop=\"auth\", algorithm=MD5\r\n");
-        let l = digest_challenge(true, "r", "n", QopOffer::None, Algorithm::Sha512_256Sess, true).unwrap();
+        let l = digest_challenge(
+            true,
+            "r",
+            "n",
+            QopOffer::None,
+            Algorithm::Sha512_256Sess,
+            true,
+        )
+        .unwrap();
         assert_eq!(l, "Proxy-Authenticate: Digest realm=\"r\", nonce=\"n\", algorithm=SHA-512-256-sess, stale=true\r\n");
-        let l = digest_challenge(false, "r", "n", QopOffer::Both, Algorithm::Sha256, false).unwrap();
+        let l =
+            digest_challenge(false, "r", "n", QopOffer::Both, Algorithm::Sha256, false).unwrap();
         assert!(l.contains("qop=\"auth,auth-int\""));
-        assert!(digest_challenge(false, "bad\"realm", "n", QopOffer::Auth, Algorithm::Md5, false).is_none());
-        assert!(digest_challenge(false, "r\r\nX-Evil: 1", "n", QopOffer::Auth, Algorithm::Md5, false).is_none());
+        assert!(digest_challenge(
+            false,
+            "bad\"realm",
+            "n",
+            QopOffer::Auth,
+            Algorithm::Md5,
+            false
+        )
+        .is_none());
+        assert!(digest_challenge(
+            false,
+            "r\r\nX-Evil: 1",
+            "n",
+            QopOffer::Auth,
+            Algorithm::Md5,
+            false
+        )
+        .is_none());
     }
 
     #[test]
     fn bearer_lines() {
-        let l = bearer_challenge(false, "r", Some("https://sso/x"), Some("sip"), Some(BearerError::InvalidToken)).unwrap();
+        let l = bearer_challenge(
+            false,
+            "r",
+            Some("https://sso/x"),
+            Some("sip"),
+            Some(BearerError::InvalidToken),
+        )
+        .unwrap();
         assert_eq!(l, "WWW-Authenticate: Bearer realm=\"r\", authz_server=\"https://sso/x\", scope=\"sip\", error=\"invalid_token\"\r\n");
         let l = bearer_challenge(true, "r", None, None, Some(BearerError::InvalidRequest)).unwrap();
-        assert_eq!(l, "Proxy-Authenticate: Bearer realm=\"r\", error=\"invalid_request\"\r\n");
+        assert_eq!(
+            l,
+            "Proxy-Authenticate: Bearer realm=\"r\", error=\"invalid_request\"\r\n"
+        );
         assert!(bearer_challenge(false, "r", Some("https://x\r\n"), None, None).is_none());
     }
 }

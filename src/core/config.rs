@@ -41,7 +41,10 @@ impl fmt::Debug for Config {
             .field("introspect_url", &self.introspect_url)
             .field("token_url", &self.token_url)
             .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "<set>"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<set>"),
+            )
             .field("token_header", &self.token_header)
             .field("secret", &self.secret.as_ref().map(|_| "<set>"))
             .field("nonce_expire", &self.nonce_expire)
@@ -129,13 +132,21 @@ fn check_url(param: &str, value: &str) -> Result<String, ConfigError> {
     let parsed = url::Url::parse(value).map_err(|e| err(param, &format!("not a URL ({e})")))?;
     match parsed.scheme() {
         "http" | "https" => {}
-        other => return Err(err(param, &format!("scheme {other:?} is not http or https"))),
+        other => {
+            return Err(err(
+                param,
+                &format!("scheme {other:?} is not http or https"),
+            ))
+        }
     }
     if parsed.host_str().is_none() {
         return Err(err(param, "URL has no host"));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(err(param, "put client credentials in client_id/client_secret, not in the URL"));
+        return Err(err(
+            param,
+            "put client credentials in client_id/client_secret, not in the URL",
+        ));
     }
     Ok(value.to_string())
 }
@@ -143,19 +154,34 @@ fn check_url(param: &str, value: &str) -> Result<String, ConfigError> {
 /// An HTTP header field name (RFC 7230 token).
 fn is_field_name(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 impl Config {
     /// Applies one string `modparam`.
     pub fn set_str(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
-        let some = |v: &str| if v.is_empty() { None } else { Some(v.to_string()) };
+        let some = |v: &str| {
+            if v.is_empty() {
+                None
+            } else {
+                Some(v.to_string())
+            }
+        };
         match name {
             "introspect_url" => {
-                self.introspect_url = if value.is_empty() { None } else { Some(check_url(name, value)?) }
+                self.introspect_url = if value.is_empty() {
+                    None
+                } else {
+                    Some(check_url(name, value)?)
+                }
             }
             "token_url" => {
-                self.token_url = if value.is_empty() { None } else { Some(check_url(name, value)?) }
+                self.token_url = if value.is_empty() {
+                    None
+                } else {
+                    Some(check_url(name, value)?)
+                }
             }
             "client_id" => {
                 if !value.bytes().all(|b| b >= 0x20 && b != 0x7f) {
@@ -177,7 +203,10 @@ impl Config {
             }
             "secret" => {
                 if value.len() < MIN_SECRET_LEN {
-                    return Err(err(name, &format!("must be at least {MIN_SECRET_LEN} bytes long")));
+                    return Err(err(
+                        name,
+                        &format!("must be at least {MIN_SECRET_LEN} bytes long"),
+                    ));
                 }
                 self.secret = Some(value.as_bytes().to_vec())
             }
@@ -268,7 +297,10 @@ impl Config {
 
     /// Whole-configuration checks at start-up; fills in a random secret when none was set
     /// (single-node use: nonces then die with the process and differ between nodes).
-    pub fn finish(&mut self, random_secret: impl FnOnce() -> Vec<u8>) -> Result<Vec<String>, ConfigError> {
+    pub fn finish(
+        &mut self,
+        random_secret: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Vec<String>, ConfigError> {
         let mut notes = Vec::new();
         if self.client_secret.is_some() && self.client_id.is_none() {
             return Err(err("client_secret", "set without client_id"));
@@ -279,7 +311,10 @@ impl Config {
                     .to_string(),
             );
         }
-        for url in [&self.introspect_url, &self.token_url].into_iter().flatten() {
+        for url in [&self.introspect_url, &self.token_url]
+            .into_iter()
+            .flatten()
+        {
             if url.starts_with("http://") {
                 notes.push(format!(
                     "SSO URL {} is plain http: client credentials and tokens cross the network unencrypted",
@@ -328,7 +363,9 @@ mod tests {
     #[test]
     fn wrong_values_name_the_parameter() {
         let mut c = Config::default();
-        let e = c.set_str("authz_server", "http://sso.example.com/").unwrap_err();
+        let e = c
+            .set_str("authz_server", "http://sso.example.com/")
+            .unwrap_err();
         assert!(e.0.contains("authz_server") && e.0.contains("https"));
         let e = c.set_str("secret", "short").unwrap_err();
         assert!(e.0.contains("secret") && !e.0.contains("short"));
@@ -343,15 +380,19 @@ mod tests {
         assert!(c.set_int("nonce_slots", 10).is_err());
         assert!(c.set_int("cache_slots", -5).is_err());
         assert!(c.set_str("token_header", "X Bad").is_err());
-        assert!(c.set_str("introspect_url", "https://user:pw@sso/x").is_err());
+        assert!(c
+            .set_str("introspect_url", "https://user:pw@sso/x")
+            .is_err());
         assert!(c.set_str("tls_ca_file", "/nonexistent/ca.pem").is_err());
     }
 
     #[test]
     fn good_values_apply() {
         let mut c = Config::default();
-        c.set_str("introspect_url", "https://sso.example.com/introspect").unwrap();
-        c.set_str("authz_server", "https://sso.example.com/").unwrap();
+        c.set_str("introspect_url", "https://sso.example.com/introspect")
+            .unwrap();
+        c.set_str("authz_server", "https://sso.example.com/")
+            .unwrap();
         c.set_str("secret", &"k".repeat(32)).unwrap();
         c.set_int("use_domain", 1).unwrap();
         c.set_int("cache_ttl", 0).unwrap();

@@ -7,6 +7,9 @@ use super::text::is_token68_like;
 /// Longest header value the module looks at; longer values are rejected as malformed.
 pub const MAX_CREDENTIALS_LEN: usize = 8192;
 
+/// Longest `response` accepted: SHA-512-256 gives 64 hex digits; leave room, refuse junk.
+const MAX_RESPONSE_LEN: usize = 128;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {
     /// Over MAX_CREDENTIALS_LEN.
@@ -54,38 +57,66 @@ fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
 }
 
-/// Values of unquoted parameters may also hold the characters URIs and base64 use.
+/// Unquoted values may also hold the characters URIs and base64 use (clients send
+/// `uri=sip:host` or `nonce=abc/+=` unquoted even though the grammar asks for quotes).
 fn is_unquoted_value_char(b: u8) -> bool {
     is_token_char(b) || b"/:=@?&$#[]".contains(&b)
 }
 
-/// Common checks: size, control bytes, UTF-8.
-fn checked_text(value: &[u8]) -> Result<&str, ParseError> {
+fn trim_lws(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if !is_lws(*first) {
+            break;
+        }
+        s = rest;
+    }
+    while let [rest @ .., last] = s {
+        if !is_lws(*last) {
+            break;
+        }
+        s = rest;
+    }
+    s
+}
+
+/// Bytes already known to be ASCII (or cut from valid UTF-8 at ASCII boundaries) as text;
+/// never panics, the error branch only guards against a future caller breaking that rule.
+fn text_of(bytes: &[u8]) -> Result<&str, ParseError> {
+    std::str::from_utf8(bytes).map_err(|_| malformed("not UTF-8"))
+}
+
+/// Common checks, cheapest first: size, control bytes, UTF-8.
+fn checked_text(value: &[u8]) -> Result<&[u8], ParseError> {
     if value.len() > MAX_CREDENTIALS_LEN {
         return Err(ParseError::TooLong);
     }
     if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(malformed("control bytes"));
     }
-    std::str::from_utf8(value).map_err(|_| malformed("not UTF-8"))
+    text_of(value)?;
+    Ok(value)
 }
 
 /// Parses one Authorization / Proxy-Authorization header value (the part after the colon).
 pub fn parse_authorization(value: &[u8]) -> Result<Credentials, ParseError> {
-    let text = checked_text(value)?.trim_matches(|c| c == ' ' || c == '\t');
-    let scheme_end = text.find([' ', '\t']).unwrap_or(text.len());
-    let (scheme, rest) = text.split_at(scheme_end);
-    if scheme.is_empty() || !scheme.bytes().all(is_token_char) {
+    let value = trim_lws(checked_text(value)?);
+    let scheme_len = value.iter().position(|&b| is_lws(b)).unwrap_or(value.len());
+    let (scheme, rest) = value.split_at(scheme_len);
+    if scheme.is_empty() || !scheme.iter().all(|&b| is_token_char(b)) {
         return Err(malformed("bad scheme"));
     }
-    let rest = rest.trim_start_matches([' ', '\t']);
+    let scheme = text_of(scheme)?;
+    // `rest` is empty or starts with the LWS that ended the scheme; the value is trimmed,
+    // so what is left after skipping that LWS has no trailing spaces either.
+    let rest = trim_lws(rest);
     if scheme.eq_ignore_ascii_case("Digest") {
-        parse_digest(rest.as_bytes()).map(Credentials::Digest)
+        parse_digest(rest).map(Credentials::Digest)
     } else if scheme.eq_ignore_ascii_case("Bearer") {
-        if !is_token68_like(rest) {
+        let token = text_of(rest)?;
+        if !is_token68_like(token) {
             return Err(malformed("Bearer credentials are not one token68"));
         }
-        Ok(Credentials::Bearer(rest.to_string()))
+        Ok(Credentials::Bearer(token.to_string()))
     } else {
         Ok(Credentials::OtherScheme(scheme.to_string()))
     }
@@ -94,154 +125,165 @@ pub fn parse_authorization(value: &[u8]) -> Result<Credentials, ParseError> {
 /// Parses the value of the token header (e.g. `X-SSO-Token: <token>`): trimmed, token68-like,
 /// at most MAX_CREDENTIALS_LEN bytes.
 pub fn parse_token_header(value: &[u8]) -> Result<String, ParseError> {
-    let text = checked_text(value)?.trim_matches(|c| c == ' ' || c == '\t');
-    if !is_token68_like(text) {
+    let token = text_of(trim_lws(checked_text(value)?))?;
+    if !is_token68_like(token) {
         return Err(malformed("token is not token68"));
     }
-    Ok(text.to_string())
+    Ok(token.to_string())
 }
 
-/// Splits `name=value, name="quoted", ...` into (lower-cased name, unquoted value) pairs.
-fn params(input: &[u8]) -> Result<Vec<(String, String)>, ParseError> {
+/// A tiny cursor over the Digest parameter list.
+struct Cursor<'a> {
+    input: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.input.get(self.pos).copied()
+    }
+
+    fn skip_while(&mut self, pred: impl Fn(u8) -> bool) -> &'a [u8] {
+        let start = self.pos;
+        while self.peek().is_some_and(&pred) {
+            self.pos += 1;
+        }
+        &self.input[start..self.pos]
+    }
+
+    /// Body of a quoted-string, the opening quote already consumed. RFC 3261 quoted-pair
+    /// only escapes ASCII, so `\` before a non-ASCII byte is refused.
+    fn quoted(&mut self) -> Result<String, ParseError> {
+        let mut out = Vec::new();
+        loop {
+            match self.peek() {
+                None => return Err(malformed("unterminated quoted string")),
+                Some(b'"') => {
+                    self.pos += 1;
+                    break;
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    match self.peek() {
+                        None => return Err(malformed("unterminated quoted string")),
+                        Some(b) if b.is_ascii() => out.push(b),
+                        Some(_) => return Err(malformed("escaped non-ASCII byte")),
+                    }
+                    self.pos += 1;
+                }
+                Some(b) => {
+                    out.push(b);
+                    self.pos += 1;
+                }
+            }
+        }
+        // Only ASCII backslashes were removed from valid UTF-8, so this stays UTF-8.
+        String::from_utf8(out).map_err(|_| malformed("not UTF-8"))
+    }
+}
+
+/// Splits `name=value, name="quoted", ...` into (name as sent, unquoted value) pairs.
+/// Empty list elements (`a=1,,b=2`) are allowed, as in the RFC 7230 list rule.
+fn params(input: &[u8]) -> Result<Vec<(&str, String)>, ParseError> {
+    let mut c = Cursor { input, pos: 0 };
     let mut out = Vec::new();
-    let mut i = 0;
-    let n = input.len();
     loop {
-        while i < n && (is_lws(input[i]) || input[i] == b',') {
-            i += 1;
+        c.skip_while(|b| is_lws(b) || b == b',');
+        if c.peek().is_none() {
+            return Ok(out);
         }
-        if i >= n {
-            break;
-        }
-        let start = i;
-        while i < n && is_token_char(input[i]) {
-            i += 1;
-        }
-        if i == start {
+        let name = c.skip_while(is_token_char);
+        if name.is_empty() {
             return Err(malformed("parameter name expected"));
         }
-        let name = std::str::from_utf8(&input[start..i]).unwrap().to_ascii_lowercase();
-        while i < n && is_lws(input[i]) {
-            i += 1;
-        }
-        if i >= n || input[i] != b'=' {
+        c.skip_while(is_lws);
+        if c.peek() != Some(b'=') {
             return Err(malformed("parameter without '='"));
         }
-        i += 1;
-        while i < n && is_lws(input[i]) {
-            i += 1;
-        }
-        let value = if i < n && input[i] == b'"' {
-            i += 1;
-            let mut v = Vec::new();
-            loop {
-                if i >= n {
-                    return Err(malformed("unterminated quoted string"));
-                }
-                match input[i] {
-                    b'"' => {
-                        i += 1;
-                        break;
-                    }
-                    b'\\' => {
-                        if i + 1 >= n {
-                            return Err(malformed("unterminated quoted string"));
-                        }
-                        v.push(input[i + 1]);
-                        i += 2;
-                    }
-                    b => {
-                        v.push(b);
-                        i += 1;
-                    }
-                }
-            }
-            String::from_utf8(v).map_err(|_| malformed("not UTF-8"))?
+        c.pos += 1;
+        c.skip_while(is_lws);
+        let value = if c.peek() == Some(b'"') {
+            c.pos += 1;
+            c.quoted()?
         } else {
-            let s = i;
-            while i < n && is_unquoted_value_char(input[i]) {
-                i += 1;
-            }
-            std::str::from_utf8(&input[s..i]).unwrap().to_string()
+            text_of(c.skip_while(is_unquoted_value_char))?.to_string()
         };
-        while i < n && is_lws(input[i]) {
-            i += 1;
-        }
-        if i < n && input[i] != b',' {
+        c.skip_while(is_lws);
+        if c.peek().is_some_and(|b| b != b',') {
             return Err(malformed("garbage after a parameter value"));
         }
-        out.push((name, value));
+        out.push((text_of(name)?, value));
     }
-    Ok(out)
 }
 
+/// Parameters we read; every other one is ignored.
+const KNOWN: [&str; 10] = [
+    "username",
+    "realm",
+    "nonce",
+    "uri",
+    "response",
+    "algorithm",
+    "cnonce",
+    "opaque",
+    "qop",
+    "nc",
+];
+
 fn parse_digest(input: &[u8]) -> Result<DigestCredentials, ParseError> {
-    let mut d = DigestCredentials::default();
-    let mut seen: Vec<String> = Vec::new();
+    let mut slots: [Option<String>; KNOWN.len()] = Default::default();
     for (name, value) in params(input)? {
-        let slot: Option<&mut String> = match name.as_str() {
-            "username" => Some(&mut d.username),
-            "realm" => Some(&mut d.realm),
-            "nonce" => Some(&mut d.nonce),
-            "uri" => Some(&mut d.uri),
-            "response" => Some(&mut d.response),
-            _ => None,
+        let Some(i) = KNOWN.iter().position(|k| k.eq_ignore_ascii_case(name)) else {
+            continue;
         };
-        let optional: Option<&mut Option<String>> = match name.as_str() {
-            "algorithm" => Some(&mut d.algorithm),
-            "cnonce" => Some(&mut d.cnonce),
-            "opaque" => Some(&mut d.opaque),
-            "qop" => Some(&mut d.qop),
-            "nc" => Some(&mut d.nc),
-            _ => None,
-        };
-        if slot.is_none() && optional.is_none() {
-            continue; // unknown parameters are allowed and ignored
-        }
-        if seen.contains(&name) {
+        // Two realms (or two usernames...) would let us and the SSO read different values.
+        if slots[i].is_some() {
             return Err(malformed("duplicated parameter"));
         }
-        if let Some(s) = slot {
-            *s = value;
-        } else if let Some(o) = optional {
-            *o = Some(value);
-        }
-        seen.push(name);
+        slots[i] = Some(value);
     }
-    for (field, what) in [
-        (&d.username, "username"),
-        (&d.realm, "realm"),
-        (&d.nonce, "nonce"),
-        (&d.uri, "uri"),
-        (&d.response, "response"),
-    ] {
-        if !seen.iter().any(|s| s == what) {
-            return Err(malformed("missing a mandatory Digest parameter"));
-        }
-        if field.is_empty() && what != "realm" {
-            return Err(malformed("empty mandatory Digest parameter"));
-        }
+    let [username, realm, nonce, uri, response, algorithm, cnonce, opaque, qop, nc] = slots;
+    let (Some(username), Some(realm), Some(nonce), Some(uri), Some(response)) =
+        (username, realm, nonce, uri, response)
+    else {
+        return Err(malformed("missing a mandatory Digest parameter"));
+    };
+    // An empty realm is legal syntax; it simply never equals the realm we serve.
+    if username.is_empty() || nonce.is_empty() || uri.is_empty() || response.is_empty() {
+        return Err(malformed("empty mandatory Digest parameter"));
     }
-    if d.response.len() > 128 || !d.response.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if response.len() > MAX_RESPONSE_LEN || !response.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(malformed("response is not hex"));
     }
-    if let Some(nc) = &d.nc {
+    if let Some(nc) = &nc {
         if nc.len() != 8 || !nc.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(malformed("nc is not 8 hex digits"));
         }
     }
-    if let Some(qop) = &d.qop {
+    if let Some(qop) = &qop {
         if qop.is_empty() {
             return Err(malformed("empty qop"));
         }
-        if d.nc.is_none() || d.cnonce.as_deref().is_none_or(str::is_empty) {
+        // With qop the response covers nc and cnonce: without them it cannot be checked.
+        if nc.is_none() || cnonce.as_deref().is_none_or(str::is_empty) {
             return Err(malformed("qop without nc and cnonce"));
         }
     }
-    if d.algorithm.as_deref() == Some("") {
+    if algorithm.as_deref() == Some("") {
         return Err(malformed("empty algorithm"));
     }
-    Ok(d)
+    Ok(DigestCredentials {
+        username,
+        realm,
+        nonce,
+        uri,
+        response,
+        algorithm,
+        cnonce,
+        opaque,
+        qop,
+        nc,
+    })
 }
 
 #[cfg(test)]
@@ -253,10 +295,18 @@ mod tests {
         nc=00000001, cnonce=\"0a4f113b\", algorithm=MD5, opaque=\"xyz\"";
 
     fn digest(v: &str) -> Result<DigestCredentials, ParseError> {
-        match parse_authorization(v.as_bytes())? {
+        digest_bytes(v.as_bytes())
+    }
+
+    fn digest_bytes(v: &[u8]) -> Result<DigestCredentials, ParseError> {
+        match parse_authorization(v)? {
             Credentials::Digest(d) => Ok(d),
             other => panic!("not digest: {other:?}"),
         }
+    }
+
+    fn is_malformed<T: std::fmt::Debug>(r: Result<T, ParseError>) -> bool {
+        matches!(r, Err(ParseError::Malformed(_)))
     }
 
     #[test]
@@ -264,11 +314,37 @@ mod tests {
         let d = digest(GOOD).unwrap();
         assert_eq!(d.username, "alice");
         assert_eq!(d.realm, "example.com");
+        assert_eq!(d.nonce, "abc123");
         assert_eq!(d.uri, "sip:example.com");
+        assert_eq!(d.response, "6629fae49393a05397450978507c4ef1");
         assert_eq!(d.qop.as_deref(), Some("auth"));
         assert_eq!(d.nc.as_deref(), Some("00000001"));
+        assert_eq!(d.cnonce.as_deref(), Some("0a4f113b"));
         assert_eq!(d.algorithm.as_deref(), Some("MD5"));
         assert_eq!(d.opaque.as_deref(), Some("xyz"));
+    }
+
+    #[test]
+    fn minimal_digest_without_qop() {
+        let d = digest("Digest username=u,realm=r,nonce=n,uri=\"sip:r\",response=0a").unwrap();
+        assert_eq!(
+            d,
+            DigestCredentials {
+                username: "u".into(),
+                realm: "r".into(),
+                nonce: "n".into(),
+                uri: "sip:r".into(),
+                response: "0a".into(),
+                ..Default::default()
+            }
+        );
+        // An empty realm is syntax we accept; it never matches a served realm.
+        assert_eq!(
+            digest("Digest username=u,realm=\"\",nonce=n,uri=x,response=0a")
+                .unwrap()
+                .realm,
+            ""
+        );
     }
 
     #[test]
@@ -280,68 +356,310 @@ mod tests {
         assert_eq!(d.username, "a\"b");
         assert_eq!(d.nonce, "n");
         assert_eq!(d.uri, "sip:r");
+        assert_eq!(d.response, "ABCdef");
         assert_eq!(d.algorithm, None);
+        // Tabs, leading/trailing/empty list elements, escaped backslash, UTF-8 in quotes.
+        let d = digest(
+            "\tDiGeSt\t, username=\"J\u{e4}s\u{f8}n \\\\ Doe\",\trealm = \"r\" ,, nonce=\"n\", \
+             uri=\"sip:r;transport=tcp\", response=\"00\", userhash=false, ",
+        )
+        .unwrap();
+        assert_eq!(d.username, "J\u{e4}s\u{f8}n \\ Doe");
+        assert_eq!(d.uri, "sip:r;transport=tcp");
+        // quoted-pair may escape any ASCII character, not only `"` and `\`.
+        assert_eq!(
+            digest("Digest username=\"\\a\\,b\",realm=r,nonce=n,uri=u,response=0")
+                .unwrap()
+                .username,
+            "a,b"
+        );
+        // Commas and equals signs inside quoted strings do not split parameters.
+        let d =
+            digest("Digest username=\"a,b=c\",realm=r,nonce=\"x=,y\",uri=u,response=0").unwrap();
+        assert_eq!((d.username.as_str(), d.nonce.as_str()), ("a,b=c", "x=,y"));
+        // Unknown parameters may repeat and hold anything well-formed.
+        assert!(
+            digest("Digest foo=1,foo=\"2\",username=u,realm=r,nonce=n,uri=u,response=0").is_ok()
+        );
+    }
+
+    #[test]
+    fn unknown_algorithm_and_qop_values_are_passed_on() {
+        // The parser keeps them as sent; the caller decides (and refuses) what it does not know.
+        let d = digest(&GOOD.replace("algorithm=MD5", "algorithm=SHA-1")).unwrap();
+        assert_eq!(d.algorithm.as_deref(), Some("SHA-1"));
+        let d = digest(&GOOD.replace("qop=auth", "qop=\"auth-conf\"")).unwrap();
+        assert_eq!(d.qop.as_deref(), Some("auth-conf"));
     }
 
     #[test]
     fn bearer_and_other_schemes() {
-        assert_eq!(parse_authorization(b"Bearer abc.DEF-_~+/=").unwrap(), Credentials::Bearer("abc.DEF-_~+/=".into()));
-        assert_eq!(parse_authorization(b"bearer   tok  ").unwrap(), Credentials::Bearer("tok".into()));
-        assert!(parse_authorization(b"Bearer a b").is_err());
-        assert!(parse_authorization(b"Bearer").is_err());
-        assert!(parse_authorization(b"Bearer a,b").is_err());
-        assert!(parse_authorization(b"Bearer a\x01b").is_err());
-        assert_eq!(parse_authorization(b"Basic YWxhZGRpbjpvcGVuc2VzYW1l").unwrap(), Credentials::OtherScheme("Basic".into()));
+        assert_eq!(
+            parse_authorization(b"Bearer abc.DEF-_~+/=").unwrap(),
+            Credentials::Bearer("abc.DEF-_~+/=".into())
+        );
+        assert_eq!(
+            parse_authorization(b"bearer   tok  ").unwrap(),
+            Credentials::Bearer("tok".into())
+        );
+        assert_eq!(
+            parse_authorization(b"  BEARER\teyJ.x.y\t").unwrap(),
+            Credentials::Bearer("eyJ.x.y".into())
+        );
+        for bad in [
+            &b"Bearer a b"[..],
+            b"Bearer",
+            b"Bearer   ",
+            b"Bearer a,b",
+            b"Bearer a\x01b",
+            b"Bearer \"tok\"",
+            b"Bearer tok;x",
+            b"Bearer t\xc3\xa9",
+            b"Bearer\x00 tok",
+            b"Bearer tok\r\n",
+        ] {
+            assert!(is_malformed(parse_authorization(bad)), "{bad:?}");
+        }
+        assert_eq!(
+            parse_authorization(b"Basic YWxhZGRpbjpvcGVuc2VzYW1l").unwrap(),
+            Credentials::OtherScheme("Basic".into())
+        );
+        assert_eq!(
+            parse_authorization(b"Negotiate a b c ,,, \"").unwrap(),
+            Credentials::OtherScheme("Negotiate".into())
+        );
+        assert_eq!(
+            parse_authorization(b"Bearerx tok").unwrap(),
+            Credentials::OtherScheme("Bearerx".into())
+        );
+        for bad in [
+            &b""[..],
+            b"   ",
+            b"\t",
+            b"Dig\"est x=y",
+            b"Digest,username=u",
+            b"=x",
+        ] {
+            assert!(is_malformed(parse_authorization(bad)), "{bad:?}");
+        }
     }
 
     #[test]
     fn hostile_digest_values() {
         let cases: Vec<String> = vec![
             "Digest username=\"alice, realm=\"r\"".into(),
+            "Digest username=\"alice".into(),
+            "Digest username=\"a\\".into(),
+            "Digest username=\"a\\\"".into(),
             GOOD.replace("realm=\"example.com\"", "realm=\"a\", realm=\"b\""),
             GOOD.replace("realm=\"example.com\"", "realm=\"a\", REALM=\"a\""),
+            GOOD.replace(
+                "realm=\"example.com\"",
+                "realm=\"example.com\", realm=\"example.com\"",
+            ),
+            GOOD.replace("username=\"alice\"", "username=\"alice\", Username=\"bob\""),
+            format!("{GOOD}, nonce=\"abc123\""),
+            format!("{GOOD}, opaque=\"xyz\""),
+            format!("{GOOD}, nc=00000001"),
             GOOD.replace("nc=00000001", "nc=1"),
+            GOOD.replace("nc=00000001", "nc=000000001"),
             GOOD.replace("nc=00000001", "nc=0000000g"),
+            GOOD.replace("nc=00000001", "nc=\"0000 001\""),
             GOOD.replace("nc=00000001", "nc="),
+            GOOD.replace("nc=00000001", "nc=+0000001"),
             GOOD.replace("username=\"alice\"", "username=\"\""),
-            GOOD.replace("response=\"6629fae49393a05397450978507c4ef1\"", "response=\"zz\""),
-            GOOD.replace("nonce=\"abc123\"", ""),
+            GOOD.replace("username=\"alice\"", "username="),
+            GOOD.replace("nonce=\"abc123\"", "nonce=\"\""),
+            GOOD.replace("uri=\"sip:example.com\"", "uri=\"\""),
+            GOOD.replace(
+                "response=\"6629fae49393a05397450978507c4ef1\"",
+                "response=\"\"",
+            ),
+            GOOD.replace(
+                "response=\"6629fae49393a05397450978507c4ef1\"",
+                "response=\"zz\"",
+            ),
+            GOOD.replace(
+                "response=\"6629fae49393a05397450978507c4ef1\"",
+                "response=\"0x12\"",
+            ),
+            GOOD.replace(
+                "response=\"6629fae49393a05397450978507c4ef1\"",
+                &format!("response=\"{}\"", "a".repeat(129)),
+            ),
+            GOOD.replace("username=\"alice\", ", ""),
+            GOOD.replace("realm=\"example.com\", ", ""),
+            GOOD.replace("nonce=\"abc123\", ", ""),
+            GOOD.replace("uri=\"sip:example.com\", ", ""),
+            GOOD.replace("response=\"6629fae49393a05397450978507c4ef1\", ", ""),
             GOOD.replace(", nc=00000001", ""),
+            GOOD.replace(", cnonce=\"0a4f113b\"", ""),
+            GOOD.replace("cnonce=\"0a4f113b\"", "cnonce=\"\""),
+            GOOD.replace("qop=auth", "qop=\"\""),
             GOOD.replace("algorithm=MD5", "algorithm="),
+            GOOD.replace("algorithm=MD5", "algorithm=\"\""),
+            GOOD.replace("username=\"alice\"", "username=alice\"x\""),
+            GOOD.replace("username=\"alice\"", "username=\"alice\"x"),
+            GOOD.replace("username=\"alice\"", "username=al ice"),
+            GOOD.replace("username=\"alice\"", "username=al<ice"),
+            GOOD.replace("username=\"alice\"", "username=\"\\\u{e9}\""),
+            GOOD.replace("username=\"alice\"", "username=\u{e9}"),
+            GOOD.replace("username=\"alice\"", "\u{e9}=x, username=\"alice\""),
+            GOOD.replace(", realm", " realm"),
             "Digest".into(),
+            "Digest ".into(),
             "Digest username".into(),
             "Digest username=\"a\" realm=\"b\"".into(),
             "Digest =x".into(),
-            "Digest username=\"a\\".into(),
+            "Digest ,=".into(),
+            "Digest \"username\"=a".into(),
+            "Digest user name=a".into(),
+            "Digest username=\"a\";realm=\"b\"".into(),
         ];
         for c in &cases {
-            assert!(digest_or_err(c).is_err(), "{c}");
-        }
-        assert!(parse_authorization(format!("{GOOD}\0").as_bytes()).is_err());
-        assert!(parse_authorization(format!("{GOOD}\r\nX: y").as_bytes()).is_err());
-        assert!(parse_authorization(b"Digest username=\"\xff\xfe\"").is_err());
-        let big = format!("Digest username=\"{}\"", "a".repeat(8 * 1024));
-        assert_eq!(parse_authorization(big.as_bytes()), Err(ParseError::TooLong));
-        let huge = "a".repeat(60 * 1024);
-        assert_eq!(parse_authorization(huge.as_bytes()), Err(ParseError::TooLong));
-    }
-
-    fn digest_or_err(v: &str) -> Result<(), ParseError> {
-        match parse_authorization(v.as_bytes()) {
-            Ok(Credentials::Digest(_)) => Ok(()),
-            Ok(other) => panic!("{other:?}"),
-            Err(e) => Err(e),
+            assert!(is_malformed(digest(c)), "{c}");
         }
     }
 
     #[test]
+    fn bad_bytes_anywhere() {
+        for (i, bad) in [0u8, 1, 8, 0x0a, 0x0b, 0x0c, 0x0d, 0x1b, 0x1f, 0x7f]
+            .iter()
+            .enumerate()
+        {
+            // Inside a quoted value, in an unquoted value, after the last parameter.
+            let mut quoted = GOOD.as_bytes().to_vec();
+            quoted.insert(18, *bad);
+            let mut tail = GOOD.as_bytes().to_vec();
+            tail.push(*bad);
+            let mut unquoted = GOOD.as_bytes().to_vec();
+            let at = GOOD.find("qop=auth").unwrap() + 5;
+            unquoted.insert(at, *bad);
+            for v in [quoted, tail, unquoted] {
+                assert!(is_malformed(parse_authorization(&v)), "case {i}: {v:?}");
+                assert!(is_malformed(parse_token_header(&v)), "case {i}");
+            }
+        }
+        // A horizontal tab is linear white space, not a control byte to refuse.
+        assert!(digest(&GOOD.replace(", ", ",\t")).is_ok());
+        // Non-UTF-8, also in quoted strings and after valid data.
+        for v in [
+            &b"Digest username=\"\xff\xfe\", realm=r, nonce=n, uri=u, response=0"[..],
+            b"Digest username=\"\xc3\", realm=r, nonce=n, uri=u, response=0",
+            b"Digest username=\"\xed\xa0\x80\", realm=r, nonce=n, uri=u, response=0",
+            b"\xc0\xafDigest username=u",
+            b"Bearer abc\x80",
+        ] {
+            assert!(is_malformed(parse_authorization(v)), "{v:?}");
+        }
+        let mut v = GOOD.as_bytes().to_vec();
+        v.extend_from_slice(b", x=\"\xff\"");
+        assert!(is_malformed(parse_authorization(&v)));
+    }
+
+    #[test]
+    fn length_limit_comes_first() {
+        let at_limit = format!(
+            "Digest username=u,realm=r,nonce=n,uri=u,response=0,pad=\"{}\"",
+            "a".repeat(MAX_CREDENTIALS_LEN - 57)
+        );
+        assert_eq!(at_limit.len(), MAX_CREDENTIALS_LEN);
+        assert!(digest(&at_limit).is_ok());
+        let over = format!("{at_limit} ");
+        assert_eq!(
+            parse_authorization(over.as_bytes()),
+            Err(ParseError::TooLong)
+        );
+        let big = format!("Digest username=\"{}\"", "a".repeat(8 * 1024));
+        assert_eq!(
+            parse_authorization(big.as_bytes()),
+            Err(ParseError::TooLong)
+        );
+        let huge = "a".repeat(60 * 1024);
+        assert_eq!(
+            parse_authorization(huge.as_bytes()),
+            Err(ParseError::TooLong)
+        );
+        // Too long wins over bad bytes, broken quotes and non-UTF-8: no work before the check.
+        let mut junk = vec![0u8; 60 * 1024];
+        junk[..8].copy_from_slice(b"Digest \"");
+        junk[100] = 0xff;
+        assert_eq!(parse_authorization(&junk), Err(ParseError::TooLong));
+        assert_eq!(parse_token_header(&junk), Err(ParseError::TooLong));
+        let bearer = format!("Bearer {}", "t".repeat(MAX_CREDENTIALS_LEN));
+        assert_eq!(
+            parse_authorization(bearer.as_bytes()),
+            Err(ParseError::TooLong)
+        );
+        let bearer = format!("Bearer {}", "t".repeat(MAX_CREDENTIALS_LEN - 7));
+        assert!(matches!(
+            parse_authorization(bearer.as_bytes()),
+            Ok(Credentials::Bearer(_))
+        ));
+    }
+
+    #[test]
     fn token_header_values() {
-        assert_eq!(parse_token_header(b"  2YotnFZFEjr1zCsicMWpAA ").unwrap(), "2YotnFZFEjr1zCsicMWpAA");
-        assert!(parse_token_header(b"").is_err());
-        assert!(parse_token_header(b"a b").is_err());
-        assert!(parse_token_header(b"a\r\nb").is_err());
-        assert!(parse_token_header(b"\"quoted\"").is_err());
-        assert_eq!(parse_token_header("t".repeat(9000).as_bytes()), Err(ParseError::TooLong));
+        assert_eq!(
+            parse_token_header(b"  2YotnFZFEjr1zCsicMWpAA ").unwrap(),
+            "2YotnFZFEjr1zCsicMWpAA"
+        );
+        assert_eq!(
+            parse_token_header(b"\teyJ.a-b_c~d+e/f==\t").unwrap(),
+            "eyJ.a-b_c~d+e/f=="
+        );
+        for bad in [
+            &b""[..],
+            b"   ",
+            b"a b",
+            b"a\r\nb",
+            b"a\0",
+            b"\"quoted\"",
+            b"a,b",
+            b"a;b",
+            b"Bearer tok",
+            b"t\xc3\xa9",
+            b"\xff",
+        ] {
+            assert!(is_malformed(parse_token_header(bad)), "{bad:?}");
+        }
+        assert_eq!(
+            parse_token_header("t".repeat(9000).as_bytes()),
+            Err(ParseError::TooLong)
+        );
+        assert!(parse_token_header("t".repeat(MAX_CREDENTIALS_LEN).as_bytes()).is_ok());
+    }
+
+    /// xorshift32: deterministic noise without a dependency.
+    fn noise(seed: &mut u32) -> u32 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 17;
+        *seed ^= *seed << 5;
+        *seed
+    }
+
+    fn check_accepted(v: &[u8]) {
+        match parse_authorization(v) {
+            Ok(Credentials::Digest(d)) => {
+                for f in [&d.username, &d.realm, &d.nonce, &d.uri, &d.response] {
+                    assert!(!f.bytes().any(|b| b < 0x20 && b != b'\t'), "{v:?}");
+                }
+                assert!(!d.username.is_empty() && !d.nonce.is_empty() && !d.response.is_empty());
+                assert!(d.response.bytes().all(|b| b.is_ascii_hexdigit()));
+                if let Some(nc) = &d.nc {
+                    assert!(nc.len() == 8 && nc.bytes().all(|b| b.is_ascii_hexdigit()));
+                }
+                if d.qop.is_some() {
+                    assert!(d.nc.is_some() && d.cnonce.is_some());
+                }
+            }
+            Ok(Credentials::Bearer(t)) => assert!(is_token68_like(&t)),
+            Ok(Credentials::OtherScheme(s)) => assert!(!s.is_empty()),
+            Err(_) => {}
+        }
+        if let Ok(t) = parse_token_header(v) {
+            assert!(is_token68_like(&t));
+        }
     }
 
     #[test]
@@ -349,16 +667,37 @@ mod tests {
         let alphabet = b"Digest Bearer=\",\\ \tusernamrlcoqp0123456789\xc3\xa9\x00";
         let mut seed = 0x9e37_79b9u32;
         for _ in 0..50_000 {
-            let len = (seed % 96) as usize;
-            let mut v = Vec::with_capacity(len);
-            for _ in 0..len {
-                seed ^= seed << 13;
-                seed ^= seed >> 17;
-                seed ^= seed << 5;
-                v.push(alphabet[(seed as usize) % alphabet.len()]);
+            let len = (noise(&mut seed) % 96) as usize;
+            let v: Vec<u8> = (0..len)
+                .map(|_| alphabet[(noise(&mut seed) as usize) % alphabet.len()])
+                .collect();
+            check_accepted(&v);
+        }
+    }
+
+    #[test]
+    fn never_panics_on_random_bytes_or_mutations() {
+        let mut seed = 0x2545_f491u32;
+        for _ in 0..20_000 {
+            let len = (noise(&mut seed) % 200) as usize;
+            let v: Vec<u8> = (0..len).map(|_| noise(&mut seed) as u8).collect();
+            check_accepted(&v);
+        }
+        const PICK: &[u8] = b"\",\\= \t\xff\xc3\x00x";
+        // Mutations of a valid value reach the deeper branches that pure noise rarely does.
+        for _ in 0..20_000 {
+            let mut v = GOOD.as_bytes().to_vec();
+            for _ in 0..(1 + noise(&mut seed) % 4) {
+                let at = noise(&mut seed) as usize % (v.len() + 1);
+                match noise(&mut seed) % 3 {
+                    0 if at < v.len() => {
+                        v.remove(at);
+                    }
+                    1 if at < v.len() => v[at] = PICK[noise(&mut seed) as usize % PICK.len()],
+                    _ => v.insert(at, PICK[noise(&mut seed) as usize % PICK.len()]),
+                }
             }
-            let _ = parse_authorization(&v);
-            let _ = parse_token_header(&v);
+            check_accepted(&v);
         }
     }
 }

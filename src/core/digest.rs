@@ -28,16 +28,26 @@ const NAMES: [(Algorithm, &str); 6] = [
 impl Algorithm {
     /// Case-insensitive parse of an RFC 7616 algorithm name.
     pub fn parse(name: &str) -> Option<Algorithm> {
-        NAMES.iter().find(|(_, n)| n.eq_ignore_ascii_case(name.trim())).map(|(a, _)| *a)
+        NAMES
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(name.trim()))
+            .map(|(a, _)| *a)
     }
 
     /// Canonical name as written in challenges ("MD5", "SHA-512-256-sess", ...).
     pub fn name(self) -> &'static str {
-        NAMES.iter().find(|(a, _)| *a == self).map(|(_, n)| *n).unwrap_or("MD5")
+        NAMES
+            .iter()
+            .find(|(a, _)| *a == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("MD5")
     }
 
     pub fn is_session(self) -> bool {
-        matches!(self, Algorithm::Md5Sess | Algorithm::Sha256Sess | Algorithm::Sha512_256Sess)
+        matches!(
+            self,
+            Algorithm::Md5Sess | Algorithm::Sha256Sess | Algorithm::Sha512_256Sess
+        )
     }
 }
 
@@ -85,11 +95,19 @@ pub fn expected_response(i: &ResponseInput) -> String {
         ha1 = h(&format!("{ha1}:{}:{}", i.nonce, i.cnonce));
     }
     let ha2 = match i.qop {
-        Some("auth-int") => h(&format!("{}:{}:{}", i.method, i.uri, hash_hex(i.algorithm, i.body))),
+        Some("auth-int") => h(&format!(
+            "{}:{}:{}",
+            i.method,
+            i.uri,
+            hash_hex(i.algorithm, i.body)
+        )),
         _ => h(&format!("{}:{}", i.method, i.uri)),
     };
     match i.qop {
-        Some(q) => h(&format!("{ha1}:{}:{}:{}:{q}:{ha2}", i.nonce, i.nc, i.cnonce)),
+        Some(q) => h(&format!(
+            "{ha1}:{}:{}:{}:{q}:{ha2}",
+            i.nonce, i.nc, i.cnonce
+        )),
         None => h(&format!("{ha1}:{}:{ha2}", i.nonce)),
     }
 }
@@ -126,7 +144,10 @@ mod tests {
 
     #[test]
     fn rfc7616_section_3_9_1_vectors() {
-        assert_eq!(expected_response(&input(Algorithm::Md5, Some("auth"))), "8ca523f5e9506fed4657c9700eebdbec");
+        assert_eq!(
+            expected_response(&input(Algorithm::Md5, Some("auth"))),
+            "8ca523f5e9506fed4657c9700eebdbec"
+        );
         assert_eq!(
             expected_response(&input(Algorithm::Sha256, Some("auth"))),
             "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
@@ -153,9 +174,18 @@ mod tests {
 
     #[test]
     fn hashes_of_the_empty_string() {
-        assert_eq!(hash_hex(Algorithm::Md5, b""), "d41d8cd98f00b204e9800998ecf8427e");
-        assert_eq!(hash_hex(Algorithm::Sha256, b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-        assert_eq!(hash_hex(Algorithm::Sha512_256, b""), "c672b8d1ef56ed28ab87c3622c5114069bdd3ad7b8f9737498d0c01ecef0967a");
+        assert_eq!(
+            hash_hex(Algorithm::Md5, b""),
+            "d41d8cd98f00b204e9800998ecf8427e"
+        );
+        assert_eq!(
+            hash_hex(Algorithm::Sha256, b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            hash_hex(Algorithm::Sha512_256, b""),
+            "c672b8d1ef56ed28ab87c3622c5114069bdd3ad7b8f9737498d0c01ecef0967a"
+        );
     }
 
     #[test]
@@ -168,7 +198,10 @@ mod tests {
         let empty_body = expected_response(&i);
         i.body = b"v=0\r\n";
         assert_ne!(empty_body, expected_response(&i));
-        assert_ne!(expected_response(&input(Algorithm::Md5, None)), expected_response(&input(Algorithm::Md5, Some("auth"))));
+        assert_ne!(
+            expected_response(&input(Algorithm::Md5, None)),
+            expected_response(&input(Algorithm::Md5, Some("auth")))
+        );
     }
 
     #[test]

@@ -28,10 +28,15 @@ pub fn parse_aor(header_value: &[u8]) -> Result<Aor, AorError> {
     if header_value.len() > MAX_HEADER {
         return Err(bad("header too long"));
     }
-    if header_value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+    if header_value
+        .iter()
+        .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    {
         return Err(bad("control bytes"));
     }
-    let text = std::str::from_utf8(header_value).map_err(|_| bad("not UTF-8"))?.trim();
+    let text = std::str::from_utf8(header_value)
+        .map_err(|_| bad("not UTF-8"))?
+        .trim();
     if text.is_empty() {
         return Err(bad("empty"));
     }
@@ -71,7 +76,10 @@ fn parse_uri(uri: &str) -> Result<Aor, AorError> {
         if number.is_empty() {
             return Err(bad("empty tel URI"));
         }
-        return Ok(Aor { user: number.to_string(), host: String::new() });
+        return Ok(Aor {
+            user: number.to_string(),
+            host: String::new(),
+        });
     }
     if !scheme.eq_ignore_ascii_case("sip") && !scheme.eq_ignore_ascii_case("sips") {
         return Err(bad("not a sip, sips or tel URI"));
@@ -89,13 +97,18 @@ fn parse_uri(uri: &str) -> Result<Aor, AorError> {
     } else {
         hostport.split(':').next().unwrap_or("")
     };
-    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '<' || c == '>' || c == '"') {
+    if host.is_empty()
+        || host.contains(|c: char| c.is_whitespace() || c == '<' || c == '>' || c == '"')
+    {
         return Err(bad("no usable host"));
     }
     if user.contains(|c: char| c.is_whitespace() || c == '<' || c == '>' || c == '"') {
         return Err(bad("bad user part"));
     }
-    Ok(Aor { user: user.to_string(), host: host.to_ascii_lowercase() })
+    Ok(Aor {
+        user: user.to_string(),
+        host: host.to_ascii_lowercase(),
+    })
 }
 
 fn matches(name: &str, aor: &Aor, use_domain: bool) -> bool {
@@ -104,7 +117,10 @@ fn matches(name: &str, aor: &Aor, use_domain: bool) -> bool {
     }
     match name.rsplit_once('@') {
         Some((user, host)) => {
-            !user.is_empty() && !host.is_empty() && user == aor.user && host.eq_ignore_ascii_case(&aor.host)
+            !user.is_empty()
+                && !host.is_empty()
+                && user == aor.user
+                && host.eq_ignore_ascii_case(&aor.host)
         }
         None => !use_domain && name == aor.user,
     }
@@ -132,14 +148,41 @@ mod tests {
 
     #[test]
     fn name_addr_and_addr_spec() {
-        assert_eq!(aor("<sip:alice@example.com>"), Aor { user: "alice".into(), host: "example.com".into() });
-        assert_eq!(aor("\"Alice <x>\" <sip:alice:pw@EXAMPLE.com:5060;transport=tcp>;tag=1").host, "example.com");
+        assert_eq!(
+            aor("<sip:alice@example.com>"),
+            Aor {
+                user: "alice".into(),
+                host: "example.com".into()
+            }
+        );
+        assert_eq!(
+            aor("\"Alice <x>\" <sip:alice:pw@EXAMPLE.com:5060;transport=tcp>;tag=1").host,
+            "example.com"
+        );
         assert_eq!(aor("\"A\\\"B\" <sips:bob@h>").user, "bob");
-        assert_eq!(aor("sip:carol@h.net;tag=abc"), Aor { user: "carol".into(), host: "h.net".into() });
+        assert_eq!(
+            aor("sip:carol@h.net;tag=abc"),
+            Aor {
+                user: "carol".into(),
+                host: "h.net".into()
+            }
+        );
         assert_eq!(aor("Carol <sip:carol@h.net?subject=x>").host, "h.net");
-        assert_eq!(aor("sip:example.com"), Aor { user: "".into(), host: "example.com".into() });
+        assert_eq!(
+            aor("sip:example.com"),
+            Aor {
+                user: "".into(),
+                host: "example.com".into()
+            }
+        );
         assert_eq!(aor("<sip:dave@[2001:db8::1]:5060>").host, "[2001:db8::1]");
-        assert_eq!(aor("<tel:+15551234;phone-context=x>"), Aor { user: "+15551234".into(), host: "".into() });
+        assert_eq!(
+            aor("<tel:+15551234;phone-context=x>"),
+            Aor {
+                user: "+15551234".into(),
+                host: "".into()
+            }
+        );
     }
 
     #[test]
@@ -168,10 +211,16 @@ mod tests {
     fn identity_rules() {
         let a = aor("<sip:alice@Example.com>");
         assert!(token_user_matches("alice", &a, false));
-        assert!(!token_user_matches("Alice", &a, false), "user part is case-sensitive");
+        assert!(
+            !token_user_matches("Alice", &a, false),
+            "user part is case-sensitive"
+        );
         assert!(token_user_matches("alice@example.COM", &a, false));
         assert!(!token_user_matches("alice@other.com", &a, false));
-        assert!(!token_user_matches("alice", &a, true), "use_domain needs user@host");
+        assert!(
+            !token_user_matches("alice", &a, true),
+            "use_domain needs user@host"
+        );
         assert!(token_user_matches("alice@example.com", &a, true));
         assert!(!token_user_matches("", &a, false));
         assert!(!token_user_matches("@example.com", &a, false));

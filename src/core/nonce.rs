@@ -40,7 +40,9 @@ fn hex_value(c: u8) -> Option<u8> {
 impl NonceKey {
     /// `secret` must be at least 32 bytes (checked by the configuration layer).
     pub fn new(secret: &[u8]) -> NonceKey {
-        NonceKey { key: secret.to_vec() }
+        NonceKey {
+            key: secret.to_vec(),
+        }
     }
 
     fn mac(&self, signed: &[u8]) -> HmacSha256 {
@@ -54,7 +56,10 @@ impl NonceKey {
         let mut raw = [0u8; RAW_LEN];
         raw[..TIME_LEN].copy_from_slice(&now.to_be_bytes());
         raw[TIME_LEN..TIME_LEN + RANDOM_LEN].copy_from_slice(random);
-        let tag = self.mac(&raw[..TIME_LEN + RANDOM_LEN]).finalize().into_bytes();
+        let tag = self
+            .mac(&raw[..TIME_LEN + RANDOM_LEN])
+            .finalize()
+            .into_bytes();
         raw[TIME_LEN + RANDOM_LEN..].copy_from_slice(&tag[..MAC_LEN]);
         raw.iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -72,7 +77,9 @@ impl NonceKey {
             raw[i] = hi << 4 | lo;
         }
         let (signed, tag) = raw.split_at(TIME_LEN + RANDOM_LEN);
-        self.mac(signed).verify_truncated_left(tag).map_err(|_| NonceError::Forged)?;
+        self.mac(signed)
+            .verify_truncated_left(tag)
+            .map_err(|_| NonceError::Forged)?;
         let issued = u64::from_be_bytes(signed[..TIME_LEN].try_into().unwrap());
         if issued > now + MAX_SKEW_SECS || now.saturating_sub(issued) > lifetime_secs {
             return Err(NonceError::Expired);
@@ -94,9 +101,17 @@ mod tests {
         assert_eq!(n.len(), NONCE_LEN);
         assert!(n.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(k.verify(&n, 1000, 300), Ok(1000));
-        assert_eq!(k.verify(&n, 1300, 300), Ok(1000), "valid up to the lifetime");
+        assert_eq!(
+            k.verify(&n, 1300, 300),
+            Ok(1000),
+            "valid up to the lifetime"
+        );
         assert_eq!(k.verify(&n, 1301, 300), Err(NonceError::Expired));
-        assert_eq!(k.verify(&n, 990, 300), Err(NonceError::Expired), "from the future beyond skew");
+        assert_eq!(
+            k.verify(&n, 990, 300),
+            Err(NonceError::Expired),
+            "from the future beyond skew"
+        );
         assert_eq!(k.verify(&n, 996, 300), Ok(1000), "small skew accepted");
         assert_ne!(n, k.issue(1000, &[8; 12]));
     }
@@ -117,13 +132,23 @@ mod tests {
         // in the time field breaks the MAC.
         let mut b = n.into_bytes();
         b[14] = b'f';
-        assert_eq!(k.verify(&String::from_utf8(b).unwrap(), 1000, 300), Err(NonceError::Forged));
+        assert_eq!(
+            k.verify(&String::from_utf8(b).unwrap(), 1000, 300),
+            Err(NonceError::Forged)
+        );
     }
 
     #[test]
     fn garbage_is_forged() {
         let k = NonceKey::new(KEY);
-        for g in ["", "abc", &"g".repeat(NONCE_LEN), &"A".repeat(NONCE_LEN), &"0".repeat(NONCE_LEN + 2), "é".repeat(36).as_str()] {
+        for g in [
+            "",
+            "abc",
+            &"g".repeat(NONCE_LEN),
+            &"A".repeat(NONCE_LEN),
+            &"0".repeat(NONCE_LEN + 2),
+            "é".repeat(36).as_str(),
+        ] {
             assert_eq!(k.verify(g, 1000, 300), Err(NonceError::Forged), "{g:?}");
         }
     }

@@ -34,7 +34,9 @@ fn key_of(nonce: &str) -> [u8; 16] {
 impl ReplayGuard {
     /// Room for `slots` nonces in use at once. Call before fork.
     pub fn new(slots: usize) -> std::io::Result<ReplayGuard> {
-        Ok(ReplayGuard { table: SharedTable::new(slots)? })
+        Ok(ReplayGuard {
+            table: SharedTable::new(slots)?,
+        })
     }
 
     pub fn capacity(&self) -> usize {
@@ -47,7 +49,13 @@ impl ReplayGuard {
 
     /// Records one use of `nonce` (valid until `expires_at`) with counter `nc` (None: no qop).
     /// Atomic across processes: of two simultaneous identical uses exactly one succeeds.
-    pub fn record(&self, nonce: &str, nc: Option<u32>, expires_at: u64, now: u64) -> Result<(), ReplayError> {
+    pub fn record(
+        &self,
+        nonce: &str,
+        nc: Option<u32>,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<(), ReplayError> {
         self.table.update(key_of(nonce), now, |found| match found {
             Found::Live(seen, _) => match nc {
                 Some(n) if seen.last_nc != 0 && n > seen.last_nc => {
@@ -60,7 +68,12 @@ impl ReplayGuard {
                 if nc == Some(0) {
                     return Err(ReplayError::Replayed);
                 }
-                slot.insert(NonceUse { last_nc: nc.unwrap_or(0) }, expires_at);
+                slot.insert(
+                    NonceUse {
+                        last_nc: nc.unwrap_or(0),
+                    },
+                    expires_at,
+                );
                 Ok(())
             }
             Found::Full => Err(ReplayError::Full),
@@ -82,8 +95,16 @@ mod tests {
         assert_eq!(g.record("n1", Some(1), 100, 12), Err(ReplayError::Replayed));
         assert_eq!(g.record("n2", None, 100, 10), Ok(()));
         assert_eq!(g.record("n2", None, 100, 10), Err(ReplayError::Replayed));
-        assert_eq!(g.record("n2", Some(5), 100, 10), Err(ReplayError::Replayed), "no switching to qop");
-        assert_eq!(g.record("n3", Some(0), 100, 10), Err(ReplayError::Replayed), "nc starts at 1");
+        assert_eq!(
+            g.record("n2", Some(5), 100, 10),
+            Err(ReplayError::Replayed),
+            "no switching to qop"
+        );
+        assert_eq!(
+            g.record("n3", Some(0), 100, 10),
+            Err(ReplayError::Replayed),
+            "nc starts at 1"
+        );
         // After the nonce expired, its record is gone (and the nonce itself is stale anyway).
         assert_eq!(g.record("n2", None, 200, 100), Ok(()));
     }

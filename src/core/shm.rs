@@ -37,7 +37,10 @@ impl SharedRegion {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(SharedRegion { ptr: NonNull::new(p as *mut u8).expect("mmap returned null"), len })
+        Ok(SharedRegion {
+            ptr: NonNull::new(p as *mut u8).expect("mmap returned null"),
+            len,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -87,11 +90,17 @@ impl<'a> PidLock<'a> {
         loop {
             let cur = word.load(Ordering::Relaxed);
             if cur == 0 {
-                if word.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                if word
+                    .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
                     return PidLock { word };
                 }
             } else if spins >= 10_000 && !pid_alive(cur) {
-                if word.compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                if word
+                    .compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
                     return PidLock { word };
                 }
             }
@@ -166,7 +175,11 @@ impl<V: Copy> SharedTable<V> {
         assert!(align_of::<Bucket<V>>() <= 4096);
         let buckets = entries.div_ceil(WAYS).max(1);
         let region = SharedRegion::map(buckets * size_of::<Bucket<V>>())?;
-        Ok(SharedTable { region, buckets, _v: PhantomData })
+        Ok(SharedTable {
+            region,
+            buckets,
+            _v: PhantomData,
+        })
     }
 
     pub fn capacity(&self) -> usize {
@@ -219,7 +232,10 @@ impl<V: Copy> SharedTable<V> {
                 let s = &mut slots[i];
                 f(Found::Live(&mut s.value, &mut s.expires_at))
             }
-            (None, Some(i)) => f(Found::Vacant(VacantSlot { slot: &mut slots[i], key })),
+            (None, Some(i)) => f(Found::Vacant(VacantSlot {
+                slot: &mut slots[i],
+                key,
+            })),
             (None, None) => f(Found::Full),
         }
     }
@@ -243,7 +259,10 @@ pub struct SharedCounters {
 impl SharedCounters {
     /// Call before fork.
     pub fn new(count: usize) -> io::Result<SharedCounters> {
-        Ok(SharedCounters { region: SharedRegion::map(count * size_of::<AtomicU64>())?, count })
+        Ok(SharedCounters {
+            region: SharedRegion::map(count * size_of::<AtomicU64>())?,
+            count,
+        })
     }
 
     fn cell(&self, index: usize) -> &AtomicU64 {

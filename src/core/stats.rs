@@ -40,7 +40,9 @@ pub struct Stats {
 impl Stats {
     /// Call before fork.
     pub fn new() -> std::io::Result<Stats> {
-        Ok(Stats { counters: SharedCounters::new(ALL.len())? })
+        Ok(Stats {
+            counters: SharedCounters::new(ALL.len())?,
+        })
     }
 
     pub fn inc(&self, stat: Stat) {

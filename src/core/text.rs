@@ -16,7 +16,21 @@ pub fn is_quoted_safe(s: &str) -> bool {
 pub fn is_token68_like(s: &str) -> bool {
     !s.is_empty()
         && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=' | b':' | b'%' | b'!' | b'*' | b'\'')
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'+'
+                        | b'/'
+                        | b'='
+                        | b':'
+                        | b'%'
+                        | b'!'
+                        | b'*'
+                        | b'\''
+                )
         })
 }
 

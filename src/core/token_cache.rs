@@ -66,7 +66,9 @@ fn pid() -> u32 {
 impl SharedTokenCache {
     /// Room for `entries` tokens. Call before fork.
     pub fn new(entries: usize) -> std::io::Result<SharedTokenCache> {
-        Ok(SharedTokenCache { table: SharedTable::new(entries)? })
+        Ok(SharedTokenCache {
+            table: SharedTable::new(entries)?,
+        })
     }
 
     pub fn capacity(&self) -> usize {
@@ -89,10 +91,13 @@ impl SharedTokenCache {
                 match e.state {
                     POSITIVE => Lookup::Hit(Introspection {
                         active: true,
-                        user: Some(String::from_utf8_lossy(&e.user[..e.user_len as usize]).into_owned()),
+                        user: Some(
+                            String::from_utf8_lossy(&e.user[..e.user_len as usize]).into_owned(),
+                        ),
                         exp: (e.has_exp == 1).then_some(e.exp),
-                        scope: (e.scope_len > 0)
-                            .then(|| String::from_utf8_lossy(&e.scope[..e.scope_len as usize]).into_owned()),
+                        scope: (e.scope_len > 0).then(|| {
+                            String::from_utf8_lossy(&e.scope[..e.scope_len as usize]).into_owned()
+                        }),
                         claims: Default::default(),
                     }),
                     NEGATIVE => Lookup::NegativeHit,
@@ -125,7 +130,8 @@ impl SharedTokenCache {
         };
         let user = info.user.as_deref().unwrap_or("");
         let scope = info.scope.as_deref().unwrap_or("");
-        let fits = info.active && !user.is_empty() && user.len() <= MAX_FIELD && scope.len() <= MAX_FIELD;
+        let fits =
+            info.active && !user.is_empty() && user.len() <= MAX_FIELD && scope.len() <= MAX_FIELD;
         if ttl == 0 || until <= now || !fits {
             self.release(token, now);
             return;
@@ -206,7 +212,13 @@ mod tests {
     use super::*;
 
     fn active(user: &str, exp: Option<i64>) -> Introspection {
-        Introspection { active: true, user: Some(user.into()), exp, scope: Some("sip".into()), claims: Default::default() }
+        Introspection {
+            active: true,
+            user: Some(user.into()),
+            exp,
+            scope: Some("sip".into()),
+            claims: Default::default(),
+        }
     }
 
     #[test]
@@ -242,7 +254,11 @@ mod tests {
         assert_eq!(c.lookup("bad", 104, 110), Lookup::NegativeHit);
         assert_eq!(c.lookup("bad", 105, 110), Lookup::Claimed);
         c.store_positive("bad", &active("x", None), 105, 0);
-        assert_eq!(c.lookup("bad", 106, 110), Lookup::Claimed, "ttl 0 caches nothing");
+        assert_eq!(
+            c.lookup("bad", 106, 110),
+            Lookup::Claimed,
+            "ttl 0 caches nothing"
+        );
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! Raw bindgen output for the OpenSIPS ABI selected at build time. Private to the FFI layer:
 //! nothing outside `ffi` sees a raw OpenSIPS type.
-#![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, dead_code)]
+#![allow(
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    dead_code
+)]
 #![allow(clippy::all)]
 
 #[cfg(sso_abi = "304")]
@@ -15,15 +20,30 @@ include!(concat!(env!("OUT_DIR"), "/bindings_400.rs"));
 #[allow(clashing_extern_declarations)]
 pub mod all {
     pub mod abi_304 {
-        #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, dead_code)]
+        #![allow(
+            non_camel_case_types,
+            non_snake_case,
+            non_upper_case_globals,
+            dead_code
+        )]
         include!(concat!(env!("OUT_DIR"), "/bindings_304.rs"));
     }
     pub mod abi_306 {
-        #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, dead_code)]
+        #![allow(
+            non_camel_case_types,
+            non_snake_case,
+            non_upper_case_globals,
+            dead_code
+        )]
         include!(concat!(env!("OUT_DIR"), "/bindings_306.rs"));
     }
     pub mod abi_400 {
-        #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, dead_code)]
+        #![allow(
+            non_camel_case_types,
+            non_snake_case,
+            non_upper_case_globals,
+            dead_code
+        )]
         include!(concat!(env!("OUT_DIR"), "/bindings_400.rs"));
     }
 }

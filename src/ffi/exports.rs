@@ -8,17 +8,17 @@ use std::ptr::null;
 use crate::core::sso::HttpSso;
 
 use super::bindings::{
-    cmd_export_t, cmd_function, cmd_param, dep_export_t, modparam_dependency_t, module_dependency_t, module_exports,
-    module_exports__bindgen_ty_1, module_type, param_export_t, scm_version, CMD_PARAM_OPT, CMD_PARAM_STR, DEP_ABORT,
-    stat_export_t, stat_var, INT_PARAM, MAX_MOD_DEPS, REQUEST_ROUTE, STAT_IS_FUNC, STAT_NO_RESET, STR_PARAM,
-    USE_FUNC_PARAM,
+    cmd_export_t, cmd_function, cmd_param, dep_export_t, modparam_dependency_t,
+    module_dependency_t, module_exports, module_exports__bindgen_ty_1, module_type, param_export_t,
+    scm_version, stat_export_t, stat_var, CMD_PARAM_OPT, CMD_PARAM_STR, DEP_ABORT, INT_PARAM,
+    MAX_MOD_DEPS, REQUEST_ROUTE, STAT_IS_FUNC, STAT_NO_RESET, STR_PARAM, USE_FUNC_PARAM,
 };
-use crate::core::stats::Stat;
 use super::functions::*;
 use super::guard::{guarded, EntryError};
 use super::log::{install_panic_hook, report_error, sso_log, L_INFO, L_NOTICE, L_WARN};
 use super::params::*;
 use super::{params, reply, worker};
+use crate::core::stats::Stat;
 
 /// Lets tables of raw pointers live in statics: they are written once by the compiler and
 /// only read by OpenSIPS.
@@ -37,9 +37,21 @@ macro_rules! nul_terminated_env {
     };
 }
 
-const NO_PARAM: cmd_param = cmd_param { flags: 0, fixup: None, free_fixup: None };
-const STR: cmd_param = cmd_param { flags: CMD_PARAM_STR as c_int, fixup: None, free_fixup: None };
-const OPT_STR: cmd_param = cmd_param { flags: (CMD_PARAM_STR | CMD_PARAM_OPT) as c_int, fixup: None, free_fixup: None };
+const NO_PARAM: cmd_param = cmd_param {
+    flags: 0,
+    fixup: None,
+    free_fixup: None,
+};
+const STR: cmd_param = cmd_param {
+    flags: CMD_PARAM_STR as c_int,
+    fixup: None,
+    free_fixup: None,
+};
+const OPT_STR: cmd_param = cmd_param {
+    flags: (CMD_PARAM_STR | CMD_PARAM_OPT) as c_int,
+    fixup: None,
+    free_fixup: None,
+};
 
 type Trampoline = unsafe extern "C" fn(
     *mut super::bindings::sip_msg,
@@ -61,10 +73,20 @@ const fn cmd(name: &'static CStr, f: Trampoline, args: &[cmd_param], routes: u32
         i += 1;
     }
     let function: cmd_function = Some(f);
-    cmd_export_t { name: cstr(name), function, params, flags: routes as c_int }
+    cmd_export_t {
+        name: cstr(name),
+        function,
+        params,
+        flags: routes as c_int,
+    }
 }
 
-const END_CMD: cmd_export_t = cmd_export_t { name: null(), function: None, params: [NO_PARAM; 9], flags: 0 };
+const END_CMD: cmd_export_t = cmd_export_t {
+    name: null(),
+    function: None,
+    params: [NO_PARAM; 9],
+    flags: 0,
+};
 
 #[cfg(not(feature = "panic-test"))]
 const CMD_COUNT: usize = 6;
@@ -73,10 +95,30 @@ const CMD_COUNT: usize = 7;
 
 static CMDS: Table<[cmd_export_t; CMD_COUNT]> = Table([
     cmd(c"sso_authorize", w_sso_authorize, &[STR], REQUEST_ROUTE),
-    cmd(c"sso_proxy_authorize", w_sso_proxy_authorize, &[STR], REQUEST_ROUTE),
-    cmd(c"sso_challenge", w_sso_challenge, &[STR, OPT_STR, OPT_STR], REQUEST_ROUTE),
-    cmd(c"sso_proxy_challenge", w_sso_proxy_challenge, &[STR, OPT_STR, OPT_STR], REQUEST_ROUTE),
-    cmd(c"sso_consume_credentials", w_sso_consume_credentials, &[], REQUEST_ROUTE),
+    cmd(
+        c"sso_proxy_authorize",
+        w_sso_proxy_authorize,
+        &[STR],
+        REQUEST_ROUTE,
+    ),
+    cmd(
+        c"sso_challenge",
+        w_sso_challenge,
+        &[STR, OPT_STR, OPT_STR],
+        REQUEST_ROUTE,
+    ),
+    cmd(
+        c"sso_proxy_challenge",
+        w_sso_proxy_challenge,
+        &[STR, OPT_STR, OPT_STR],
+        REQUEST_ROUTE,
+    ),
+    cmd(
+        c"sso_consume_credentials",
+        w_sso_consume_credentials,
+        &[],
+        REQUEST_ROUTE,
+    ),
     #[cfg(feature = "panic-test")]
     cmd(c"sso_test_panic", w_sso_test_panic, &[], REQUEST_ROUTE),
     END_CMD,
@@ -85,7 +127,11 @@ static CMDS: Table<[cmd_export_t; CMD_COUNT]> = Table([
 type Setter = unsafe extern "C" fn(u32, *mut c_void) -> c_int;
 
 const fn param(name: &'static CStr, kind: u32, f: Setter) -> param_export_t {
-    param_export_t { name: cstr(name), type_: kind | USE_FUNC_PARAM, param_pointer: f as *mut c_void }
+    param_export_t {
+        name: cstr(name),
+        type_: kind | USE_FUNC_PARAM,
+        param_pointer: f as *mut c_void,
+    }
 }
 
 static PARAMS: Table<[param_export_t; 19]> = Table([
@@ -107,7 +153,11 @@ static PARAMS: Table<[param_export_t; 19]> = Table([
     param(c"negative_cache_ttl", INT_PARAM, set_negative_cache_ttl),
     param(c"cache_slots", INT_PARAM, set_cache_slots),
     param(c"nonce_slots", INT_PARAM, set_nonce_slots),
-    param_export_t { name: null(), type_: 0, param_pointer: std::ptr::null_mut() },
+    param_export_t {
+        name: null(),
+        type_: 0,
+        param_pointer: std::ptr::null_mut(),
+    },
 ]);
 
 /// Statistics are function-backed (STAT_IS_FUNC): the values live in the module's shared
@@ -144,7 +194,11 @@ stat_readers! {
 type StatReader = unsafe extern "C" fn(*mut c_void) -> std::ffi::c_ulong;
 
 const fn stat(name: &'static CStr, f: StatReader) -> stat_export_t {
-    stat_export_t { name: cstr(name), flags: (STAT_IS_FUNC | STAT_NO_RESET) as u16, stat_pointer: f as *mut *mut stat_var }
+    stat_export_t {
+        name: cstr(name),
+        flags: (STAT_IS_FUNC | STAT_NO_RESET) as u16,
+        stat_pointer: f as *mut *mut stat_var,
+    }
 }
 
 static STATS: Table<[stat_export_t; 12]> = Table([
@@ -159,7 +213,11 @@ static STATS: Table<[stat_export_t; 12]> = Table([
     stat(c"cache_hits", stat_cache_hits),
     stat(c"cache_misses", stat_cache_misses),
     stat(c"replays_blocked", stat_replays_blocked),
-    stat_export_t { name: null(), flags: 0, stat_pointer: std::ptr::null_mut() },
+    stat_export_t {
+        name: null(),
+        flags: 0,
+        stat_pointer: std::ptr::null_mut(),
+    },
 ]);
 
 /// dep_export_t ends in a flexible array; this is the same layout with its one terminator.
@@ -169,8 +227,11 @@ pub struct Deps {
     mpd: [modparam_dependency_t; 1],
 }
 
-const NO_DEP: module_dependency_t =
-    module_dependency_t { mod_type: module_type::MOD_TYPE_NULL, mod_name: std::ptr::null_mut(), type_: 0 };
+const NO_DEP: module_dependency_t = module_dependency_t {
+    mod_type: module_type::MOD_TYPE_NULL,
+    mod_name: std::ptr::null_mut(),
+    type_: 0,
+};
 
 static DEPS: Table<Deps> = Table(Deps {
     md: {
@@ -183,7 +244,10 @@ static DEPS: Table<Deps> = Table(Deps {
         };
         md
     },
-    mpd: [modparam_dependency_t { script_param: std::ptr::null_mut(), get_deps_f: std::ptr::null_mut() }],
+    mpd: [modparam_dependency_t {
+        script_param: std::ptr::null_mut(),
+        get_deps_f: std::ptr::null_mut(),
+    }],
 });
 
 #[no_mangle]
@@ -222,21 +286,32 @@ pub static exports: Table<module_exports> = Table(module_exports {
 unsafe extern "C" fn mod_init() -> c_int {
     guarded(c"mod_init", -1, report_error, || {
         install_panic_hook();
-        sso_log!(L_INFO, "initializing sso_auth {} for {}", env!("CARGO_PKG_VERSION"), env!("SSO_OPENSIPS_FULL_VERSION"));
+        sso_log!(
+            L_INFO,
+            "initializing sso_auth {} for {}",
+            env!("CARGO_PKG_VERSION"),
+            env!("SSO_OPENSIPS_FULL_VERSION")
+        );
         let mut cfg = params::take_pending();
         let notes = cfg
             .finish(|| {
                 let mut key = vec![0u8; 32];
-                getrandom::getrandom(&mut key).expect("the OS has no randomness for the nonce secret");
+                getrandom::getrandom(&mut key)
+                    .expect("the OS has no randomness for the nonce secret");
                 key
             })
             .map_err(|e| EntryError::new(-1, e.0))?;
         for note in notes {
-            let level = if note.contains("plain http") { L_WARN } else { L_NOTICE };
+            let level = if note.contains("plain http") {
+                L_WARN
+            } else {
+                L_NOTICE
+            };
             sso_log!(level, "{note}");
         }
         // Builds (and drops) one client to check the TLS settings now rather than per request.
-        HttpSso::new(cfg.sso_settings()).map_err(|e| EntryError::new(-1, format!("SSO client settings rejected: {e:?}")))?;
+        HttpSso::new(cfg.sso_settings())
+            .map_err(|e| EntryError::new(-1, format!("SSO client settings rejected: {e:?}")))?;
         reply::bind_signaling().map_err(|e| EntryError::new(-1, e))?;
         let (cache_slots, nonce_slots) = (cfg.cache_slots, cfg.nonce_slots);
         let shared = worker::freeze(cfg).map_err(|e| EntryError::new(-1, e))?;

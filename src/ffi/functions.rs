@@ -5,10 +5,15 @@
 use std::ffi::{c_int, c_void, CStr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::core::authorize::{challenge_options, AuthRequest, ChallengeSpec, Code, HeaderRef, Placement};
+use crate::core::authorize::{
+    challenge_options, AuthRequest, ChallengeSpec, Code, HeaderRef, Placement,
+};
 use crate::core::text::is_header_safe;
 
-use super::bindings::{sip_msg, _str as os_str, HDR_AUTHORIZATION_T, HDR_FROM_T, HDR_OTHER_T, HDR_PROXYAUTH_T, HDR_TO_T};
+use super::bindings::{
+    _str as os_str, sip_msg, HDR_AUTHORIZATION_T, HDR_FROM_T, HDR_OTHER_T, HDR_PROXYAUTH_T,
+    HDR_TO_T,
+};
 use super::guard::{guarded, EntryError};
 use super::log::{report_error, sso_log, L_DBG, L_ERR, L_INFO, L_WARN};
 use super::msg::{Header, Msg};
@@ -18,7 +23,10 @@ use super::worker::{self, LastAuth, Span};
 const ERROR: i32 = Code::Error as i32;
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// A CMD_PARAM_STR argument: OpenSIPS passes a `str*` (already expanded), or NULL when an
@@ -41,9 +49,13 @@ fn str_arg<'a>(what: &str, p: *mut c_void) -> Result<Option<&'a str>, EntryError
 
 fn request<'a>(ptr: *mut sip_msg) -> Result<Msg<'a>, EntryError> {
     // SAFETY: `ptr` is the message OpenSIPS called the script function with.
-    let mut msg = unsafe { Msg::from_ptr(ptr) }.ok_or_else(|| EntryError::new(ERROR, "called without a message"))?;
+    let mut msg = unsafe { Msg::from_ptr(ptr) }
+        .ok_or_else(|| EntryError::new(ERROR, "called without a message"))?;
     if !msg.is_request() {
-        return Err(EntryError::new(ERROR, "called for a reply; only requests can be authorized"));
+        return Err(EntryError::new(
+            ERROR,
+            "called for a reply; only requests can be authorized",
+        ));
     }
     if !msg.parse_all_headers() {
         return Err(EntryError::new(ERROR, "cannot parse the request's headers"));
@@ -52,22 +64,33 @@ fn request<'a>(ptr: *mut sip_msg) -> Result<Msg<'a>, EntryError> {
 }
 
 fn first_value<'a>(headers: &[Header<'a>], kind: u32) -> Option<&'a [u8]> {
-    headers.iter().find(|h| h.kind == kind as i32).map(|h| h.value)
+    headers
+        .iter()
+        .find(|h| h.kind == kind as i32)
+        .map(|h| h.value)
 }
 
-fn authorize(name: &'static CStr, placement: Placement, ptr: *mut sip_msg, realm: *mut c_void) -> c_int {
+fn authorize(
+    name: &'static CStr,
+    placement: Placement,
+    ptr: *mut sip_msg,
+    realm: *mut c_void,
+) -> c_int {
     guarded(name, ERROR, report_error, || {
         let mut msg = request(ptr)?;
         let realm = str_arg("realm", realm)?.unwrap_or("");
-        let cfg = worker::config().ok_or_else(|| EntryError::new(ERROR, "module not initialized"))?;
+        let cfg =
+            worker::config().ok_or_else(|| EntryError::new(ERROR, "module not initialized"))?;
         let headers = msg.headers();
         let cred_kind = match placement {
             Placement::Www => HDR_AUTHORIZATION_T,
             Placement::Proxy => HDR_PROXYAUTH_T,
         } as i32;
-        let is_token_header =
-            |h: &Header| h.kind == HDR_OTHER_T as i32 && h.name.eq_ignore_ascii_case(cfg.token_header.as_bytes());
-        let method = std::str::from_utf8(msg.method()).map_err(|_| EntryError::new(ERROR, "method is not UTF-8"))?;
+        let is_token_header = |h: &Header| {
+            h.kind == HDR_OTHER_T as i32 && h.name.eq_ignore_ascii_case(cfg.token_header.as_bytes())
+        };
+        let method = std::str::from_utf8(msg.method())
+            .map_err(|_| EntryError::new(ERROR, "method is not UTF-8"))?;
         let req = AuthRequest {
             placement,
             method,
@@ -101,9 +124,18 @@ fn authorize(name: &'static CStr, placement: Placement, ptr: *mut sip_msg, realm
             let spans = ids
                 .iter()
                 .filter_map(|&i| headers.get(i))
-                .map(|h| Span { offset: h.offset, len: h.len, kind: h.kind })
+                .map(|h| Span {
+                    offset: h.offset,
+                    len: h.len,
+                    kind: h.kind,
+                })
                 .collect();
-            w.last = Some(LastAuth { msg_id, outcome: outcome.clone(), spans, consumed: false });
+            w.last = Some(LastAuth {
+                msg_id,
+                outcome: outcome.clone(),
+                spans,
+                consumed: false,
+            });
             outcome
         })
         .map_err(|e| EntryError::new(ERROR, e))?;
@@ -118,7 +150,10 @@ fn authorize(name: &'static CStr, placement: Placement, ptr: *mut sip_msg, realm
         if let Some(token) = outcome.new_token.as_deref() {
             let line = format!("{}: {}\r\n", cfg.token_header, token);
             if !is_header_safe(line.trim_end_matches("\r\n")) {
-                return Err(EntryError::new(ERROR, "SSO token holds bytes not allowed in a SIP header"));
+                return Err(EntryError::new(
+                    ERROR,
+                    "SSO token holds bytes not allowed in a SIP header",
+                ));
             }
             add_reply_header(&mut msg, &line).map_err(|e| EntryError::new(ERROR, e))?;
         }
@@ -137,8 +172,9 @@ fn challenge(
     guarded(name, ERROR, report_error, || {
         let mut msg = request(ptr)?;
         let realm = str_arg("realm", realm)?.unwrap_or("");
-        let (qop, algorithms) = challenge_options(str_arg("qop", qop)?, str_arg("algorithms", algorithms)?)
-            .map_err(|e| EntryError::new(ERROR, e))?;
+        let (qop, algorithms) =
+            challenge_options(str_arg("qop", qop)?, str_arg("algorithms", algorithms)?)
+                .map_err(|e| EntryError::new(ERROR, e))?;
         let headers = msg.headers();
         let spec = ChallengeSpec {
             placement,
@@ -150,7 +186,8 @@ fn challenge(
             algorithms,
         };
         let mut random = [0u8; 12];
-        getrandom::getrandom(&mut random).map_err(|e| EntryError::new(ERROR, format!("no randomness for a nonce: {e}")))?;
+        getrandom::getrandom(&mut random)
+            .map_err(|e| EntryError::new(ERROR, format!("no randomness for a nonce: {e}")))?;
         let msg_id = msg.id();
         let lines = worker::with_worker(|w| {
             let last = w.last_for(msg_id).map(|l| &l.outcome);
@@ -184,11 +221,15 @@ fn consume(ptr: *mut sip_msg) -> c_int {
         })
         .map_err(|e| EntryError::new(ERROR, e))?;
         if spans.is_empty() {
-            sso_log!(L_DBG, "nothing to consume: the request was not authorized by sso_auth");
+            sso_log!(
+                L_DBG,
+                "nothing to consume: the request was not authorized by sso_auth"
+            );
             return Ok(-1);
         }
         for s in spans {
-            delete_span(&mut msg, s.offset, s.len, s.kind).map_err(|e| EntryError::new(ERROR, e))?;
+            delete_span(&mut msg, s.offset, s.len, s.kind)
+                .map_err(|e| EntryError::new(ERROR, e))?;
         }
         Ok(1)
     })
@@ -196,30 +237,100 @@ fn consume(ptr: *mut sip_msg) -> c_int {
 
 type Arg = *mut c_void;
 
-pub unsafe extern "C" fn w_sso_authorize(m: *mut sip_msg, realm: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg) -> c_int {
+pub unsafe extern "C" fn w_sso_authorize(
+    m: *mut sip_msg,
+    realm: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+) -> c_int {
     authorize(c"sso_authorize", Placement::Www, m, realm)
 }
 
-pub unsafe extern "C" fn w_sso_proxy_authorize(m: *mut sip_msg, realm: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg) -> c_int {
+pub unsafe extern "C" fn w_sso_proxy_authorize(
+    m: *mut sip_msg,
+    realm: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+) -> c_int {
     authorize(c"sso_proxy_authorize", Placement::Proxy, m, realm)
 }
 
-pub unsafe extern "C" fn w_sso_challenge(m: *mut sip_msg, realm: Arg, qop: Arg, algs: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg) -> c_int {
+pub unsafe extern "C" fn w_sso_challenge(
+    m: *mut sip_msg,
+    realm: Arg,
+    qop: Arg,
+    algs: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+) -> c_int {
     challenge(c"sso_challenge", Placement::Www, m, realm, qop, algs)
 }
 
-pub unsafe extern "C" fn w_sso_proxy_challenge(m: *mut sip_msg, realm: Arg, qop: Arg, algs: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg) -> c_int {
-    challenge(c"sso_proxy_challenge", Placement::Proxy, m, realm, qop, algs)
+pub unsafe extern "C" fn w_sso_proxy_challenge(
+    m: *mut sip_msg,
+    realm: Arg,
+    qop: Arg,
+    algs: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+) -> c_int {
+    challenge(
+        c"sso_proxy_challenge",
+        Placement::Proxy,
+        m,
+        realm,
+        qop,
+        algs,
+    )
 }
 
-pub unsafe extern "C" fn w_sso_consume_credentials(m: *mut sip_msg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg) -> c_int {
+pub unsafe extern "C" fn w_sso_consume_credentials(
+    m: *mut sip_msg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+) -> c_int {
     consume(m)
 }
 
 /// Test-only (feature `panic-test`): proves that a panic becomes -5 and a log line.
 #[cfg(feature = "panic-test")]
-pub unsafe extern "C" fn w_sso_test_panic(_: *mut sip_msg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg, _: Arg) -> c_int {
-    guarded(c"sso_test_panic", ERROR, report_error, || -> Result<c_int, EntryError> {
-        panic!("deliberate panic from sso_test_panic")
-    })
+pub unsafe extern "C" fn w_sso_test_panic(
+    _: *mut sip_msg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+    _: Arg,
+) -> c_int {
+    guarded(
+        c"sso_test_panic",
+        ERROR,
+        report_error,
+        || -> Result<c_int, EntryError> { panic!("deliberate panic from sso_test_panic") },
+    )
 }

@@ -15,7 +15,10 @@ pub struct EntryError {
 
 impl EntryError {
     pub fn new(code: i32, message: impl Into<String>) -> EntryError {
-        EntryError { code, message: message.into() }
+        EntryError {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -46,7 +49,13 @@ where
             e.code
         }
         Err(payload) => {
-            report(name, &format!("internal error, refused (panic: {})", panic_text(payload.as_ref())));
+            report(
+                name,
+                &format!(
+                    "internal error, refused (panic: {})",
+                    panic_text(payload.as_ref())
+                ),
+            );
             panic_code
         }
     }
@@ -70,21 +79,30 @@ mod tests {
     static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
     fn remember(name: &CStr, text: &str) {
-        SEEN.lock().unwrap().push(format!("{}: {text}", name.to_str().unwrap()));
+        SEEN.lock()
+            .unwrap()
+            .push(format!("{}: {text}", name.to_str().unwrap()));
     }
 
     #[test]
     fn ok_error_and_panic_become_codes() {
         assert_eq!(guarded(c"f", -5, remember, || Ok(2)), 2);
-        assert_eq!(guarded(c"f", -5, remember, || Err(EntryError::new(-4, "nope"))), -4);
+        assert_eq!(
+            guarded(c"f", -5, remember, || Err(EntryError::new(-4, "nope"))),
+            -4
+        );
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
-        let code = guarded(c"boom", -5, remember, || -> Result<i32, EntryError> { panic!("deliberate") });
+        let code = guarded(c"boom", -5, remember, || -> Result<i32, EntryError> {
+            panic!("deliberate")
+        });
         std::panic::set_hook(prev);
         assert_eq!(code, -5);
         let seen = SEEN.lock().unwrap();
         assert!(seen.iter().any(|l| l == "f: nope"));
-        assert!(seen.iter().any(|l| l.starts_with("boom: internal error") && l.contains("deliberate")));
+        assert!(seen
+            .iter()
+            .any(|l| l.starts_with("boom: internal error") && l.contains("deliberate")));
         assert_eq!(current_entry(), c"sso_auth", "name restored after the call");
     }
 }

@@ -130,9 +130,19 @@ fn compare(ours: &BTreeMap<String, i64>, file: &PathBuf) -> (Vec<String>, usize)
     let mut compared = 0;
     for (key, value) in ours {
         let (section, name) = key.split_once('.').unwrap();
-        let Some(measured) = json.get(section).and_then(|s| s.get(name)).and_then(Value::as_i64) else {
+        let Some(measured) = json
+            .get(section)
+            .and_then(|s| s.get(name))
+            .and_then(Value::as_i64)
+        else {
             // dep_export_t.md / .mpd are not in the measured set; everything else must be.
-            if !matches!(name, "dep_export_t.md" | "dep_export_t.mpd" | "struct msg_start.type" | "struct msg_start.len") {
+            if !matches!(
+                name,
+                "dep_export_t.md"
+                    | "dep_export_t.mpd"
+                    | "struct msg_start.type"
+                    | "struct msg_start.len"
+            ) {
                 bad.push(format!("{key}: not in {}", file.display()));
             }
             continue;
@@ -148,12 +158,20 @@ fn compare(ours: &BTreeMap<String, i64>, file: &PathBuf) -> (Vec<String>, usize)
 fn check(line: &str, ours: BTreeMap<String, i64>) {
     let files = facts_files(line);
     if files.is_empty() {
-        println!("SKIPPED layout check for OpenSIPS {line}: no {line}.*.json in {}", facts_dir().display());
+        println!(
+            "SKIPPED layout check for OpenSIPS {line}: no {line}.*.json in {}",
+            facts_dir().display()
+        );
         return;
     }
     for file in files {
         let (bad, compared) = compare(&ours, &file);
-        assert!(bad.is_empty(), "ABI drift against {}:\n{}", file.display(), bad.join("\n"));
+        assert!(
+            bad.is_empty(),
+            "ABI drift against {}:\n{}",
+            file.display(),
+            bad.join("\n")
+        );
         assert!(compared > 100, "only {compared} values compared");
         println!("layout OK against {} ({compared} values)", file.display());
     }
@@ -178,5 +196,8 @@ fn layout_matches_opensips_4_0() {
 fn the_36_and_40_layouts_really_differ() {
     let a = facts_of!(super::bindings::all::abi_306);
     let b = facts_of!(super::bindings::all::abi_400);
-    assert_ne!(a["offsetof.struct sip_msg.buf"], b["offsetof.struct sip_msg.buf"]);
+    assert_ne!(
+        a["offsetof.struct sip_msg.buf"],
+        b["offsetof.struct sip_msg.buf"]
+    );
 }

@@ -55,6 +55,9 @@ pub fn install_panic_hook() {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        write(L_CRIT, &format!("panic{place}, caught by the entry-point guard"));
+        write(
+            L_CRIT,
+            &format!("panic{place}, caught by the entry-point guard"),
+        );
     }));
 }

@@ -6,13 +6,13 @@
 //! are tested there.
 
 mod bindings;
-mod guard;
-#[cfg(test)]
-mod layout_tests;
 #[cfg(not(test))]
 mod exports;
 #[cfg(not(test))]
 mod functions;
+mod guard;
+#[cfg(test)]
+mod layout_tests;
 #[cfg(not(test))]
 mod log;
 #[cfg(not(test))]

@@ -1,7 +1,7 @@
 //! A read-only view of an OpenSIPS `struct sip_msg`: its method, headers and body as byte
 //! slices borrowed from the message buffer.
 
-use super::bindings::{self, hdr_field, sip_msg, _str as os_str};
+use super::bindings::{self, _str as os_str, hdr_field, sip_msg};
 
 /// One header as OpenSIPS split it.
 #[derive(Clone, Copy)]
@@ -51,7 +51,9 @@ impl<'a> Msg<'a> {
 
     pub fn is_register(&self) -> bool {
         // SAFETY: the request member of the union is the valid one for requests.
-        self.is_request() && unsafe { self.raw.first_line.u.request.method_value } == bindings::METHOD_REGISTER as i32
+        self.is_request()
+            && unsafe { self.raw.first_line.u.request.method_value }
+                == bindings::METHOD_REGISTER as i32
     }
 
     pub fn method(&self) -> &'a [u8] {

@@ -15,7 +15,11 @@ static PENDING: Mutex<Option<Config>> = Mutex::new(None);
 
 /// Takes the collected configuration (defaults where nothing was set).
 pub fn take_pending() -> Config {
-    PENDING.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or_default()
+    PENDING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or_default()
 }
 
 fn apply(name: &'static CStr, kind: modparam_t, val: *mut c_void) -> c_int {
@@ -36,7 +40,10 @@ fn apply(name: &'static CStr, kind: modparam_t, val: *mut c_void) -> c_int {
             // For INT_PARAM the value itself travels in the pointer.
             cfg.set_int(key, val as isize as i32 as i64)
         } else {
-            return Err(EntryError::new(-1, format!("modparam {key}: unexpected type {kind}")));
+            return Err(EntryError::new(
+                -1,
+                format!("modparam {key}: unexpected type {kind}"),
+            ));
         };
         applied.map(|_| 0).map_err(|e| EntryError::new(-1, e.0))
     })

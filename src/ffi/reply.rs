@@ -5,14 +5,16 @@ use std::ffi::c_int;
 
 use once_cell::sync::OnceCell;
 
-use super::bindings::{self, sig_send_reply_f, _str as os_str, LUMP_RPL_HDR};
+use super::bindings::{self, _str as os_str, sig_send_reply_f, LUMP_RPL_HDR};
 use super::msg::Msg;
 
 /// signaling's `reply` function, bound at mod_init.
 static SIG_REPLY: OnceCell<SigReply> = OnceCell::new();
 
 #[derive(Clone, Copy)]
-struct SigReply(unsafe extern "C" fn(*mut bindings::sip_msg, c_int, *const os_str, *mut os_str) -> c_int);
+struct SigReply(
+    unsafe extern "C" fn(*mut bindings::sip_msg, c_int, *const os_str, *mut os_str) -> c_int,
+);
 
 /// Binds the signaling API (the module depends on `signaling`). Called once from mod_init.
 pub fn bind_signaling() -> Result<(), String> {
@@ -21,7 +23,10 @@ pub fn bind_signaling() -> Result<(), String> {
     let Some(load) = load else {
         return Err("cannot import load_sig: is the signaling module loaded?".into());
     };
-    let mut binds = bindings::sig_binds { reply: None, gen_totag: None };
+    let mut binds = bindings::sig_binds {
+        reply: None,
+        gen_totag: None,
+    };
     // SAFETY: load_sig fills the struct we pass; its real type is load_sig_f.
     let load: bindings::load_sig_f = unsafe { std::mem::transmute(load) };
     let rc = unsafe { load.ok_or("load_sig is null")?(&mut binds) };
@@ -40,7 +45,14 @@ pub fn bind_signaling() -> Result<(), String> {
 pub fn add_reply_header(msg: &mut Msg, line: &str) -> Result<(), String> {
     debug_assert!(line.ends_with("\r\n"));
     // SAFETY: add_lump_rpl copies the text (no LUMP_RPL_NODUP flag).
-    let lump = unsafe { bindings::add_lump_rpl(msg.as_ptr(), line.as_ptr() as *mut _, line.len() as c_int, LUMP_RPL_HDR as c_int) };
+    let lump = unsafe {
+        bindings::add_lump_rpl(
+            msg.as_ptr(),
+            line.as_ptr() as *mut _,
+            line.len() as c_int,
+            LUMP_RPL_HDR as c_int,
+        )
+    };
     if lump.is_null() {
         Err("cannot add a reply header (out of memory?)".into())
     } else {
@@ -51,7 +63,10 @@ pub fn add_reply_header(msg: &mut Msg, line: &str) -> Result<(), String> {
 /// Sends a reply through the signaling module (stateful when a transaction exists).
 pub fn send_reply(msg: &mut Msg, code: i32, reason: &str) -> Result<(), String> {
     let f = SIG_REPLY.get().ok_or("signaling API not bound")?;
-    let reason = os_str { s: reason.as_ptr() as *mut _, len: reason.len() as c_int };
+    let reason = os_str {
+        s: reason.as_ptr() as *mut _,
+        len: reason.len() as c_int,
+    };
     // SAFETY: the reason outlives the call; signaling copies what it sends.
     let rc = unsafe { (f.0)(msg.as_ptr(), code, &reason, std::ptr::null_mut()) };
     if rc < 0 {

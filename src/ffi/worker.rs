@@ -50,8 +50,12 @@ impl Worker {
 /// Freezes the configuration and maps the shared tables (main process, mod_init).
 pub fn freeze(cfg: Config) -> Result<&'static SharedState, String> {
     let shared = SharedState::new(&cfg).map_err(|e| format!("cannot map shared memory: {e}"))?;
-    SHARED.set(Arc::new(shared)).map_err(|_| "already initialized".to_string())?;
-    CONFIG.set(cfg).map_err(|_| "configuration already frozen".to_string())?;
+    SHARED
+        .set(Arc::new(shared))
+        .map_err(|_| "already initialized".to_string())?;
+    CONFIG
+        .set(cfg)
+        .map_err(|_| "configuration already frozen".to_string())?;
     Ok(SHARED.get().expect("just set"))
 }
 
@@ -70,8 +74,13 @@ pub fn with_worker<R>(f: impl FnOnce(&mut Worker) -> R) -> Result<R, String> {
     if slot.is_none() {
         let cfg = config().ok_or("module not initialized")?.clone();
         let shared = SHARED.get().ok_or("module not initialized")?.clone();
-        let sso = HttpSso::new(cfg.sso_settings()).map_err(|e| format!("cannot build the SSO client: {e:?}"))?;
-        *slot = Some(Worker { authorizer: Authorizer::new(cfg, shared), sso, last: None });
+        let sso = HttpSso::new(cfg.sso_settings())
+            .map_err(|e| format!("cannot build the SSO client: {e:?}"))?;
+        *slot = Some(Worker {
+            authorizer: Authorizer::new(cfg, shared),
+            sso,
+            last: None,
+        });
     }
     Ok(f(slot.as_mut().expect("worker state was just created")))
 }
