@@ -1,18 +1,25 @@
 //! The SSO client: RFC 7662 token introspection and the Digest login (`token_url`) contract,
 //! over HTTP(S) with one keep-alive agent per OpenSIPS worker process.
 
+use std::error::Error as _;
 use std::fmt;
-use std::io::Read;
+use std::io::{self, BufReader, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
+use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use super::text::is_token68_like;
 
 /// Largest SSO answer body the module reads; anything longer is an error (-5).
 pub const MAX_SSO_BODY: usize = 64 * 1024;
+
+/// Longest access token accepted from `token_url`: it ends up in a SIP header.
+pub const MAX_ACCESS_TOKEN: usize = 4096;
+
+/// Longest transport error text kept, so a chatty library message cannot flood the log.
+const MAX_ERROR_TEXT: usize = 200;
 
 #[derive(Clone)]
 pub struct SsoSettings {
@@ -27,14 +34,17 @@ pub struct SsoSettings {
     pub digest_grant_type: String,
 }
 
-// Hand-written: the client secret must never reach a log through `{:?}`.
+// Written by hand so the client secret never reaches a log line.
 impl fmt::Debug for SsoSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SsoSettings")
             .field("introspect_url", &self.introspect_url)
             .field("token_url", &self.token_url)
             .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "<set>"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("timeout", &self.timeout)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("digest_grant_type", &self.digest_grant_type)
@@ -47,6 +57,7 @@ pub enum SsoError {
     /// URL for the call not configured.
     NotConfigured,
     /// Connection refused / reset / DNS / TLS failure (message is safe to log: no secrets).
+    /// Also used by [`HttpSso::new`] for unusable settings (bad URL, unreadable CA file).
     Unreachable(String),
     Timeout,
     /// Unexpected HTTP status.
@@ -55,8 +66,6 @@ pub enum SsoError {
     Malformed(&'static str),
     /// Body over MAX_SSO_BODY.
     TooLarge,
-    /// Client settings unusable (unreadable CA file, ...).
-    Config(String),
 }
 
 /// What introspection said about a token (RFC 7662).
@@ -73,7 +82,7 @@ pub struct Introspection {
 }
 
 /// One Digest login request (form fields of the token_url contract).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct DigestLogin {
     pub username: String,
     pub realm: String,
@@ -89,14 +98,59 @@ pub struct DigestLogin {
     pub body_hash: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+// The Digest response plus the nonce allows an offline guess of the password: keep it out of
+// Debug output.
+impl fmt::Debug for DigestLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DigestLogin")
+            .field("username", &self.username)
+            .field("realm", &self.realm)
+            .field("nonce", &self.nonce)
+            .field("uri", &self.uri)
+            .field("response", &"<redacted>")
+            .field("algorithm", &self.algorithm)
+            .field("method", &self.method)
+            .field("qop", &self.qop)
+            .field("nc", &self.nc)
+            .field("cnonce", &self.cnonce)
+            .field("opaque", &self.opaque)
+            .field("body_hash", &self.body_hash)
+            .finish()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
 pub enum LoginOutcome {
     /// 200 with access_token: the SSO opened a session.
-    Session { access_token: String, expires_in: Option<u64> },
+    Session {
+        access_token: String,
+        expires_in: Option<u64>,
+    },
     /// 400 {"error":"invalid_grant"}: wrong credentials.
     InvalidGrant,
     /// 400 {"error":"unknown_user"}: the SSO says the user does not exist.
     UnknownUser,
+}
+
+// The access token is a bearer credential: Debug shows only its length.
+impl fmt::Debug for LoginOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoginOutcome::Session {
+                access_token,
+                expires_in,
+            } => f
+                .debug_struct("Session")
+                .field(
+                    "access_token",
+                    &format_args!("<{} bytes>", access_token.len()),
+                )
+                .field("expires_in", expires_in)
+                .finish(),
+            LoginOutcome::InvalidGrant => f.write_str("InvalidGrant"),
+            LoginOutcome::UnknownUser => f.write_str("UnknownUser"),
+        }
+    }
 }
 
 /// The two SSO operations; a trait so the decision logic can be tested without HTTP.
@@ -105,34 +159,82 @@ pub trait SsoApi {
     fn digest_login(&mut self, req: &DigestLogin) -> Result<LoginOutcome, SsoError>;
 }
 
+/// Parses a body that must be one JSON object.
+fn json_object(body: &[u8], what: &'static str) -> Result<Map<String, Value>, SsoError> {
+    if body.len() > MAX_SSO_BODY {
+        return Err(SsoError::TooLarge);
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(SsoError::Malformed(what)),
+    }
+}
+
+/// An optional string member; JSON null counts as absent.
+fn opt_str(
+    map: &Map<String, Value>,
+    key: &str,
+    what: &'static str,
+) -> Result<Option<String>, SsoError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(SsoError::Malformed(what)),
+    }
+}
+
 /// Maps an introspection answer to a result: 200 + JSON object with boolean `active`.
+///
+/// For an inactive token the other members are not interpreted (RFC 7662 says the server
+/// should not send them), so a sloppy inactive answer still reads as "inactive".
 pub fn interpret_introspection(status: u16, body: &[u8]) -> Result<Introspection, SsoError> {
     if status != 200 {
         return Err(SsoError::Status(status));
     }
-    let obj = json_object(body)?;
-    let active = match obj.get("active") {
+    let claims = json_object(body, "introspection answer is not a JSON object")?;
+    let active = match claims.get("active") {
         Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(SsoError::Malformed("`active` is not a boolean")),
-        None => return Err(SsoError::Malformed("no `active` member")),
-    };
-    let exp = match obj.get("exp") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(n.as_i64().ok_or(SsoError::Malformed("`exp` is not an integer"))?),
-        Some(_) => return Err(SsoError::Malformed("`exp` is not a number")),
-    };
-    let text = |name: &'static str, why: &'static str| -> Result<Option<String>, SsoError> {
-        match obj.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(SsoError::Malformed(why)),
+        _ => {
+            return Err(SsoError::Malformed(
+                "introspection `active` is missing or not a boolean",
+            ))
         }
     };
-    let username = text("username", "`username` is not a string")?;
-    let sub = text("sub", "`sub` is not a string")?;
-    let scope = text("scope", "`scope` is not a string")?;
-    let user = username.filter(|u| !u.is_empty()).or(sub.filter(|s| !s.is_empty()));
-    Ok(Introspection { active, user, exp, scope, claims: obj })
+    if !active {
+        return Ok(Introspection {
+            active,
+            user: None,
+            exp: None,
+            scope: None,
+            claims,
+        });
+    }
+    let exp = match claims.get("exp") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(v) => Some(v),
+            None => return Err(SsoError::Malformed("introspection `exp` is not an integer")),
+        },
+        Some(_) => return Err(SsoError::Malformed("introspection `exp` is not an integer")),
+    };
+    let username = opt_str(
+        &claims,
+        "username",
+        "introspection `username` is not a string",
+    )?;
+    let sub = opt_str(&claims, "sub", "introspection `sub` is not a string")?;
+    let scope = opt_str(&claims, "scope", "introspection `scope` is not a string")?;
+    // An empty name is no name: fall back to `sub`.
+    let user = username
+        .filter(|u| !u.is_empty())
+        .or(sub.filter(|s| !s.is_empty()));
+    Ok(Introspection {
+        active,
+        user,
+        exp,
+        scope,
+        claims,
+    })
 }
 
 /// Maps a token_url answer: 200 + access_token (token68-like) → Session; 400 invalid_grant →
@@ -140,27 +242,46 @@ pub fn interpret_introspection(status: u16, body: &[u8]) -> Result<Introspection
 pub fn interpret_token_response(status: u16, body: &[u8]) -> Result<LoginOutcome, SsoError> {
     match status {
         200 => {
-            let obj = json_object(body)?;
-            let token = match obj.get("access_token") {
-                Some(Value::String(t)) => t,
-                Some(_) => return Err(SsoError::Malformed("`access_token` is not a string")),
-                None => return Err(SsoError::Malformed("no `access_token`")),
-            };
-            if token.len() > 4096 || !is_token68_like(token) {
-                return Err(SsoError::Malformed("`access_token` holds characters not allowed in a SIP header"));
-            }
-            let expires_in = match obj.get("expires_in") {
-                None | Some(Value::Null) => None,
-                Some(Value::Number(n)) => {
-                    Some(n.as_u64().ok_or(SsoError::Malformed("`expires_in` is not a non-negative integer"))?)
+            let map = json_object(body, "token answer is not a JSON object")?;
+            let access_token = match map.get("access_token") {
+                Some(Value::String(t)) if t.len() <= MAX_ACCESS_TOKEN && is_token68_like(t) => {
+                    t.clone()
                 }
-                Some(_) => return Err(SsoError::Malformed("`expires_in` is not a number")),
+                Some(Value::String(_)) => {
+                    return Err(SsoError::Malformed(
+                        "access_token is too long or has bytes not allowed in SIP",
+                    ))
+                }
+                _ => {
+                    return Err(SsoError::Malformed(
+                        "token answer has no string access_token",
+                    ))
+                }
             };
-            Ok(LoginOutcome::Session { access_token: token.clone(), expires_in })
+            let expires_in = match map.get("expires_in") {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) => match n.as_u64() {
+                    Some(v) => Some(v),
+                    None => {
+                        return Err(SsoError::Malformed(
+                            "expires_in is not a non-negative integer",
+                        ))
+                    }
+                },
+                Some(_) => {
+                    return Err(SsoError::Malformed(
+                        "expires_in is not a non-negative integer",
+                    ))
+                }
+            };
+            Ok(LoginOutcome::Session {
+                access_token,
+                expires_in,
+            })
         }
         400 => {
-            let obj = json_object(body)?;
-            match obj.get("error").and_then(Value::as_str) {
+            let map = json_object(body, "token error answer is not a JSON object")?;
+            match map.get("error").and_then(Value::as_str) {
                 Some("invalid_grant") => Ok(LoginOutcome::InvalidGrant),
                 Some("unknown_user") => Ok(LoginOutcome::UnknownUser),
                 _ => Err(SsoError::Status(400)),
@@ -170,155 +291,1143 @@ pub fn interpret_token_response(status: u16, body: &[u8]) -> Result<LoginOutcome
     }
 }
 
-fn json_object(body: &[u8]) -> Result<Map<String, Value>, SsoError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(SsoError::Malformed("answer is not a JSON object")),
-        Err(_) => Err(SsoError::Malformed("answer is not JSON")),
-    }
-}
-
 /// The real client. Creating it opens no connection (safe before fork, but the FFI layer
 /// still builds it lazily in each worker).
 pub struct HttpSso {
     settings: SsoSettings,
     agent: ureq::Agent,
-    basic: Option<String>,
+    /// Precomputed `Authorization` value when a client id is configured.
+    basic_auth: Option<String>,
 }
 
-fn form_encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+// Hand-written: the Basic header holds the client secret.
+impl fmt::Debug for HttpSso {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSso")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
-/// rustls configuration: the roots of `tls_ca_file`, else the system's; verification on.
-fn tls_config(ca_file: Option<&str>) -> Result<Arc<rustls::ClientConfig>, SsoError> {
+/// Rejects what the agent could not use, naming the parameter but not echoing the value.
+fn check_url(param: &str, value: &Option<String>) -> Result<(), SsoError> {
+    let Some(value) = value else { return Ok(()) };
+    let bad = |why: &str| Err(SsoError::Unreachable(format!("{param}: {why}")));
+    let Ok(url) = url::Url::parse(value) else {
+        return bad("not a valid URL");
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return bad("scheme is not http or https");
+    }
+    if url.host_str().is_none() {
+        return bad("URL has no host");
+    }
+    // ureq would not use them as credentials, and they would show up wherever the URL is logged.
+    if !url.username().is_empty() || url.password().is_some() {
+        return bad("credentials belong in client_id/client_secret, not in the URL");
+    }
+    Ok(())
+}
+
+/// Trust anchors: exactly the certificates of `tls_ca_file`, or the system store.
+fn root_store(settings: &SsoSettings) -> Result<rustls::RootCertStore, SsoError> {
     let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let file = std::fs::File::open(path).map_err(|e| SsoError::Config(format!("tls_ca_file {path}: {e}")))?;
-            let mut reader = std::io::BufReader::new(file);
-            for cert in rustls_pemfile::certs(&mut reader) {
-                let cert = cert.map_err(|e| SsoError::Config(format!("tls_ca_file {path}: {e}")))?;
-                roots.add(cert).map_err(|e| SsoError::Config(format!("tls_ca_file {path}: {e}")))?;
-            }
-            if roots.is_empty() {
-                return Err(SsoError::Config(format!("tls_ca_file {path}: no certificate found")));
-            }
+    if let Some(path) = &settings.tls_ca_file {
+        let fail = |why: String| SsoError::Unreachable(format!("tls_ca_file {path}: {why}"));
+        let file = std::fs::File::open(path).map_err(|e| fail(format!("cannot open ({e})")))?;
+        for cert in rustls_pemfile::certs(&mut BufReader::new(file)) {
+            let cert = cert.map_err(|e| fail(format!("cannot read PEM ({e})")))?;
+            roots
+                .add(cert)
+                .map_err(|e| fail(format!("unusable certificate ({e})")))?;
         }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
+        if roots.is_empty() {
+            return Err(fail("no certificate found".to_string()));
+        }
+        return Ok(roots);
+    }
+    // Plain-http setups never use the system store; do not read it for nothing.
+    let any_https = [&settings.introspect_url, &settings.token_url]
+        .into_iter()
+        .flatten()
+        .any(|u| {
+            u.get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        });
+    if any_https {
+        let found = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(found.certs);
+        if roots.is_empty() {
+            return Err(SsoError::Unreachable(
+                "no usable system CA certificate for the https SSO URLs; set tls_ca_file"
+                    .to_string(),
+            ));
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SsoError::Config(format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    Ok(roots)
+}
+
+fn tls_config(settings: &SsoSettings) -> Result<Arc<rustls::ClientConfig>, SsoError> {
+    let roots = root_store(settings)?;
+    // An explicit provider: nothing depends on a process-wide default being installed.
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| SsoError::Unreachable(format!("TLS setup failed ({e})")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// `Authorization: Basic` for client authentication; RFC 6749 2.3.1 wants id and secret
+/// form-urlencoded before they are joined and base64-encoded.
+fn basic_auth(settings: &SsoSettings) -> Option<String> {
+    let id = settings.client_id.as_deref()?;
+    let secret = settings.client_secret.as_deref().unwrap_or("");
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let pair = format!("{}:{}", enc(id), enc(secret));
+    Some(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    ))
+}
+
+/// True when an io error anywhere in the chain says the deadline passed.
+fn is_timeout(t: &ureq::Transport) -> bool {
+    if t.message().is_some_and(|m| m.contains("timed out")) {
+        return true;
+    }
+    let mut cur = t.source();
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if matches!(
+                io.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > MAX_ERROR_TEXT {
+        let mut end = MAX_ERROR_TEXT;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// Transport failure → SsoError. The text is built from the kind, ureq's note and the cause,
+/// never from ureq's Display (which starts with the URL).
+fn map_transport(t: &ureq::Transport) -> SsoError {
+    if is_timeout(t) {
+        return SsoError::Timeout;
+    }
+    let mut text = t.kind().to_string();
+    if let Some(m) = t.message() {
+        text.push_str(": ");
+        text.push_str(m);
+    }
+    if let Some(src) = t.source() {
+        text.push_str(": ");
+        text.push_str(&src.to_string());
+    }
+    SsoError::Unreachable(truncate(text))
+}
+
+fn map_read_error(e: &io::Error) -> SsoError {
+    match e.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => SsoError::Timeout,
+        kind => SsoError::Unreachable(truncate(format!("reading the SSO answer: {kind}"))),
+    }
+}
+
+/// Reads the body, stopping one byte past the limit so an endless answer costs at most that.
+fn read_body(resp: ureq::Response) -> Result<Vec<u8>, SsoError> {
+    let announced = resp
+        .header("Content-Length")
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_SSO_BODY as u64) {
+        return Err(SsoError::TooLarge);
+    }
+    let mut body = Vec::with_capacity(announced.map_or(1024, |n| n as usize));
+    resp.into_reader()
+        .take(MAX_SSO_BODY as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| map_read_error(&e))?;
+    if body.len() > MAX_SSO_BODY {
+        return Err(SsoError::TooLarge);
+    }
+    Ok(body)
 }
 
 impl HttpSso {
     pub fn new(settings: SsoSettings) -> Result<HttpSso, SsoError> {
-        let uses_tls = [&settings.introspect_url, &settings.token_url]
-            .into_iter()
-            .flatten()
-            .any(|u| u.starts_with("https:"));
-        let mut builder = ureq::AgentBuilder::new().timeout(settings.timeout).redirects(0).max_idle_connections_per_host(2);
-        if uses_tls || settings.tls_ca_file.is_some() {
-            builder = builder.tls_config(tls_config(settings.tls_ca_file.as_deref())?);
+        check_url("introspect_url", &settings.introspect_url)?;
+        check_url("token_url", &settings.token_url)?;
+        if settings.timeout.is_zero() {
+            return Err(SsoError::Unreachable(
+                "the HTTP timeout must be above zero".to_string(),
+            ));
         }
-        let basic = settings.client_id.as_ref().map(|id| {
-            let secret = settings.client_secret.as_deref().unwrap_or("");
-            let pair = format!("{}:{}", form_encode(id), form_encode(secret));
-            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
-        });
-        Ok(HttpSso { agent: builder.build(), settings, basic })
+        let agent = ureq::AgentBuilder::new()
+            .timeout(settings.timeout)
+            // A 3xx from the SSO is a misconfiguration; following it could carry the client
+            // credentials or the token somewhere else.
+            .redirects(0)
+            .tls_config(tls_config(&settings)?)
+            .user_agent(concat!("sso_auth/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let basic_auth = basic_auth(&settings);
+        Ok(HttpSso {
+            settings,
+            agent,
+            basic_auth,
+        })
     }
 
     pub fn settings(&self) -> &SsoSettings {
         &self.settings
     }
 
-    /// POSTs a form; returns (status, body) for any HTTP answer.
-    fn post(&self, url: &str, form: &[(&str, &str)]) -> Result<(u16, Vec<u8>), SsoError> {
+    /// One form POST; any status comes back with its (bounded) body.
+    fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<(u16, Vec<u8>), SsoError> {
         let mut req = self.agent.post(url).set("Accept", "application/json");
-        if let Some(b) = &self.basic {
-            req = req.set("Authorization", b);
+        if let Some(auth) = &self.basic_auth {
+            req = req.set("Authorization", auth);
         }
-        let response = match req.send_form(form) {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(ureq::Error::Transport(t)) => return Err(transport_error(&t)),
+        let resp = match req.send_form(form) {
+            Ok(resp) => resp,
+            // 4xx/5xx: the body still matters (400 invalid_grant), and reading it to the end
+            // lets the connection go back to the pool.
+            Err(ureq::Error::Status(_, resp)) => resp,
+            Err(ureq::Error::Transport(t)) => return Err(map_transport(&t)),
         };
-        let status = response.status();
-        let mut body = Vec::new();
-        response
-            .into_reader()
-            .take(MAX_SSO_BODY as u64 + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| io_error(&e))?;
-        if body.len() > MAX_SSO_BODY {
-            return Err(SsoError::TooLarge);
-        }
-        Ok((status, body))
+        let status = resp.status();
+        Ok((status, read_body(resp)?))
     }
-}
-
-fn io_error(e: &std::io::Error) -> SsoError {
-    match e.kind() {
-        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => SsoError::Timeout,
-        _ if e.to_string().contains("timed out") => SsoError::Timeout,
-        _ => SsoError::Unreachable(format!("read failed: {}", e.kind())),
-    }
-}
-
-/// Transport errors as loggable text; URLs are reduced to scheme://host:port by ureq's kinds.
-fn transport_error(t: &ureq::Transport) -> SsoError {
-    let text = t.to_string();
-    if text.contains("timed out") || text.contains("Timeout") {
-        return SsoError::Timeout;
-    }
-    let detail = t.message().map(|m| format!(": {m}")).unwrap_or_default();
-    SsoError::Unreachable(format!("{}{}", t.kind(), detail))
 }
 
 impl SsoApi for HttpSso {
     fn introspect(&mut self, token: &str) -> Result<Introspection, SsoError> {
-        let url = self.settings.introspect_url.clone().ok_or(SsoError::NotConfigured)?;
-        let (status, body) = self.post(&url, &[("token", token), ("token_type_hint", "access_token")])?;
+        let url = self
+            .settings
+            .introspect_url
+            .as_deref()
+            .ok_or(SsoError::NotConfigured)?;
+        let (status, body) = self.post_form(
+            url,
+            &[("token", token), ("token_type_hint", "access_token")],
+        )?;
         interpret_introspection(status, &body)
     }
 
-    fn digest_login(&mut self, r: &DigestLogin) -> Result<LoginOutcome, SsoError> {
-        let url = self.settings.token_url.clone().ok_or(SsoError::NotConfigured)?;
+    fn digest_login(&mut self, req: &DigestLogin) -> Result<LoginOutcome, SsoError> {
+        let url = self
+            .settings
+            .token_url
+            .as_deref()
+            .ok_or(SsoError::NotConfigured)?;
         let mut form: Vec<(&str, &str)> = vec![
-            ("grant_type", self.settings.digest_grant_type.as_str()),
-            ("username", &r.username),
-            ("realm", &r.realm),
-            ("nonce", &r.nonce),
-            ("uri", &r.uri),
-            ("response", &r.response),
-            ("algorithm", &r.algorithm),
-            ("method", &r.method),
+            ("grant_type", &self.settings.digest_grant_type),
+            ("username", &req.username),
+            ("realm", &req.realm),
+            ("nonce", &req.nonce),
+            ("uri", &req.uri),
+            ("response", &req.response),
+            ("algorithm", &req.algorithm),
+            ("method", &req.method),
         ];
-        for (name, value) in [
-            ("qop", &r.qop),
-            ("nc", &r.nc),
-            ("cnonce", &r.cnonce),
-            ("opaque", &r.opaque),
-            ("body_hash", &r.body_hash),
-        ] {
-            if let Some(v) = value {
-                form.push((name, v));
-            }
-        }
-        let (status, body) = self.post(&url, &form)?;
+        let optional = [
+            ("qop", &req.qop),
+            ("nc", &req.nc),
+            ("cnonce", &req.cnonce),
+            ("opaque", &req.opaque),
+            ("body_hash", &req.body_hash),
+        ];
+        form.extend(
+            optional
+                .iter()
+                .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v))),
+        );
+        let (status, body) = self.post_form(url, &form)?;
         interpret_token_response(status, &body)
     }
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+    use std::io::{BufRead, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::thread;
+    use std::time::Instant;
+
+    // ---- interpret_introspection ----
+
+    fn introspect_ok(body: &str) -> Result<Introspection, SsoError> {
+        interpret_introspection(200, body.as_bytes())
+    }
+
+    #[test]
+    fn introspection_active_with_fields() {
+        let i = introspect_ok(r#"{"active":true,"username":"alice","sub":"u-1","exp":1700000000,"scope":"sip","x":1}"#)
+            .unwrap();
+        assert!(i.active);
+        assert_eq!(i.user.as_deref(), Some("alice"));
+        assert_eq!(i.exp, Some(1_700_000_000));
+        assert_eq!(i.scope.as_deref(), Some("sip"));
+        assert_eq!(i.claims.get("x"), Some(&Value::from(1)));
+        assert_eq!(i.claims.len(), 6);
+    }
+
+    #[test]
+    fn introspection_user_falls_back_to_sub_and_may_be_absent() {
+        assert_eq!(
+            introspect_ok(r#"{"active":true,"sub":"u-1"}"#)
+                .unwrap()
+                .user
+                .as_deref(),
+            Some("u-1")
+        );
+        assert_eq!(
+            introspect_ok(r#"{"active":true,"username":"","sub":"u-1"}"#)
+                .unwrap()
+                .user
+                .as_deref(),
+            Some("u-1")
+        );
+        assert_eq!(
+            introspect_ok(r#"{"active":true,"sub":""}"#).unwrap().user,
+            None
+        );
+        let i = introspect_ok(r#"{"active":true}"#).unwrap();
+        assert!(i.active && i.user.is_none() && i.exp.is_none() && i.scope.is_none());
+        // null reads as absent
+        let i = introspect_ok(r#"{"active":true,"username":null,"sub":"s","exp":null}"#).unwrap();
+        assert_eq!(i.user.as_deref(), Some("s"));
+        assert_eq!(i.exp, None);
+    }
+
+    #[test]
+    fn introspection_inactive() {
+        let i = introspect_ok(r#"{"active":false}"#).unwrap();
+        assert!(!i.active);
+        // members of an inactive answer are not interpreted
+        let i = introspect_ok(r#"{"active":false,"exp":"soon","username":5}"#).unwrap();
+        assert!(!i.active && i.user.is_none() && i.exp.is_none());
+    }
+
+    #[test]
+    fn introspection_wrong_types_are_malformed() {
+        for body in [
+            r#"{"active":"true"}"#,
+            r#"{"active":1}"#,
+            r#"{"active":null}"#,
+            r#"{}"#,
+            r#"{"active":true,"exp":"1700000000"}"#,
+            r#"{"active":true,"exp":1.5}"#,
+            r#"{"active":true,"exp":18446744073709551615}"#,
+            r#"{"active":true,"username":42}"#,
+            r#"{"active":true,"sub":["a"]}"#,
+            r#"{"active":true,"scope":{"a":1}}"#,
+            r#"[{"active":true}]"#,
+            r#""active""#,
+            r#"true"#,
+            "",
+            "not json",
+            r#"{"active":true"#,
+        ] {
+            assert!(
+                matches!(introspect_ok(body), Err(SsoError::Malformed(_))),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn introspection_status_and_size() {
+        assert_eq!(
+            interpret_introspection(500, b"{\"active\":true}"),
+            Err(SsoError::Status(500))
+        );
+        assert_eq!(
+            interpret_introspection(302, b""),
+            Err(SsoError::Status(302))
+        );
+        assert_eq!(
+            interpret_introspection(401, b"{}"),
+            Err(SsoError::Status(401))
+        );
+        assert_eq!(
+            interpret_introspection(204, b""),
+            Err(SsoError::Status(204))
+        );
+        let mut huge = br#"{"active":true,"pad":""#.to_vec();
+        huge.resize(MAX_SSO_BODY + 10, b'a');
+        huge.extend_from_slice(b"\"}");
+        assert_eq!(interpret_introspection(200, &huge), Err(SsoError::TooLarge));
+    }
+
+    // ---- interpret_token_response ----
+
+    #[test]
+    fn token_session() {
+        let ok = |b: &str| interpret_token_response(200, b.as_bytes());
+        assert_eq!(
+            ok(r#"{"access_token":"eyJ.abc-_~+/=","token_type":"Bearer","expires_in":300}"#),
+            Ok(LoginOutcome::Session {
+                access_token: "eyJ.abc-_~+/=".into(),
+                expires_in: Some(300)
+            })
+        );
+        assert_eq!(
+            ok(r#"{"access_token":"t"}"#),
+            Ok(LoginOutcome::Session {
+                access_token: "t".into(),
+                expires_in: None
+            })
+        );
+        let longest = "a".repeat(MAX_ACCESS_TOKEN);
+        assert!(ok(&format!(r#"{{"access_token":"{longest}"}}"#)).is_ok());
+    }
+
+    #[test]
+    fn token_bad_answers_are_malformed() {
+        let too_long = format!(
+            r#"{{"access_token":"{}"}}"#,
+            "a".repeat(MAX_ACCESS_TOKEN + 1)
+        );
+        for body in [
+            r#"{"expires_in":300}"#,
+            r#"{"access_token":""}"#,
+            r#"{"access_token":42}"#,
+            r#"{"access_token":null}"#,
+            r#"{"access_token":"a\r\nVia: evil"}"#,
+            r#"{"access_token":"a\nb"}"#,
+            r#"{"access_token":"a b"}"#,
+            r#"{"access_token":"a,b"}"#,
+            r#"{"access_token":"a\"b"}"#,
+            r#"{"access_token":"é"}"#,
+            r#"{"access_token":"t","expires_in":-1}"#,
+            r#"{"access_token":"t","expires_in":"300"}"#,
+            r#"{"access_token":"t","expires_in":1.5}"#,
+            r#"["access_token"]"#,
+            "",
+            "<html>",
+            &too_long,
+        ] {
+            assert!(
+                matches!(
+                    interpret_token_response(200, body.as_bytes()),
+                    Err(SsoError::Malformed(_))
+                ),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_errors() {
+        let r = |s: u16, b: &str| interpret_token_response(s, b.as_bytes());
+        assert_eq!(
+            r(400, r#"{"error":"invalid_grant","error_description":"x"}"#),
+            Ok(LoginOutcome::InvalidGrant)
+        );
+        assert_eq!(
+            r(400, r#"{"error":"unknown_user"}"#),
+            Ok(LoginOutcome::UnknownUser)
+        );
+        assert_eq!(
+            r(400, r#"{"error":"invalid_request"}"#),
+            Err(SsoError::Status(400))
+        );
+        assert_eq!(r(400, r#"{"error":7}"#), Err(SsoError::Status(400)));
+        assert!(matches!(r(400, "Bad Request"), Err(SsoError::Malformed(_))));
+        assert!(matches!(r(400, ""), Err(SsoError::Malformed(_))));
+        assert_eq!(
+            r(401, r#"{"error":"invalid_client"}"#),
+            Err(SsoError::Status(401))
+        );
+        // only a 400 may carry invalid_grant
+        assert_eq!(
+            r(403, r#"{"error":"invalid_grant"}"#),
+            Err(SsoError::Status(403))
+        );
+        assert_eq!(r(500, "oops"), Err(SsoError::Status(500)));
+        assert_eq!(r(302, ""), Err(SsoError::Status(302)));
+        assert_eq!(
+            r(201, r#"{"access_token":"t"}"#),
+            Err(SsoError::Status(201))
+        );
+        let mut huge = br#"{"access_token":"t","pad":""#.to_vec();
+        huge.resize(MAX_SSO_BODY + 1, b'a');
+        assert_eq!(
+            interpret_token_response(200, &huge),
+            Err(SsoError::TooLarge)
+        );
+        assert_eq!(
+            interpret_token_response(400, &huge),
+            Err(SsoError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let s = settings("http://127.0.0.1:1/i");
+        let text = format!("{s:?}");
+        assert!(
+            !text.contains("s:e/c%") && text.contains("<redacted>"),
+            "{text}"
+        );
+        let sso = HttpSso::new(s).unwrap();
+        let text = format!("{sso:?}");
+        assert!(
+            !text.contains("s:e/c%") && !text.contains("Basic"),
+            "{text}"
+        );
+        let outcome = LoginOutcome::Session {
+            access_token: "SECRETTOKEN".into(),
+            expires_in: None,
+        };
+        assert!(!format!("{outcome:?}").contains("SECRETTOKEN"));
+        let login = DigestLogin {
+            response: "6629fae49393a05397450978507c4ef1".into(),
+            ..Default::default()
+        };
+        assert!(!format!("{login:?}").contains("6629fae4"));
+    }
+
+    // ---- HttpSso against a local server ----
+
+    /// One request as the test server saw it.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        conn: usize,
+        line: String,
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    impl Seen {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// What the server does with a request: send these bytes, or hold the connection silently.
+    enum Answer {
+        Send(Vec<u8>),
+        Silent,
+    }
+
+    struct Server {
+        port: u16,
+        conns: Arc<AtomicUsize>,
+        seen: Arc<Mutex<Vec<Seen>>>,
+    }
+
+    impl Server {
+        fn url(&self, scheme: &str, path: &str) -> String {
+            format!("{scheme}://127.0.0.1:{}{path}", self.port)
+        }
+        fn seen(&self) -> Vec<Seen> {
+            self.seen.lock().unwrap().clone()
+        }
+    }
+
+    /// Accepts connections forever; each one is handled by `handle` in its own thread, with a
+    /// read timeout so no thread outlives the test by long.
+    fn raw_server(
+        handle: impl Fn(TcpStream, usize) + Send + Sync + 'static,
+    ) -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let counter = conns.clone();
+        let handle = Arc::new(handle);
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let id = counter.fetch_add(1, Ordering::SeqCst);
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(3)))
+                    .unwrap();
+                let handle = handle.clone();
+                thread::spawn(move || handle(stream, id));
+            }
+        });
+        (port, conns)
+    }
+
+    /// A minimal HTTP/1.1 server (Content-Length bodies only, keep-alive), optionally over TLS.
+    fn http_server(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        reply: impl Fn(&Seen) -> Answer + Send + Sync + 'static,
+    ) -> Server {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let (port, conns) = raw_server(move |stream, id| match &tls {
+            Some(cfg) => {
+                let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+                serve(rustls::StreamOwned::new(conn, stream), id, &log, &reply)
+            }
+            None => serve(stream, id, &log, &reply),
+        });
+        Server { port, conns, seen }
+    }
+
+    fn serve<S: Read + Write>(
+        stream: S,
+        id: usize,
+        log: &Mutex<Vec<Seen>>,
+        reply: &dyn Fn(&Seen) -> Answer,
+    ) {
+        let mut r = BufReader::new(stream);
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let mut headers = Vec::new();
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 {
+                    return;
+                }
+                if h == "\r\n" {
+                    break;
+                }
+                let (k, v) = h.trim_end().split_once(':').unwrap();
+                headers.push((k.to_string(), v.trim().to_string()));
+            }
+            let mut seen = Seen {
+                conn: id,
+                line: line.trim_end().to_string(),
+                headers,
+                body: String::new(),
+            };
+            let len = seen
+                .header("content-length")
+                .map_or(0, |v| v.parse().unwrap());
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_err() {
+                return;
+            }
+            seen.body = String::from_utf8(body).unwrap();
+            let answer = reply(&seen);
+            log.lock().unwrap().push(seen);
+            match answer {
+                Answer::Send(bytes) => {
+                    if r.get_mut()
+                        .write_all(&bytes)
+                        .and_then(|_| r.get_mut().flush())
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Answer::Silent => {
+                    thread::sleep(Duration::from_secs(2));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn response(status: u16, body: &str) -> Answer {
+        Answer::Send(
+            format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    }
+
+    fn settings(introspect_url: &str) -> SsoSettings {
+        SsoSettings {
+            introspect_url: Some(introspect_url.to_string()),
+            token_url: Some(introspect_url.replace("/introspect", "/token")),
+            client_id: Some("my client".into()),
+            client_secret: Some("s:e/c%".into()),
+            timeout: Duration::from_millis(300),
+            tls_ca_file: None,
+            digest_grant_type: "urn:sso-auth:grant-type:sip-digest".into(),
+        }
+    }
+
+    fn expected_basic() -> String {
+        // RFC 6749 2.3.1: form-urlencode each part first.
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("my+client:s%3Ae%2Fc%25")
+        )
+    }
+
+    #[test]
+    fn introspect_sends_the_form_and_basic_auth_and_reuses_the_connection() {
+        let srv = http_server(None, |_| {
+            response(
+                200,
+                r#"{"active":true,"username":"alice","exp":4000000000}"#,
+            )
+        });
+        let mut sso = HttpSso::new(settings(&srv.url("http", "/introspect"))).unwrap();
+        assert_eq!(
+            srv.conns.load(Ordering::SeqCst),
+            0,
+            "new() must not connect"
+        );
+        let i = sso.introspect("ab+/=c d&e").unwrap();
+        assert!(i.active);
+        assert_eq!(i.user.as_deref(), Some("alice"));
+        assert_eq!(sso.introspect("second").unwrap().exp, Some(4_000_000_000));
+        let seen = srv.seen();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0].line, "POST /introspect HTTP/1.1");
+        assert_eq!(
+            seen[0].body,
+            "token=ab%2B%2F%3Dc+d%26e&token_type_hint=access_token"
+        );
+        assert_eq!(seen[1].body, "token=second&token_type_hint=access_token");
+        assert_eq!(
+            seen[0].header("authorization"),
+            Some(expected_basic().as_str())
+        );
+        assert_eq!(seen[0].header("accept"), Some("application/json"));
+        assert_eq!(
+            seen[0].header("content-type"),
+            Some("application/x-www-form-urlencoded")
+        );
+        // keep-alive: both requests over one TCP connection
+        assert_eq!(srv.conns.load(Ordering::SeqCst), 1);
+        assert_eq!(seen[0].conn, seen[1].conn);
+    }
+
+    #[test]
+    fn no_basic_auth_without_client_id() {
+        let srv = http_server(None, |_| response(200, r#"{"active":false}"#));
+        let mut s = settings(&srv.url("http", "/introspect"));
+        s.client_id = None;
+        let mut sso = HttpSso::new(s).unwrap();
+        assert!(!sso.introspect("t").unwrap().active);
+        assert_eq!(srv.seen()[0].header("authorization"), None);
+    }
+
+    #[test]
+    fn digest_login_sends_every_field() {
+        let srv = http_server(None, |req| {
+            if req.body.contains("cnonce") {
+                response(200, r#"{"access_token":"new-tok","expires_in":600}"#)
+            } else {
+                response(400, r#"{"error":"invalid_grant"}"#)
+            }
+        });
+        let mut sso = HttpSso::new(settings(&srv.url("http", "/introspect"))).unwrap();
+        let mut login = DigestLogin {
+            username: "alice smith".into(),
+            realm: "sip.example.com".into(),
+            nonce: "n/1=".into(),
+            uri: "sip:bob@example.com;transport=tcp".into(),
+            response: "0123abcd".into(),
+            algorithm: "SHA-256".into(),
+            method: "REGISTER".into(),
+            qop: Some("auth-int".into()),
+            nc: Some("00000001".into()),
+            cnonce: Some("c&n".into()),
+            opaque: Some("op".into()),
+            body_hash: Some("bh".into()),
+        };
+        assert_eq!(
+            sso.digest_login(&login),
+            Ok(LoginOutcome::Session {
+                access_token: "new-tok".into(),
+                expires_in: Some(600)
+            })
+        );
+        login.qop = None;
+        login.nc = None;
+        login.cnonce = None;
+        login.opaque = None;
+        login.body_hash = None;
+        // a 400 comes back from ureq as an error, its body must still be read
+        assert_eq!(sso.digest_login(&login), Ok(LoginOutcome::InvalidGrant));
+        let seen = srv.seen();
+        assert_eq!(seen[0].line, "POST /token HTTP/1.1");
+        assert_eq!(
+            seen[0].body,
+            "grant_type=urn%3Asso-auth%3Agrant-type%3Asip-digest&username=alice+smith&realm=sip.example.com\
+             &nonce=n%2F1%3D&uri=sip%3Abob%40example.com%3Btransport%3Dtcp&response=0123abcd\
+             &algorithm=SHA-256&method=REGISTER&qop=auth-int&nc=00000001&cnonce=c%26n&opaque=op&body_hash=bh"
+        );
+        assert_eq!(
+            seen[1].body,
+            "grant_type=urn%3Asso-auth%3Agrant-type%3Asip-digest&username=alice+smith&realm=sip.example.com\
+             &nonce=n%2F1%3D&uri=sip%3Abob%40example.com%3Btransport%3Dtcp&response=0123abcd\
+             &algorithm=SHA-256&method=REGISTER"
+        );
+        assert_eq!(
+            seen[1].header("authorization"),
+            Some(expected_basic().as_str())
+        );
+        // the error answer was read to the end, so the connection was kept
+        assert_eq!(srv.conns.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn http_error_statuses() {
+        let srv = http_server(None, |req| match req.line.as_str() {
+            "POST /token HTTP/1.1" => response(401, r#"{"error":"invalid_client"}"#),
+            _ => response(500, "<html>oops</html>"),
+        });
+        let mut sso = HttpSso::new(settings(&srv.url("http", "/introspect"))).unwrap();
+        assert_eq!(
+            sso.digest_login(&DigestLogin::default()),
+            Err(SsoError::Status(401))
+        );
+        assert_eq!(sso.introspect("t"), Err(SsoError::Status(500)));
+        // 400 unknown_user through the real client
+        let srv = http_server(None, |_| response(400, r#"{"error":"unknown_user"}"#));
+        let mut sso = HttpSso::new(settings(&srv.url("http", "/introspect"))).unwrap();
+        assert_eq!(
+            sso.digest_login(&DigestLogin::default()),
+            Ok(LoginOutcome::UnknownUser)
+        );
+    }
+
+    #[test]
+    fn not_configured() {
+        let mut s = settings("http://127.0.0.1:1/introspect");
+        s.introspect_url = None;
+        s.token_url = None;
+        let mut sso = HttpSso::new(s).unwrap();
+        assert_eq!(sso.introspect("t"), Err(SsoError::NotConfigured));
+        assert_eq!(
+            sso.digest_login(&DigestLogin::default()),
+            Err(SsoError::NotConfigured)
+        );
+    }
+
+    #[test]
+    fn redirect_is_not_followed() {
+        let srv = http_server(None, |_| {
+            Answer::Send(
+                b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            )
+        });
+        let mut sso = HttpSso::new(settings(&srv.url("http", "/introspect"))).unwrap();
+        assert_eq!(sso.introspect("t"), Err(SsoError::Status(302)));
+        assert_eq!(srv.seen().len(), 1);
+    }
+
+    #[test]
+    fn silent_server_times_out_on_budget() {
+        let srv = http_server(None, |_| Answer::Silent);
+        let mut sso = HttpSso::new(settings(&srv.url("http", "/introspect"))).unwrap();
+        let start = Instant::now();
+        assert_eq!(sso.introspect("t"), Err(SsoError::Timeout));
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_millis(400),
+            "{took:?}"
+        );
+    }
+
+    #[test]
+    fn slow_body_times_out() {
+        // headers arrive, the body never completes
+        let (port, _) = raw_server(|mut s, _| {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"act");
+            thread::sleep(Duration::from_secs(2));
+        });
+        let mut sso =
+            HttpSso::new(settings(&format!("http://127.0.0.1:{port}/introspect"))).unwrap();
+        let start = Instant::now();
+        assert_eq!(sso.introspect("t"), Err(SsoError::Timeout));
+        assert!(start.elapsed() < Duration::from_millis(400));
+    }
+
+    #[test]
+    fn refused_connection_is_unreachable() {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut sso =
+            HttpSso::new(settings(&format!("http://127.0.0.1:{port}/introspect"))).unwrap();
+        match sso.introspect("SECRETTOKEN") {
+            Err(SsoError::Unreachable(msg)) => {
+                assert!(msg.contains("refused"), "{msg}");
+                assert!(
+                    !msg.contains("SECRETTOKEN")
+                        && !msg.contains("s:e/c%")
+                        && !msg.contains("127.0.0.1:"),
+                    "{msg}"
+                );
+                assert!(msg.len() <= MAX_ERROR_TEXT + 4);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused() {
+        // announced by Content-Length
+        let big = format!(r#"{{"active":true,"pad":"{}"}}"#, "a".repeat(MAX_SSO_BODY));
+        let srv = http_server(None, move |_| response(200, &big));
+        let mut sso = HttpSso::new(settings(&srv.url("http", "/introspect"))).unwrap();
+        assert_eq!(sso.introspect("t"), Err(SsoError::TooLarge));
+
+        // endless close-delimited body: must stop after MAX_SSO_BODY + 1 bytes
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        let (port, _) = raw_server(move |mut s, _| {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+            let chunk = [b'a'; 8192];
+            for _ in 0..1000 {
+                if s.write_all(&chunk).is_err() {
+                    return;
+                }
+                counter.fetch_add(chunk.len(), Ordering::SeqCst);
+            }
+        });
+        let mut sso =
+            HttpSso::new(settings(&format!("http://127.0.0.1:{port}/introspect"))).unwrap();
+        assert_eq!(sso.introspect("t"), Err(SsoError::TooLarge));
+
+        // chunked, no length announced
+        let (port, _) = raw_server(|mut s, _| {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n");
+            for _ in 0..20 {
+                let chunk = format!("1000\r\n{}\r\n", "b".repeat(0x1000));
+                if s.write_all(chunk.as_bytes()).is_err() {
+                    return;
+                }
+            }
+            let _ = s.write_all(b"0\r\n\r\n");
+        });
+        let mut sso = HttpSso::new(settings(&format!("http://127.0.0.1:{port}/token"))).unwrap();
+        assert_eq!(
+            sso.digest_login(&DigestLogin::default()),
+            Err(SsoError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn body_at_the_limit_is_read() {
+        let exact = {
+            let head = r#"{"active":true,"pad":""#;
+            format!("{head}{}\"}}", "a".repeat(MAX_SSO_BODY - head.len() - 2))
+        };
+        assert_eq!(exact.len(), MAX_SSO_BODY);
+        let srv = http_server(None, move |_| response(200, &exact));
+        let mut sso = HttpSso::new(settings(&srv.url("http", "/introspect"))).unwrap();
+        assert!(sso.introspect("t").unwrap().active);
+    }
+
+    #[test]
+    fn bad_settings_are_rejected() {
+        let reject = |s: SsoSettings| match HttpSso::new(s) {
+            Err(SsoError::Unreachable(msg)) => msg,
+            other => panic!("{:?}", other.map(|_| ())),
+        };
+        let mut s = settings("ftp://h/introspect");
+        assert!(reject(s.clone()).contains("introspect_url"));
+        s.introspect_url = Some("http://user:pw@h/x".into());
+        let msg = reject(s.clone());
+        assert!(
+            msg.contains("introspect_url") && !msg.contains("pw"),
+            "{msg}"
+        );
+        let mut s = settings("http://h/introspect");
+        s.token_url = Some("not a url".into());
+        assert!(reject(s).contains("token_url"));
+        let mut s = settings("http://h/introspect");
+        s.timeout = Duration::ZERO;
+        reject(s);
+        let mut s = settings("http://h/introspect");
+        s.tls_ca_file = Some("/nonexistent/sso-ca.pem".into());
+        assert!(reject(s).contains("/nonexistent/sso-ca.pem"));
+        let empty = TempFile::new("empty", "");
+        let mut s = settings("http://h/introspect");
+        s.tls_ca_file = Some(empty.path());
+        assert!(reject(s).contains("no certificate"));
+        let junk = TempFile::new(
+            "junk",
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        );
+        let mut s = settings("http://h/introspect");
+        s.tls_ca_file = Some(junk.path());
+        reject(s);
+    }
+
+    // ---- TLS ----
+
+    // Test-only PKI generated for these tests (valid 2000-2100); the key protects nothing.
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBajCCARCgAwIBAgICEAAwCgYIKoZIzj0EAwIwGzEZMBcGA1UEAwwQc3NvX2F1
+dGggdGVzdCBDQTAgFw0wMDAxMDEwMDAwMDBaGA8yMTAwMDEwMTAwMDAwMFowGzEZ
+MBcGA1UEAwwQc3NvX2F1dGggdGVzdCBDQTBZMBMGByqGSM49AgEGCCqGSM49AwEH
+A0IABPgYyMps41BrW8E1GaB4LcyLqBHyNaEpxkZJq0qD7xAf5SIblnHkrD0AVukX
+CmAt1u84kB9l+hY8FkOd6YxJflujQjBAMA8GA1UdEwEB/wQFMAMBAf8wDgYDVR0P
+AQH/BAQDAgEGMB0GA1UdDgQWBBQYuxXbcxAtJGyTNiVcCNGJxVr3LzAKBggqhkjO
+PQQDAgNIADBFAiB0MR+GOQCd19bT/hu5c4ey2zr76zO4SGn93qDcWZRZmgIhALmW
+ezE0P3WW9zqQDORf9CC9MUn3l4L7+M+DEORSNlUQ
+-----END CERTIFICATE-----
+";
+    const TEST_LEAF: &str = "-----BEGIN CERTIFICATE-----
+MIIBszCCAVqgAwIBAgICEAEwCgYIKoZIzj0EAwIwGzEZMBcGA1UEAwwQc3NvX2F1
+dGggdGVzdCBDQTAgFw0wMDAxMDEwMDAwMDBaGA8yMTAwMDEwMTAwMDAwMFowFDES
+MBAGA1UEAwwJMTI3LjAuMC4xMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEntwj
+6PKa7+0apo7m+ILcpJKqiTZpVlr7ufS70lN2htDH8AKtXuP0j4Hlv+VVs0gVLb5o
+5taH/v9zlD5uTHgO3aOBkjCBjzAMBgNVHRMBAf8EAjAAMA4GA1UdDwEB/wQEAwIH
+gDATBgNVHSUEDDAKBggrBgEFBQcDATAaBgNVHREEEzARhwR/AAABgglsb2NhbGhv
+c3QwHwYDVR0jBBgwFoAUGLsV23MQLSRskzYlXAjRicVa9y8wHQYDVR0OBBYEFHaA
+khCljJLmqhSpuL367ualzV9gMAoGCCqGSM49BAMCA0cAMEQCIB53DYlk14Wv51mg
+BRovcQ607scWjkUoE9xdtTFzwuP/AiBHX1jaM20L/Lu4PJ3w24K50Yb+a/XPSXsP
+TghVyiPY+A==
+-----END CERTIFICATE-----
+";
+    const TEST_LEAF_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQghaLPFi0RoJYGgNjI
++oeebmwVkRth6/E0dwImOwQxFTGhRANCAASe3CPo8prv7Rqmjub4gtykkqqJNmlW
+Wvu59LvSU3aG0MfwAq1e4/SPgeW/5VWzSBUtvmjm1of+/3OUPm5MeA7d
+-----END PRIVATE KEY-----
+";
+    const OTHER_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBYzCCAQqgAwIBAgICEAIwCgYIKoZIzj0EAwIwGDEWMBQGA1UEAwwNb3RoZXIg
+dGVzdCBDQTAgFw0wMDAxMDEwMDAwMDBaGA8yMTAwMDEwMTAwMDAwMFowGDEWMBQG
+A1UEAwwNb3RoZXIgdGVzdCBDQTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABHWK
+BoHHtHbMDMVYRgYtjmN2ey3SltLa6xovwJtmJgpLFPv15fP2CrobSNyYvTRXoatC
+Tcqdsw1EEvGSsMC8/oKjQjBAMA8GA1UdEwEB/wQFMAMBAf8wDgYDVR0PAQH/BAQD
+AgEGMB0GA1UdDgQWBBTOjEN3TzcMBE488U0Jw1DHj2SC4TAKBggqhkjOPQQDAgNH
+ADBEAiA9Sgwdre0WE8P71PFeNAN5aqEpkp+TFoe1y1qn7w+vtQIgBcQdAc4Qj6P9
+u0057AMOm4QOH/q2v+xm/jFEdsmx9aQ=
+-----END CERTIFICATE-----
+";
+
+    /// A file removed on drop, named per process and test.
+    struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, content: &str) -> TempFile {
+            let path = std::env::temp_dir()
+                .join(format!("sso_auth_test_{}_{name}.pem", std::process::id()));
+            std::fs::write(&path, content).unwrap();
+            TempFile(path)
+        }
+        fn path(&self) -> String {
+            self.0.to_str().unwrap().to_string()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn tls_server_config() -> Arc<rustls::ServerConfig> {
+        let certs = rustls_pemfile::certs(&mut TEST_LEAF.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut TEST_LEAF_KEY.as_bytes())
+            .unwrap()
+            .unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        Arc::new(cfg)
+    }
+
+    #[test]
+    fn https_with_the_configured_ca() {
+        let ca = TempFile::new("ca", TEST_CA);
+        let srv = http_server(Some(tls_server_config()), |_| {
+            response(200, r#"{"active":true,"sub":"bob"}"#)
+        });
+        let mut s = settings(&srv.url("https", "/introspect"));
+        s.tls_ca_file = Some(ca.path());
+        s.timeout = Duration::from_secs(1);
+        let mut sso = HttpSso::new(s).unwrap();
+        assert_eq!(sso.introspect("t").unwrap().user.as_deref(), Some("bob"));
+        assert_eq!(sso.introspect("u").unwrap().user.as_deref(), Some("bob"));
+        assert_eq!(srv.conns.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            srv.seen()[0].header("authorization"),
+            Some(expected_basic().as_str())
+        );
+    }
+
+    #[test]
+    fn https_with_an_unknown_ca_is_unreachable() {
+        let other = TempFile::new("other", OTHER_CA);
+        let srv = http_server(Some(tls_server_config()), |_| {
+            response(200, r#"{"active":true}"#)
+        });
+        let mut s = settings(&srv.url("https", "/introspect"));
+        s.tls_ca_file = Some(other.path());
+        s.timeout = Duration::from_secs(1);
+        let mut sso = HttpSso::new(s).unwrap();
+        match sso.introspect("t") {
+            // the cause reaches the log: an operator needs to see it is the certificate
+            Err(SsoError::Unreachable(msg)) => assert!(msg.contains("certificate"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(srv.seen().is_empty());
+    }
+
+    #[test]
+    fn https_with_system_roots_rejects_the_test_ca() {
+        let srv = http_server(Some(tls_server_config()), |_| {
+            response(200, r#"{"active":true}"#)
+        });
+        let mut s = settings(&srv.url("https", "/introspect"));
+        s.timeout = Duration::from_secs(1);
+        match HttpSso::new(s) {
+            Ok(mut sso) => assert!(matches!(sso.introspect("t"), Err(SsoError::Unreachable(_)))),
+            // a host without any system CA: refused up front, which is just as closed
+            Err(e) => assert!(matches!(e, SsoError::Unreachable(_))),
+        }
+        assert!(srv.seen().is_empty());
+    }
+
+    #[test]
+    fn https_against_a_plain_http_server_is_unreachable() {
+        let (port, _) = raw_server(|mut s, _| {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        });
+        let ca = TempFile::new("ca_plain", TEST_CA);
+        let mut s = settings(&format!("https://127.0.0.1:{port}/introspect"));
+        s.tls_ca_file = Some(ca.path());
+        let mut sso = HttpSso::new(s).unwrap();
+        assert!(matches!(sso.introspect("t"), Err(SsoError::Unreachable(_))));
+    }
+}
