@@ -96,13 +96,13 @@ impl<'a> PidLock<'a> {
                 {
                     return PidLock { word };
                 }
-            } else if spins >= 10_000 && !pid_alive(cur) {
-                if word
+            } else if spins >= 10_000
+                && !pid_alive(cur)
+                && word
                     .compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
-                {
-                    return PidLock { word };
-                }
+            {
+                return PidLock { word };
             }
             spins = spins.saturating_add(1);
             if spins % 64 == 0 {

@@ -53,9 +53,11 @@ fn inactive() -> Introspection {
 const NOW: u64 = 1_700_000_000;
 
 fn shared() -> std::sync::Arc<SharedState> {
-    let mut c = Config::default();
-    c.cache_slots = 256;
-    c.nonce_slots = 256;
+    let c = Config {
+        cache_slots: 256,
+        nonce_slots: 256,
+        ..Default::default()
+    };
     std::sync::Arc::new(SharedState::new(&c).unwrap())
 }
 
