@@ -15,10 +15,13 @@ pub enum QopOffer {
 impl QopOffer {
     /// "", "auth", "auth-int", "auth,auth-int" (also "auth-int,auth"; spaces allowed).
     pub fn parse(s: &str) -> Option<QopOffer> {
+        if s.trim().is_empty() {
+            return Some(QopOffer::None);
+        }
         let (mut auth, mut int) = (false, false);
+        // Empty items ("auth,") and repeats are refused: they hint at a typo in the script.
         for part in s.split(',').map(str::trim) {
             match part {
-                "" if s.trim().is_empty() => {}
                 "auth" if !auth => auth = true,
                 "auth-int" if !int => int = true,
                 _ => return None,
@@ -223,5 +226,176 @@ mod tests {
             "Proxy-Authenticate: Bearer realm=\"r\", error=\"invalid_request\"\r\n"
         );
         assert!(bearer_challenge(false, "r", Some("https://x\r\n"), None, None).is_none());
+    }
+
+    #[test]
+    fn more_qop_and_algorithm_lists() {
+        assert_eq!(QopOffer::parse("\t auth \t"), Some(QopOffer::Auth));
+        assert_eq!(QopOffer::parse(" auth-int , auth "), Some(QopOffer::Both));
+        for bad in [
+            ",",
+            " , ",
+            "auth,,auth-int",
+            ",auth",
+            "auth;auth-int",
+            "auth auth-int",
+            "auth-int,auth-int",
+            "auth,auth-int,auth",
+            "auth-conf",
+            "\0",
+        ] {
+            assert_eq!(QopOffer::parse(bad), None, "{bad:?}");
+        }
+        let all = "md5, MD5-sess ,sha-256,SHA-256-sess,sha-512-256,SHA-512-256-SESS";
+        assert_eq!(parse_algorithms(all).map(|v| v.len()), Some(6));
+        assert_eq!(
+            parse_algorithms(" sha-512-256 "),
+            Some(vec![Algorithm::Sha512_256])
+        );
+        for bad in [
+            " ",
+            ",",
+            ",MD5",
+            "MD5,,SHA-256",
+            "MD5;SHA-256",
+            "MD5 SHA-256",
+            "md5,MD5",
+            "SHA-256,sha-256",
+            "MD5,unknown",
+            "\u{e9}",
+        ] {
+            assert_eq!(parse_algorithms(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_algorithm_and_flag_combination() {
+        let algs =
+            parse_algorithms("MD5,MD5-sess,SHA-256,SHA-256-sess,SHA-512-256,SHA-512-256-sess")
+                .unwrap();
+        let qops = [
+            QopOffer::None,
+            QopOffer::Auth,
+            QopOffer::AuthInt,
+            QopOffer::Both,
+        ];
+        for alg in algs {
+            for qop in qops {
+                for proxy in [false, true] {
+                    for stale in [false, true] {
+                        let l = digest_challenge(proxy, "sip.example.com", "abc", qop, alg, stale)
+                            .unwrap();
+                        let name = if proxy {
+                            "Proxy-Authenticate"
+                        } else {
+                            "WWW-Authenticate"
+                        };
+                        let qop_part = match qop {
+                            QopOffer::None => String::new(),
+                            QopOffer::Auth => ", qop=\"auth\"".into(),
+                            QopOffer::AuthInt => ", qop=\"auth-int\"".into(),
+                            QopOffer::Both => ", qop=\"auth,auth-int\"".into(),
+                        };
+                        let stale_part = if stale { ", stale=true" } else { "" };
+                        assert_eq!(
+                            l,
+                            format!(
+                                "{name}: Digest realm=\"sip.example.com\", nonce=\"abc\"{qop_part}, \
+                                 algorithm={}{stale_part}\r\n",
+                                alg.name()
+                            )
+                        );
+                        // Exactly one line, ending in CRLF.
+                        assert_eq!(l.matches("\r\n").count(), 1);
+                        assert!(l.ends_with("\r\n"));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unsafe_values_are_refused() {
+        let hostile = [
+            "a\"b",
+            "a\\b",
+            "a\r\nX: y",
+            "a\nb",
+            "a\0b",
+            "a\x7fb",
+            "\"",
+            "\\",
+        ];
+        for h in hostile {
+            assert!(
+                digest_challenge(false, h, "n", QopOffer::Auth, Algorithm::Md5, false).is_none(),
+                "{h:?}"
+            );
+            assert!(
+                digest_challenge(false, "r", h, QopOffer::Auth, Algorithm::Md5, false).is_none(),
+                "{h:?}"
+            );
+            assert!(
+                bearer_challenge(false, h, None, None, None).is_none(),
+                "{h:?}"
+            );
+            assert!(
+                bearer_challenge(false, "r", Some(h), None, None).is_none(),
+                "{h:?}"
+            );
+            assert!(
+                bearer_challenge(false, "r", None, Some(h), None).is_none(),
+                "{h:?}"
+            );
+        }
+        // Tabs, spaces and UTF-8 are fine inside a quoted-string.
+        let l = bearer_challenge(false, "r\u{e9} x\ty", None, Some("sip openid"), None).unwrap();
+        assert_eq!(
+            l,
+            "WWW-Authenticate: Bearer realm=\"r\u{e9} x\ty\", scope=\"sip openid\"\r\n"
+        );
+    }
+
+    #[test]
+    fn bearer_optional_parts() {
+        assert_eq!(
+            bearer_challenge(false, "r", None, None, None).unwrap(),
+            "WWW-Authenticate: Bearer realm=\"r\"\r\n"
+        );
+        assert_eq!(
+            bearer_challenge(true, "r", Some("https://sso/x"), None, None).unwrap(),
+            "Proxy-Authenticate: Bearer realm=\"r\", authz_server=\"https://sso/x\"\r\n"
+        );
+        assert_eq!(
+            bearer_challenge(
+                false,
+                "r",
+                None,
+                Some("sip"),
+                Some(BearerError::InvalidToken)
+            )
+            .unwrap(),
+            "WWW-Authenticate: Bearer realm=\"r\", scope=\"sip\", error=\"invalid_token\"\r\n"
+        );
+    }
+
+    #[test]
+    fn parsers_never_panic_on_noise() {
+        let alphabet = b"auth-int,MD5SHA256sess \t\xc3\xa9\x00\"";
+        let mut seed = 0x0bad_f00du32;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let len = (seed % 40) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| alphabet[(seed.rotate_left(i as u32) as usize + i) % alphabet.len()])
+                .collect();
+            let s = String::from_utf8_lossy(&bytes);
+            let _ = QopOffer::parse(&s);
+            if let Some(algs) = parse_algorithms(&s) {
+                assert!(!algs.is_empty() && algs.len() <= 6);
+            }
+        }
     }
 }

@@ -1,5 +1,8 @@
 //! Address-of-record extraction from To/From header values and the identity rules that tie a
 //! token user or Digest username to that AOR.
+//!
+//! The parser is strict on purpose: the AOR decides whose identity a request claims, so a value
+//! that two parsers could read differently is refused instead of guessed at.
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Aor {
@@ -21,6 +24,43 @@ fn bad(why: &'static str) -> AorError {
     AorError::Malformed(why)
 }
 
+fn is_lws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn trim_lws(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if !is_lws(*first) {
+            break;
+        }
+        s = rest;
+    }
+    while let [rest @ .., last] = s {
+        if !is_lws(*last) {
+            break;
+        }
+        s = rest;
+    }
+    s
+}
+
+/// RFC 3261 token characters.
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+/// Characters of an RFC 3261 user part other than escapes: unreserved and user-unreserved.
+/// `#` is not in the grammar but phones send it unescaped in dial strings (`*31#123`); it
+/// cannot shift any boundary, so it is tolerated.
+fn is_user_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/#".contains(&b)
+}
+
+/// RFC 3966 phonedigit-hex plus the `+` of global numbers.
+fn is_tel_char(b: u8) -> bool {
+    b.is_ascii_hexdigit() || b"*#-.()+".contains(&b)
+}
+
 /// Parses a To/From header value (`"Name" <sip:user@host;p>;tag=x`, `sip:user@host;tag=x`,
 /// `<sips:...>`, `<tel:+123>`) into the AOR. Rejects values over 4096 bytes, CTL bytes, a
 /// missing URI.
@@ -34,30 +74,28 @@ pub fn parse_aor(header_value: &[u8]) -> Result<Aor, AorError> {
     {
         return Err(bad("control bytes"));
     }
-    let text = std::str::from_utf8(header_value)
-        .map_err(|_| bad("not UTF-8"))?
-        .trim();
+    std::str::from_utf8(header_value).map_err(|_| bad("not UTF-8"))?;
+    let text = trim_lws(header_value);
     if text.is_empty() {
         return Err(bad("empty"));
     }
-    let uri = uri_of(text)?;
-    parse_uri(uri)
+    parse_uri(uri_of(text)?)
 }
 
 /// The URI inside a name-addr (`<...>`, after an optional display name) or a bare addr-spec
 /// (up to the first `;`, which starts header parameters).
-fn uri_of(text: &str) -> Result<&str, AorError> {
-    let bytes = text.as_bytes();
+fn uri_of(text: &[u8]) -> Result<&[u8], AorError> {
     let mut i = 0;
     let mut in_quotes = false;
-    while i < bytes.len() {
-        match bytes[i] {
+    let mut open = None;
+    while i < text.len() {
+        match text[i] {
+            // quoted-pair: the next byte is literal (a `"` or `\` must not end the string).
             b'\\' if in_quotes => i += 1,
             b'"' => in_quotes = !in_quotes,
             b'<' if !in_quotes => {
-                let rest = &text[i + 1..];
-                let end = rest.find('>').ok_or(bad("unterminated <"))?;
-                return Ok(rest[..end].trim());
+                open = Some(i);
+                break;
             }
             _ => {}
         }
@@ -66,55 +104,186 @@ fn uri_of(text: &str) -> Result<&str, AorError> {
     if in_quotes {
         return Err(bad("unterminated quote"));
     }
-    Ok(text.split(';').next().unwrap_or("").trim())
+    let Some(open) = open else {
+        let end = text.iter().position(|&b| b == b';').unwrap_or(text.len());
+        return Ok(trim_lws(&text[..end]));
+    };
+    check_display_name(&text[..open])?;
+    let inner = &text[open + 1..];
+    let close = inner
+        .iter()
+        .position(|&b| b == b'>')
+        .ok_or(bad("unterminated <"))?;
+    // Only header parameters may follow: a second URI or stray text would make the value
+    // mean different things to different parsers.
+    let after = trim_lws(&inner[close + 1..]);
+    if after.first().is_some_and(|&b| b != b';') {
+        return Err(bad("text after the URI"));
+    }
+    Ok(trim_lws(&inner[..close]))
 }
 
-fn parse_uri(uri: &str) -> Result<Aor, AorError> {
-    let (scheme, rest) = uri.split_once(':').ok_or(bad("no URI scheme"))?;
-    if scheme.eq_ignore_ascii_case("tel") {
-        let number = rest.split(';').next().unwrap_or("").trim();
-        if number.is_empty() {
-            return Err(bad("empty tel URI"));
+/// A display name is empty, one quoted-string, or words of token characters. Non-ASCII
+/// letters are tolerated in unquoted words because many phones send them unquoted.
+fn check_display_name(name: &[u8]) -> Result<(), AorError> {
+    let name = trim_lws(name);
+    if let Some(body) = name.strip_prefix(b"\"") {
+        let mut i = 0;
+        while i < body.len() {
+            match body[i] {
+                b'\\' => i += 2,
+                b'"' => {
+                    return if body.len() == i + 1 {
+                        Ok(())
+                    } else {
+                        Err(bad("text after the quoted display name"))
+                    };
+                }
+                _ => i += 1,
+            }
+        }
+        return Err(bad("unterminated quote"));
+    }
+    if name
+        .iter()
+        .all(|&b| is_token_char(b) || is_lws(b) || b >= 0x80)
+    {
+        Ok(())
+    } else {
+        Err(bad("bad display name"))
+    }
+}
+
+fn parse_uri(uri: &[u8]) -> Result<Aor, AorError> {
+    // SIP and tel URIs are ASCII without spaces or quotes; anything else is not one.
+    if uri
+        .iter()
+        .any(|&b| !b.is_ascii_graphic() || matches!(b, b'<' | b'>' | b'"' | b'\\'))
+    {
+        return Err(bad("bad character in URI"));
+    }
+    let colon = uri
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(bad("no URI scheme"))?;
+    let (scheme, rest) = (&uri[..colon], &uri[colon + 1..]);
+    if scheme.eq_ignore_ascii_case(b"tel") {
+        let end = rest.iter().position(|&b| b == b';').unwrap_or(rest.len());
+        let number = &rest[..end];
+        if !number.iter().any(u8::is_ascii_hexdigit) || !number.iter().all(|&b| is_tel_char(b)) {
+            return Err(bad("bad tel number"));
         }
         return Ok(Aor {
-            user: number.to_string(),
+            user: ascii(number),
             host: String::new(),
         });
     }
-    if !scheme.eq_ignore_ascii_case("sip") && !scheme.eq_ignore_ascii_case("sips") {
+    if !scheme.eq_ignore_ascii_case(b"sip") && !scheme.eq_ignore_ascii_case(b"sips") {
         return Err(bad("not a sip, sips or tel URI"));
     }
-    // userinfo ends at the last '@' before any parameters or headers.
-    let end_of_hostport = rest.find([';', '?']).unwrap_or(rest.len());
-    let (userinfo, hostport) = match rest[..end_of_hostport].rfind('@') {
-        Some(at) => (&rest[..at], &rest[at + 1..end_of_hostport]),
-        None => ("", &rest[..end_of_hostport]),
+    // No part of a SIP URI after the userinfo may hold `@` (RFC 3261 25.1), so the one `@`
+    // ends the userinfo even when the user holds `;` or `?`; two of them is not a SIP URI.
+    let mut ats = rest.iter().enumerate().filter(|(_, &b)| b == b'@');
+    let (user, hostpart) = match (ats.next(), ats.next()) {
+        (None, _) => (&rest[..0], rest),
+        (Some((at, _)), None) => (user_of(&rest[..at])?, &rest[at + 1..]),
+        (Some(_), Some(_)) => return Err(bad("more than one '@'")),
     };
-    let user = userinfo.split(':').next().unwrap_or("");
-    let host = if let Some(v6) = hostport.strip_prefix('[') {
-        let close = v6.find(']').ok_or(bad("unterminated IPv6 host"))?;
-        &hostport[..close + 2]
-    } else {
-        hostport.split(':').next().unwrap_or("")
-    };
-    if host.is_empty()
-        || host.contains(|c: char| c.is_whitespace() || c == '<' || c == '>' || c == '"')
-    {
-        return Err(bad("no usable host"));
-    }
-    if user.contains(|c: char| c.is_whitespace() || c == '<' || c == '>' || c == '"') {
-        return Err(bad("bad user part"));
-    }
+    let end = hostpart
+        .iter()
+        .position(|&b| b == b';' || b == b'?')
+        .unwrap_or(hostpart.len());
+    let host = host_of(&hostpart[..end])?;
     Ok(Aor {
-        user: user.to_string(),
-        host: host.to_ascii_lowercase(),
+        user: ascii(user),
+        host: ascii(host).to_ascii_lowercase(),
     })
+}
+
+/// `user[:password]` -> user, checked against the RFC 3261 user grammar.
+fn user_of(userinfo: &[u8]) -> Result<&[u8], AorError> {
+    let end = userinfo
+        .iter()
+        .position(|&b| b == b':')
+        .unwrap_or(userinfo.len());
+    let user = &userinfo[..end];
+    if user.is_empty() {
+        return Err(bad("empty user part before '@'"));
+    }
+    let mut i = 0;
+    while i < user.len() {
+        if user[i] == b'%' {
+            let escape_ok = user
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+            if !escape_ok {
+                return Err(bad("bad escape in user part"));
+            }
+            i += 3;
+        } else if is_user_char(user[i]) {
+            i += 1;
+        } else {
+            return Err(bad("bad user part"));
+        }
+    }
+    Ok(user)
+}
+
+/// `host[:port]` or `[v6][:port]` -> host (brackets kept for IPv6).
+fn host_of(hostport: &[u8]) -> Result<&[u8], AorError> {
+    let (host, port) = if hostport.first() == Some(&b'[') {
+        let close = hostport
+            .iter()
+            .position(|&b| b == b']')
+            .ok_or(bad("unterminated IPv6 host"))?;
+        let inside = &hostport[1..close];
+        if !inside.contains(&b':')
+            || !inside
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return Err(bad("bad IPv6 host"));
+        }
+        hostport.split_at(close + 1)
+    } else {
+        let end = hostport
+            .iter()
+            .position(|&b| b == b':')
+            .unwrap_or(hostport.len());
+        let host = &hostport[..end];
+        // `_` is not in the hostname grammar but exists in real internal names.
+        if host.is_empty()
+            || !host
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        {
+            return Err(bad("no usable host"));
+        }
+        hostport.split_at(end)
+    };
+    match port {
+        [] => Ok(host),
+        [b':', digits @ ..]
+            if (1..=5).contains(&digits.len())
+                && digits.iter().all(u8::is_ascii_digit)
+                && ascii(digits).parse::<u32>().is_ok_and(|p| p <= 65535) =>
+        {
+            Ok(host)
+        }
+        _ => Err(bad("bad port")),
+    }
+}
+
+/// Bytes already checked to be ASCII, as a String.
+fn ascii(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| b as char).collect()
 }
 
 fn matches(name: &str, aor: &Aor, use_domain: bool) -> bool {
     if name.is_empty() || aor.user.is_empty() {
         return false;
     }
+    // Split at the last '@': a user part never holds an unescaped one, a login name might.
     match name.rsplit_once('@') {
         Some((user, host)) => {
             !user.is_empty()
@@ -143,46 +312,68 @@ mod tests {
     use super::*;
 
     fn aor(v: &str) -> Aor {
-        parse_aor(v.as_bytes()).unwrap()
+        parse_aor(v.as_bytes()).unwrap_or_else(|e| panic!("{v:?}: {e:?}"))
+    }
+
+    fn ua(user: &str, host: &str) -> Aor {
+        Aor {
+            user: user.into(),
+            host: host.into(),
+        }
     }
 
     #[test]
     fn name_addr_and_addr_spec() {
+        assert_eq!(aor("<sip:alice@example.com>"), ua("alice", "example.com"));
         assert_eq!(
-            aor("<sip:alice@example.com>"),
-            Aor {
-                user: "alice".into(),
-                host: "example.com".into()
-            }
-        );
-        assert_eq!(
-            aor("\"Alice <x>\" <sip:alice:pw@EXAMPLE.com:5060;transport=tcp>;tag=1").host,
-            "example.com"
+            aor("\"Alice <x>\" <sip:alice:pw@EXAMPLE.com:5060;transport=tcp>;tag=1"),
+            ua("alice", "example.com")
         );
         assert_eq!(aor("\"A\\\"B\" <sips:bob@h>").user, "bob");
-        assert_eq!(
-            aor("sip:carol@h.net;tag=abc"),
-            Aor {
-                user: "carol".into(),
-                host: "h.net".into()
-            }
-        );
+        assert_eq!(aor("\"A\\\\\" <sips:bob@h>").user, "bob");
+        assert_eq!(aor("sip:carol@h.net;tag=abc"), ua("carol", "h.net"));
         assert_eq!(aor("Carol <sip:carol@h.net?subject=x>").host, "h.net");
+        assert_eq!(aor("Carol Ann  Smith <sip:carol@h.net>").user, "carol");
+        assert_eq!(aor("J\u{f6}rg <sip:joerg@h.net>").user, "joerg");
         assert_eq!(
-            aor("sip:example.com"),
-            Aor {
-                user: "".into(),
-                host: "example.com".into()
-            }
+            aor("\"J\u{f6}rg; \\\"x\\\" <y>\" <sip:joerg@h.net>").user,
+            "joerg"
         );
-        assert_eq!(aor("<sip:dave@[2001:db8::1]:5060>").host, "[2001:db8::1]");
+        assert_eq!(aor("sip:example.com"), ua("", "example.com"));
+        assert_eq!(aor("<sip:example.com:5060;lr>"), ua("", "example.com"));
         assert_eq!(
-            aor("<tel:+15551234;phone-context=x>"),
-            Aor {
-                user: "+15551234".into(),
-                host: "".into()
-            }
+            aor("<sip:dave@[2001:db8::1]:5060>"),
+            ua("dave", "[2001:db8::1]")
         );
+        assert_eq!(aor("<sip:dave@[2001:DB8::1]>").host, "[2001:db8::1]");
+        assert_eq!(aor("sip:[::1];tag=x"), ua("", "[::1]"));
+        assert_eq!(aor("<sip:e@192.0.2.1:5061>"), ua("e", "192.0.2.1"));
+        assert_eq!(aor("<tel:+15551234;phone-context=x>"), ua("+15551234", ""));
+        assert_eq!(aor("TEL:+1-555-12(34)").user, "+1-555-12(34)");
+        assert_eq!(aor("<tel:*31#5>;tag=1").user, "*31#5");
+    }
+
+    #[test]
+    fn schemes_spacing_and_params() {
+        assert_eq!(aor("  <SIP:alice@Example.COM>  ").host, "example.com");
+        assert_eq!(aor("\t<SiPs:alice@h>;tag=1 ; x=\"a;b<c>\"").user, "alice");
+        assert_eq!(aor("< sip:alice@h >").user, "alice");
+        assert_eq!(aor("<sip:alice@h>;tag=1").user, "alice");
+        assert_eq!(aor("\"\" <sip:alice@h>").user, "alice");
+        // Params and headers of the URI never leak into the host.
+        assert_eq!(aor("<sip:alice@h;user=phone?X=1>").host, "h");
+        assert_eq!(aor("<sip:alice@h?X=1;y>").host, "h");
+        // The user part may hold `;`, `?`, escapes and other user-unreserved characters.
+        assert_eq!(aor("<sip:alice;x=y@h>"), ua("alice;x=y", "h"));
+        assert_eq!(aor("<sip:a%40b?&=+$,/@h>").user, "a%40b?&=+$,/");
+        assert_eq!(aor("<sip:*31#123@h>").user, "*31#123");
+        assert_eq!(aor("<sip:+15551234@h;user=phone>").user, "+15551234");
+        // In an addr-spec everything after the first `;` belongs to the header.
+        assert_eq!(aor("sip:alice@h;transport=tcp;tag=9"), ua("alice", "h"));
+        assert_eq!(aor("sip:h.net:5060;tag=9"), ua("", "h.net"));
+        assert_eq!(aor("sip:alice:secret@h:1"), ua("alice", "h"));
+        assert_eq!(aor("sip:alice:@h"), ua("alice", "h"));
+        assert_eq!(aor("<sip:alice@host_1.internal>").host, "host_1.internal");
     }
 
     #[test]
@@ -190,21 +381,104 @@ mod tests {
         for v in [
             "",
             "   ",
+            "\t",
+            "<>",
+            "< >",
             "<sip:alice@example.com",
+            "sip:alice@example.com>",
             "\"unterminated <sip:a@b>",
+            "\"a\\\" <sip:a@b>",
+            "Al\"ice\" <sip:a@b>",
+            "\"A\" \"B\" <sip:a@b>",
+            "\"A\" x <sip:a@b>",
+            "a@b <sip:a@b>",
+            "x:y <sip:a@b>",
+            "a;b <sip:a@b>",
+            "<sip:a@b> <sip:c@d>",
+            "<sip:a@b>x",
+            "<sip:a@b> tag=1",
             "<http://example.com>",
+            "<mailto:a@b>",
+            "<sip>",
+            "<sip:>",
+            "<:a@b>",
             "<sip:alice@>",
+            "<sip:@h>",
+            "<sip::pw@h>",
+            "<sip:a@b@c>",
+            "<sip:a@b;x=@c>",
             "alice@example.com",
+            "alice",
             "<sip:a b@c>",
+            "<sip:a\tb@c>",
+            "<sip:a@b c>",
+            "<sip:a\"b@c>",
+            "<sip:a\\b@c>",
+            "<sip:a@b\"c>",
+            "<sip:\u{e9}@c>",
+            "<sip:a@\u{e9}.com>",
+            "<sip:a%4@b>",
+            "<sip:a%zz@b>",
+            "<sip:a%@b>",
+            "<sip:a[1]@b>",
             "<sip:a@[::1>",
+            "<sip:a@[]>",
+            "<sip:a@[g::1]>",
+            "<sip:a@[1.2.3.4]>",
+            "<sip:a@[::1]x>",
+            "<sip:a@[::1]:>",
+            "<sip:a@h:>",
+            "<sip:a@h:99999>",
+            "<sip:a@h:123456>",
+            "<sip:a@h:5o6o>",
+            "<sip:a@h:5060:1>",
+            "<sip:a@:5060>",
+            "<sip:a@h/x>",
+            "<sip:a@h,g>",
+            "sip:a@b,sip:c@d",
+            "<tel:>",
+            "<tel:;x=1>",
+            "<tel:+>",
+            "<tel:+1 555>",
+            "<tel:+1@h>",
+            "<tel:abc>x",
+            "<tel:+1%32>",
         ] {
             assert!(parse_aor(v.as_bytes()).is_err(), "{v:?}");
         }
+    }
+
+    #[test]
+    fn hostile_bytes_and_sizes() {
+        for bad in [0u8, 1, 0x0a, 0x0d, 0x1f, 0x7f] {
+            let mut v = b"<sip:alice@example.com>;tag=1".to_vec();
+            v.insert(5, bad);
+            assert!(parse_aor(&v).is_err(), "{bad:#x} in the URI");
+            let mut v = b"\"Al ice\" <sip:alice@example.com>".to_vec();
+            v.insert(3, bad);
+            assert!(parse_aor(&v).is_err(), "{bad:#x} in the display name");
+            let mut v = b"<sip:alice@example.com>;tag=1".to_vec();
+            v.push(bad);
+            assert!(parse_aor(&v).is_err(), "{bad:#x} after the params");
+        }
         assert!(parse_aor(b"<sip:a@b>\r\nX: y").is_err());
-        assert!(parse_aor(b"<sip:a\x00@b>").is_err());
-        assert!(parse_aor(&[0xff, 0xfe]).is_err());
-        let long = format!("<sip:{}@b>", "a".repeat(5000));
+        for v in [
+            &[0xffu8, 0xfe][..],
+            b"<sip:a@b>;tag=\xff",
+            b"\"\xc3\" <sip:a@b>",
+            b"\xed\xa0\x80 <sip:a@b>",
+        ] {
+            assert!(parse_aor(v).is_err(), "{v:?}");
+        }
+        let fits = format!("<sip:{}@b>", "a".repeat(MAX_HEADER - 8));
+        assert_eq!(fits.len(), MAX_HEADER);
+        assert_eq!(parse_aor(fits.as_bytes()).unwrap().host, "b");
+        let long = format!("<sip:{}@b>", "a".repeat(MAX_HEADER - 7));
         assert!(parse_aor(long.as_bytes()).is_err());
+        assert!(parse_aor("a".repeat(60 * 1024).as_bytes()).is_err());
+        let mut junk = vec![b'"'; 60 * 1024];
+        junk[0] = 0;
+        assert!(parse_aor(&junk).is_err());
     }
 
     #[test]
@@ -217,35 +491,106 @@ mod tests {
         );
         assert!(token_user_matches("alice@example.COM", &a, false));
         assert!(!token_user_matches("alice@other.com", &a, false));
+        assert!(!token_user_matches("Alice@example.com", &a, false));
         assert!(
             !token_user_matches("alice", &a, true),
             "use_domain needs user@host"
         );
         assert!(token_user_matches("alice@example.com", &a, true));
+        assert!(token_user_matches("alice@EXAMPLE.com", &a, true));
+        assert!(!token_user_matches("alice@other.com", &a, true));
         assert!(!token_user_matches("", &a, false));
+        assert!(!token_user_matches("", &a, true));
         assert!(!token_user_matches("@example.com", &a, false));
+        assert!(!token_user_matches("alice@", &a, false));
+        assert!(!token_user_matches("@", &a, false));
+        assert!(!token_user_matches("alice ", &a, false));
+        assert!(!token_user_matches("alice@example.com ", &a, false));
+        assert!(!token_user_matches("x@alice@example.com", &a, false));
         assert!(digest_user_matches("alice", &a, false));
+        assert!(digest_user_matches("alice@example.com", &a, true));
+        assert!(!digest_user_matches("alice", &a, true));
         assert!(!digest_user_matches("bob", &a, false));
+        assert!(!digest_user_matches("", &a, false));
+        // The last '@' splits: a name holding '@' in its user part compares as a whole.
+        let odd = Aor {
+            user: "a@b".into(),
+            host: "h".into(),
+        };
+        assert!(token_user_matches("a@b@h", &odd, false));
         let tel = aor("<tel:+155>");
         assert!(!token_user_matches("+155@", &tel, false));
+        assert!(!token_user_matches("+155@", &tel, true));
         assert!(token_user_matches("+155", &tel, false));
+        assert!(!token_user_matches("+155", &tel, true));
         let no_user = aor("<sip:example.com>");
         assert!(!token_user_matches("example.com", &no_user, false));
+        assert!(!token_user_matches("@example.com", &no_user, true));
+        let v6 = aor("<sip:bob@[2001:DB8::1]>");
+        assert!(token_user_matches("bob@[2001:db8::1]", &v6, true));
+    }
+
+    /// xorshift32: deterministic noise without a dependency.
+    fn noise(seed: &mut u32) -> u32 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 17;
+        *seed ^= *seed << 5;
+        *seed
+    }
+
+    fn check(v: &[u8]) {
+        if let Ok(a) = parse_aor(v) {
+            // Whatever is accepted is plain ASCII without separators that could confuse a
+            // later comparison or log line.
+            assert!(a.host.bytes().all(|b| b.is_ascii_graphic()), "{v:?}");
+            assert!(
+                a.user.bytes().all(|b| b.is_ascii_graphic() && b != b'@'),
+                "{v:?}"
+            );
+            assert_eq!(a.host, a.host.to_ascii_lowercase());
+            if !a.user.is_empty() {
+                assert!(token_user_matches(&a.user, &a, false));
+                if !a.host.is_empty() {
+                    let full = format!("{}@{}", a.user, a.host);
+                    assert!(digest_user_matches(&full, &a, true), "{v:?}");
+                }
+            }
+        }
     }
 
     #[test]
     fn never_panics_on_noise() {
+        let alphabet = b"<>\":;@[]sip:tel\\ \ta.5?%\xc3\xa9\xff\x00";
         let mut seed = 0x1234_5678u32;
-        for _ in 0..20_000 {
-            let len = (seed % 64) as usize;
-            let mut v = Vec::with_capacity(len);
-            for _ in 0..len {
-                seed ^= seed << 13;
-                seed ^= seed >> 17;
-                seed ^= seed << 5;
-                v.push(b"<>\":;@[]sip:tel\\ a\xc3\xa9"[(seed % 19) as usize]);
+        for _ in 0..30_000 {
+            let len = (noise(&mut seed) % 64) as usize;
+            let v: Vec<u8> = (0..len)
+                .map(|_| alphabet[noise(&mut seed) as usize % alphabet.len()])
+                .collect();
+            check(&v);
+        }
+        for _ in 0..10_000 {
+            let len = (noise(&mut seed) % 128) as usize;
+            let v: Vec<u8> = (0..len).map(|_| noise(&mut seed) as u8).collect();
+            check(&v);
+        }
+        // Mutations of a valid value reach the deeper branches.
+        let base = b"\"Al\\\"ice\" <sips:alice:pw@[::1]:5061;lr?h=v>;tag=1";
+        const PICK: &[u8] = b"<>\":;@[]\\ ?%\xc3x";
+        for _ in 0..30_000 {
+            let mut v = base.to_vec();
+            for _ in 0..(1 + noise(&mut seed) % 3) {
+                let at = noise(&mut seed) as usize % (v.len() + 1);
+                let b = PICK[noise(&mut seed) as usize % PICK.len()];
+                match noise(&mut seed) % 3 {
+                    0 if at < v.len() => {
+                        v.remove(at);
+                    }
+                    1 if at < v.len() => v[at] = b,
+                    _ => v.insert(at, b),
+                }
             }
-            let _ = parse_aor(&v);
+            check(&v);
         }
     }
 }

@@ -80,8 +80,12 @@ impl NonceKey {
         self.mac(signed)
             .verify_truncated_left(tag)
             .map_err(|_| NonceError::Forged)?;
-        let issued = u64::from_be_bytes(signed[..TIME_LEN].try_into().unwrap());
-        if issued > now + MAX_SKEW_SECS || now.saturating_sub(issued) > lifetime_secs {
+        let mut time = [0u8; TIME_LEN];
+        time.copy_from_slice(&signed[..TIME_LEN]);
+        let issued = u64::from_be_bytes(time);
+        // Saturating: a `now` near u64::MAX (broken clock, hostile test) must not overflow.
+        if issued > now.saturating_add(MAX_SKEW_SECS) || now.saturating_sub(issued) > lifetime_secs
+        {
             return Err(NonceError::Expired);
         }
         Ok(issued)
@@ -150,6 +154,89 @@ mod tests {
             "é".repeat(36).as_str(),
         ] {
             assert_eq!(k.verify(g, 1000, 300), Err(NonceError::Forged), "{g:?}");
+        }
+    }
+
+    #[test]
+    fn expiry_boundaries() {
+        let k = NonceKey::new(KEY);
+        let n = k.issue(5000, &[3; 12]);
+        assert_eq!(
+            k.verify(&n, 5000, 0),
+            Ok(5000),
+            "lifetime 0: valid in its own second"
+        );
+        assert_eq!(k.verify(&n, 5001, 0), Err(NonceError::Expired));
+        assert_eq!(k.verify(&n, 4995, 60), Ok(5000), "exactly the allowed skew");
+        assert_eq!(k.verify(&n, 4994, 60), Err(NonceError::Expired));
+        assert_eq!(k.verify(&n, 5060, 60), Ok(5000));
+        assert_eq!(k.verify(&n, 5061, 60), Err(NonceError::Expired));
+        assert_eq!(k.verify(&n, u64::MAX, u64::MAX), Ok(5000));
+        assert_eq!(k.verify(&n, u64::MAX, 60), Err(NonceError::Expired));
+        assert_eq!(k.verify(&n, 0, 60), Err(NonceError::Expired));
+    }
+
+    #[test]
+    fn extreme_times_do_not_overflow() {
+        let k = NonceKey::new(KEY);
+        let late = k.issue(u64::MAX, &[0; 12]);
+        assert_eq!(k.verify(&late, u64::MAX, 0), Ok(u64::MAX));
+        assert_eq!(k.verify(&late, u64::MAX - 5, 10), Ok(u64::MAX));
+        assert_eq!(k.verify(&late, 0, u64::MAX), Err(NonceError::Expired));
+        let early = k.issue(0, &[0xff; 12]);
+        assert_eq!(k.verify(&early, 0, 0), Ok(0));
+        assert_eq!(k.verify(&early, u64::MAX, 300), Err(NonceError::Expired));
+    }
+
+    #[test]
+    fn layout_and_uniqueness() {
+        let k = NonceKey::new(KEY);
+        let n = k.issue(0x0102_0304_0506_0708, &[0xab; 12]);
+        assert!(n.starts_with("0102030405060708abababababababababababab"));
+        assert!(n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        // Same inputs, same nonce (deterministic); any change in time or randomness shows.
+        assert_eq!(n, k.issue(0x0102_0304_0506_0708, &[0xab; 12]));
+        assert_ne!(n, k.issue(0x0102_0304_0506_0709, &[0xab; 12]));
+        // An empty or short key still works (the configuration layer enforces the length).
+        let weak = NonceKey::new(b"");
+        let w = weak.issue(7, &[1; 12]);
+        assert_eq!(weak.verify(&w, 7, 1), Ok(7));
+        assert_eq!(k.verify(&w, 7, 1), Err(NonceError::Forged));
+    }
+
+    #[test]
+    fn mac_is_checked_before_age() {
+        // A forged nonce must read as Forged whatever its claimed time, so a client cannot
+        // learn anything from Expired vs Forged without the key.
+        let k = NonceKey::new(KEY);
+        let mut b = k.issue(1000, &[9; 12]).into_bytes();
+        b[NONCE_LEN - 1] = if b[NONCE_LEN - 1] == b'0' { b'1' } else { b'0' };
+        let t = String::from_utf8(b).unwrap();
+        assert_eq!(k.verify(&t, 1_000_000, 300), Err(NonceError::Forged));
+    }
+
+    #[test]
+    fn never_panics_on_noise() {
+        let k = NonceKey::new(KEY);
+        let mut seed = 0xdead_beefu32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        let alphabet = b"0123456789abcdefABCDEFxyz \x00\xc3\xa9";
+        for _ in 0..20_000 {
+            let len = if next() % 2 == 0 {
+                NONCE_LEN
+            } else {
+                (next() % 100) as usize
+            };
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| alphabet[next() as usize % alphabet.len()])
+                .collect();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(k.verify(&text, 1000, 300).is_err());
         }
     }
 }
