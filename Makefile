@@ -24,7 +24,7 @@ MODULES_DIR ?= $(firstword $(wildcard \
 	$(OPENSIPS_PREFIX)/lib/opensips/modules \
 	$(OPENSIPS_PREFIX)/lib/x86_64-linux-gnu/opensips/modules))
 
-.PHONY: all build install uninstall test unit e2e demo bench fuzz clean
+.PHONY: all build install uninstall test unit e2e panic-build demo bench fuzz clean
 
 all: build
 
@@ -48,13 +48,20 @@ test: unit e2e
 unit:
 	$(CARGO) test
 
-e2e: build
-	$(PYTHON) tests/e2e/run.py
+# The e2e suite also gets a build with the test-only `panic-test` feature, to prove the guard.
+PANIC_MODULE := target/panic-test/release/libsso_auth.so
+
+e2e: build panic-build
+	SSO_AUTH_PANIC_MODULE=$(CURDIR)/$(PANIC_MODULE) $(PYTHON) tests/e2e/run.py
+
+panic-build:
+	$(CARGO) build --release --features panic-test --target-dir target/panic-test
 
 demo: build
 	$(PYTHON) examples/demo.py
 
 bench: build
+	$(CARGO) bench --bench core_paths
 	$(PYTHON) bench/run.py
 
 fuzz:

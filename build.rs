@@ -73,6 +73,7 @@ fn main() {
     // Test and bench executables link the rlib, whose FFI layer names OpenSIPS core symbols
     // that only exist inside a running opensips. They never call them; let the link succeed.
     println!("cargo:rustc-link-arg-tests=-Wl,--unresolved-symbols=ignore-all");
+    println!("cargo:rustc-link-arg-benches=-Wl,--unresolved-symbols=ignore-all");
 }
 
 fn abi_of(version: &str) -> Option<&'static str> {
