@@ -14,7 +14,7 @@ use super::nonce::{NonceError, NonceKey};
 use super::replay::{ReplayError, ReplayGuard};
 use super::sso::{DigestLogin, Introspection, LoginOutcome, SsoApi, SsoError};
 use super::stats::{Stat, Stats};
-use super::token_cache::{Lookup, SharedTokenCache};
+use super::token_cache::{Lookup, SharedTokenCache, TokenId};
 
 /// Return codes of sso_authorize / sso_proxy_authorize (OpenSIPS auth's codes, extended).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +117,7 @@ impl Outcome {
 /// A few hex digits of SHA-256 of a secret value: enough to correlate log lines, useless to
 /// an attacker.
 pub fn fingerprint(secret: &str) -> String {
-    digest::hash_hex(Algorithm::Sha256, secret.as_bytes())[..8].to_string()
+    TokenId::of(secret).fingerprint()
 }
 
 /// State every worker of the instance shares: made in the main process before fork.
@@ -185,6 +185,7 @@ impl Authorizer {
     fn introspect_cached(
         &self,
         token: &str,
+        id: &TokenId,
         sso: &mut dyn SsoApi,
         now: u64,
     ) -> Result<(Option<Introspection>, bool), SsoError> {
@@ -192,12 +193,13 @@ impl Authorizer {
         let stats = &self.shared.stats;
         let budget = Duration::from_millis(self.cfg.http_timeout_ms);
         let claim_until = now + budget.as_secs() + 2;
-        let started = Instant::now();
+        // Read the clock only if another worker makes us wait.
+        let mut started: Option<Instant> = None;
         loop {
             let looked = if self.cfg.cache_ttl == 0 {
                 Lookup::Uncached
             } else {
-                cache.lookup(token, now, claim_until)
+                cache.lookup(id, now, claim_until)
             };
             match looked {
                 Lookup::Hit(info) => {
@@ -208,7 +210,7 @@ impl Authorizer {
                     stats.inc(Stat::CacheHits);
                     return Ok((None, true));
                 }
-                Lookup::Pending if started.elapsed() < budget => {
+                Lookup::Pending if started.get_or_insert_with(Instant::now).elapsed() < budget => {
                     std::thread::sleep(PENDING_POLL);
                     continue;
                 }
@@ -218,10 +220,10 @@ impl Authorizer {
                     let answer = self.count_sso(sso.introspect(token));
                     match &answer {
                         Ok(info) if self.usable(info, now) => {
-                            cache.store_positive(token, info, now, self.cfg.cache_ttl)
+                            cache.store_positive(id, info, now, self.cfg.cache_ttl)
                         }
-                        Ok(_) => cache.store_negative(token, now, self.cfg.negative_cache_ttl),
-                        Err(_) if claimed => cache.release(token, now),
+                        Ok(_) => cache.store_negative(id, now, self.cfg.negative_cache_ttl),
+                        Err(_) if claimed => cache.release(id, now),
                         Err(_) => {}
                     }
                     return answer.map(|i| (Some(i), false));
@@ -301,12 +303,10 @@ impl Authorizer {
     }
 
     fn decide(&mut self, req: &AuthRequest, sso: &mut dyn SsoApi, now: u64) -> Outcome {
-        let token_outcome = self.try_token(req, sso, now);
-        if let Some(ref t) = token_outcome {
-            if t.code.is_success() {
-                return t.clone();
-            }
-        }
+        let token_outcome = match self.try_token(req, sso, now) {
+            Some(t) if t.code.is_success() => return t,
+            other => other,
+        };
         // No valid token: regular SIP authentication decides when Digest credentials are there.
         match self.try_digest(req, sso, now) {
             Some(d) => {
@@ -339,8 +339,9 @@ impl Authorizer {
                 return Some(o);
             }
         };
-        let fp = fingerprint(&token);
-        let (info, cached) = match self.introspect_cached(&token, sso, now) {
+        let id = TokenId::of(&token);
+        let fp = id.fingerprint();
+        let (info, cached) = match self.introspect_cached(&token, &id, sso, now) {
             Ok((Some(info), cached)) => (info, cached),
             Ok((None, _)) => {
                 let mut o = Outcome::new(

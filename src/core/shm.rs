@@ -72,9 +72,27 @@ struct PidLock<'a> {
     word: &'a AtomicU32,
 }
 
-fn my_pid() -> u32 {
-    // SAFETY: getpid has no preconditions.
-    unsafe { libc::getpid() as u32 }
+/// This process's pid, cached: glibc's getpid is a system call, and the lock takes it on every
+/// request. A fork handler clears the cache in the child.
+pub fn current_pid() -> u32 {
+    static CACHED: AtomicU32 = AtomicU32::new(0);
+    static HANDLER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forget_in_child() {
+        CACHED.store(0, Ordering::Relaxed);
+    }
+    HANDLER.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
+    });
+    match CACHED.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: getpid has no preconditions.
+            let pid = unsafe { libc::getpid() as u32 };
+            CACHED.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -85,7 +103,7 @@ fn pid_alive(pid: u32) -> bool {
 
 impl<'a> PidLock<'a> {
     fn acquire(word: &'a AtomicU32) -> PidLock<'a> {
-        let me = my_pid();
+        let me = current_pid();
         let mut spins: u32 = 0;
         loop {
             let cur = word.load(Ordering::Relaxed);
@@ -373,12 +391,27 @@ mod tests {
     }
 
     #[test]
+    fn cached_pid_follows_fork() {
+        let parent = current_pid();
+        // SAFETY: the child only compares pids and exits with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let ok = current_pid() == unsafe { libc::getpid() as u32 } && current_pid() != parent;
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(status, 0);
+        assert_eq!(current_pid(), parent);
+    }
+
+    #[test]
     fn dead_owner_does_not_wedge_the_lock() {
         let word = AtomicU32::new(0);
         // A pid far above pid_max on Linux: never alive.
         word.store(0x7fff_fff0, Ordering::Relaxed);
         let lock = PidLock::acquire(&word);
-        assert_eq!(word.load(Ordering::Relaxed), my_pid());
+        assert_eq!(word.load(Ordering::Relaxed), current_pid());
         drop(lock);
         assert_eq!(word.load(Ordering::Relaxed), 0);
     }

@@ -9,7 +9,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::shm::{Found, SharedTable};
+use super::shm::{current_pid, Found, SharedTable};
 use super::sso::Introspection;
 
 /// Longest user name / scope kept in an entry; longer results are not cached.
@@ -53,14 +53,31 @@ pub struct SharedTokenCache {
     table: SharedTable<Entry>,
 }
 
-fn split_key(token: &str) -> ([u8; 16], [u8; 16]) {
-    let d = Sha256::digest(token.as_bytes());
-    (d[..16].try_into().unwrap(), d[16..].try_into().unwrap())
+/// SHA-256 of a token: computed once per request, it keys the cache and names the token in
+/// logs (a short prefix), so the raw token is never stored or printed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenId([u8; 32]);
+
+impl TokenId {
+    pub fn of(token: &str) -> TokenId {
+        TokenId(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// First 8 hex digits, for log lines.
+    pub fn fingerprint(&self) -> String {
+        self.0[..4].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn split(&self) -> ([u8; 16], [u8; 16]) {
+        (
+            self.0[..16].try_into().unwrap(),
+            self.0[16..].try_into().unwrap(),
+        )
+    }
 }
 
 fn pid() -> u32 {
-    // SAFETY: getpid has no preconditions.
-    unsafe { libc::getpid() as u32 }
+    current_pid()
 }
 
 impl SharedTokenCache {
@@ -80,8 +97,8 @@ impl SharedTokenCache {
     }
 
     /// Looks the token up; on a miss, leaves a pending mark valid until `claim_until`.
-    pub fn lookup(&self, token: &str, now: u64, claim_until: u64) -> Lookup {
-        let (key, check) = split_key(token);
+    pub fn lookup(&self, token: &TokenId, now: u64, claim_until: u64) -> Lookup {
+        let (key, check) = token.split();
         self.table.update(key, now, |found| match found {
             Found::Live(e, expires_at) => {
                 if e.check != check {
@@ -122,7 +139,7 @@ impl SharedTokenCache {
 
     /// Stores a positive result for min(now + ttl, exp); ttl 0 or an unfit result only clears
     /// the pending mark.
-    pub fn store_positive(&self, token: &str, info: &Introspection, now: u64, ttl: u64) {
+    pub fn store_positive(&self, token: &TokenId, info: &Introspection, now: u64, ttl: u64) {
         let until = match info.exp {
             Some(exp) if exp <= now as i64 => now,
             Some(exp) => (now + ttl).min(exp as u64),
@@ -136,7 +153,7 @@ impl SharedTokenCache {
             self.release(token, now);
             return;
         }
-        let (key, check) = split_key(token);
+        let (key, check) = token.split();
         let mut e = blank(check);
         e.state = POSITIVE;
         e.user[..user.len()].copy_from_slice(user.as_bytes());
@@ -151,20 +168,20 @@ impl SharedTokenCache {
     }
 
     /// Remembers for `ttl` seconds that the token is not active.
-    pub fn store_negative(&self, token: &str, now: u64, ttl: u64) {
+    pub fn store_negative(&self, token: &TokenId, now: u64, ttl: u64) {
         if ttl == 0 {
             self.release(token, now);
             return;
         }
-        let (key, check) = split_key(token);
+        let (key, check) = token.split();
         let mut e = blank(check);
         e.state = NEGATIVE;
         self.put(key, e, now + ttl, now);
     }
 
     /// Drops this caller's pending mark (the SSO call failed): others may try.
-    pub fn release(&self, token: &str, now: u64) {
-        let (key, check) = split_key(token);
+    pub fn release(&self, token: &TokenId, now: u64) {
+        let (key, check) = token.split();
         self.table.update(key, now, |found| {
             if let Found::Live(e, expires_at) = found {
                 if e.check == check && e.state == PENDING && e.owner == pid() {
@@ -224,9 +241,9 @@ mod tests {
     #[test]
     fn miss_claim_store_hit() {
         let c = SharedTokenCache::new(64).unwrap();
-        assert_eq!(c.lookup("t1", 100, 105), Lookup::Claimed);
-        c.store_positive("t1", &active("alice", Some(1000)), 100, 60);
-        match c.lookup("t1", 120, 125) {
+        assert_eq!(c.lookup(&TokenId::of("t1"), 100, 105), Lookup::Claimed);
+        c.store_positive(&TokenId::of("t1"), &active("alice", Some(1000)), 100, 60);
+        match c.lookup(&TokenId::of("t1"), 120, 125) {
             Lookup::Hit(i) => {
                 assert_eq!(i.user.as_deref(), Some("alice"));
                 assert_eq!(i.exp, Some(1000));
@@ -234,28 +251,38 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(c.lookup("t1", 160, 165), Lookup::Claimed, "ttl over");
+        assert_eq!(
+            c.lookup(&TokenId::of("t1"), 160, 165),
+            Lookup::Claimed,
+            "ttl over"
+        );
     }
 
     #[test]
     fn lifetime_never_passes_exp() {
         let c = SharedTokenCache::new(64).unwrap();
-        c.lookup("t", 100, 105);
-        c.store_positive("t", &active("bob", Some(110)), 100, 60);
-        assert!(matches!(c.lookup("t", 109, 115), Lookup::Hit(_)));
-        assert!(!matches!(c.lookup("t", 110, 115), Lookup::Hit(_)));
+        c.lookup(&TokenId::of("t"), 100, 105);
+        c.store_positive(&TokenId::of("t"), &active("bob", Some(110)), 100, 60);
+        assert!(matches!(
+            c.lookup(&TokenId::of("t"), 109, 115),
+            Lookup::Hit(_)
+        ));
+        assert!(!matches!(
+            c.lookup(&TokenId::of("t"), 110, 115),
+            Lookup::Hit(_)
+        ));
     }
 
     #[test]
     fn negative_and_off() {
         let c = SharedTokenCache::new(64).unwrap();
-        c.lookup("bad", 100, 105);
-        c.store_negative("bad", 100, 5);
-        assert_eq!(c.lookup("bad", 104, 110), Lookup::NegativeHit);
-        assert_eq!(c.lookup("bad", 105, 110), Lookup::Claimed);
-        c.store_positive("bad", &active("x", None), 105, 0);
+        c.lookup(&TokenId::of("bad"), 100, 105);
+        c.store_negative(&TokenId::of("bad"), 100, 5);
+        assert_eq!(c.lookup(&TokenId::of("bad"), 104, 110), Lookup::NegativeHit);
+        assert_eq!(c.lookup(&TokenId::of("bad"), 105, 110), Lookup::Claimed);
+        c.store_positive(&TokenId::of("bad"), &active("x", None), 105, 0);
         assert_eq!(
-            c.lookup("bad", 106, 110),
+            c.lookup(&TokenId::of("bad"), 106, 110),
             Lookup::Claimed,
             "ttl 0 caches nothing"
         );
@@ -264,20 +291,20 @@ mod tests {
     #[test]
     fn another_process_sees_pending_then_the_result() {
         let c = SharedTokenCache::new(64).unwrap();
-        assert_eq!(c.lookup("shared", 100, 110), Lookup::Claimed);
+        assert_eq!(c.lookup(&TokenId::of("shared"), 100, 110), Lookup::Claimed);
         // SAFETY: the child only reads the shared mapping and exits with _exit.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
-            let ok = c.lookup("shared", 101, 111) == Lookup::Pending;
+            let ok = c.lookup(&TokenId::of("shared"), 101, 111) == Lookup::Pending;
             unsafe { libc::_exit(if ok { 0 } else { 1 }) };
         }
         let mut status = 0;
         unsafe { libc::waitpid(pid, &mut status, 0) };
         assert_eq!(status, 0, "child must see the pending mark");
-        c.store_positive("shared", &active("carol", None), 102, 60);
+        c.store_positive(&TokenId::of("shared"), &active("carol", None), 102, 60);
         let pid = unsafe { libc::fork() };
         if pid == 0 {
-            let ok = matches!(c.lookup("shared", 103, 113), Lookup::Hit(_));
+            let ok = matches!(c.lookup(&TokenId::of("shared"), 103, 113), Lookup::Hit(_));
             unsafe { libc::_exit(if ok { 0 } else { 1 }) };
         }
         unsafe { libc::waitpid(pid, &mut status, 0) };
@@ -287,17 +314,17 @@ mod tests {
     #[test]
     fn release_lets_others_claim() {
         let c = SharedTokenCache::new(64).unwrap();
-        assert_eq!(c.lookup("r", 100, 110), Lookup::Claimed);
-        c.release("r", 101);
-        assert_eq!(c.lookup("r", 102, 112), Lookup::Claimed);
+        assert_eq!(c.lookup(&TokenId::of("r"), 100, 110), Lookup::Claimed);
+        c.release(&TokenId::of("r"), 101);
+        assert_eq!(c.lookup(&TokenId::of("r"), 102, 112), Lookup::Claimed);
     }
 
     #[test]
     fn raw_token_is_not_in_memory() {
         let c = SharedTokenCache::new(8).unwrap();
         let token = "very-secret-token-value-0123456789";
-        c.lookup(token, 1, 2);
-        c.store_positive(token, &active("alice", None), 1, 60);
+        c.lookup(&TokenId::of(token), 1, 2);
+        c.store_positive(&TokenId::of(token), &active("alice", None), 1, 60);
         // SAFETY: reading the table's own mapping as bytes.
         let bytes = unsafe { std::slice::from_raw_parts(c.table_base(), c.bytes()) };
         assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()));
