@@ -2,7 +2,7 @@
 //! header values (Digest, Bearer, anything else) and the token header value.
 //! They work on bytes, check length first, and refuse anything doubtful rather than guess.
 
-use super::text::is_token68_like;
+use super::text::{is_lws, is_token68_like, trim_lws};
 
 /// Longest header value the module looks at; longer values are rejected as malformed.
 pub const MAX_CREDENTIALS_LEN: usize = 8192;
@@ -50,10 +50,6 @@ fn malformed(why: &'static str) -> ParseError {
     ParseError::Malformed(why)
 }
 
-fn is_lws(b: u8) -> bool {
-    b == b' ' || b == b'\t'
-}
-
 /// RFC 3261 token characters (parameter names, unquoted values, scheme names).
 fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
@@ -63,22 +59,6 @@ fn is_token_char(b: u8) -> bool {
 /// `uri=sip:host` or `nonce=abc/+=` unquoted even though the grammar asks for quotes).
 fn is_unquoted_value_char(b: u8) -> bool {
     is_token_char(b) || b"/:=@?&$#[]".contains(&b)
-}
-
-fn trim_lws(mut s: &[u8]) -> &[u8] {
-    while let [first, rest @ ..] = s {
-        if !is_lws(*first) {
-            break;
-        }
-        s = rest;
-    }
-    while let [rest @ .., last] = s {
-        if !is_lws(*last) {
-            break;
-        }
-        s = rest;
-    }
-    s
 }
 
 /// Bytes already known to be ASCII (or cut from valid UTF-8 at ASCII boundaries) as text;

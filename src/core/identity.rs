@@ -4,6 +4,8 @@
 //! The parser is strict on purpose: the AOR decides whose identity a request claims, so a value
 //! that two parsers could read differently is refused instead of guessed at.
 
+use super::text::{is_lws, trim_lws};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Aor {
     /// User part, as written in the URI (no unescaping). May be empty.
@@ -22,26 +24,6 @@ const MAX_HEADER: usize = 4096;
 
 fn bad(why: &'static str) -> AorError {
     AorError::Malformed(why)
-}
-
-fn is_lws(b: u8) -> bool {
-    b == b' ' || b == b'\t'
-}
-
-fn trim_lws(mut s: &[u8]) -> &[u8] {
-    while let [first, rest @ ..] = s {
-        if !is_lws(*first) {
-            break;
-        }
-        s = rest;
-    }
-    while let [rest @ .., last] = s {
-        if !is_lws(*last) {
-            break;
-        }
-        s = rest;
-    }
-    s
 }
 
 /// RFC 3261 token characters.

@@ -34,6 +34,18 @@ pub fn is_token68_like(s: &str) -> bool {
         })
 }
 
+/// Linear white space inside a header value: space or HTAB.
+pub fn is_lws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// `s` without leading and trailing spaces and tabs.
+pub fn trim_lws(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| !is_lws(b)).unwrap_or(s.len());
+    let end = s.iter().rposition(|&b| !is_lws(b)).map_or(start, |i| i + 1);
+    &s[start..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +61,8 @@ mod tests {
         assert!(!is_token68_like("a b"));
         assert!(!is_token68_like(""));
         assert!(!is_token68_like("a,b"));
+        assert_eq!(trim_lws(b" \t ab c\t "), b"ab c");
+        assert_eq!(trim_lws(b" \t "), b"");
+        assert_eq!(trim_lws(b""), b"");
     }
 }

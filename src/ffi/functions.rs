@@ -237,59 +237,39 @@ fn consume(ptr: *mut sip_msg) -> c_int {
 
 type Arg = *mut c_void;
 
-pub unsafe extern "C" fn w_sso_authorize(
-    m: *mut sip_msg,
-    realm: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-) -> c_int {
-    authorize(c"sso_authorize", Placement::Www, m, realm)
+/// One `extern "C"` trampoline per script function. OpenSIPS always passes eight argument
+/// slots; the script functions use at most three, the rest are ignored.
+macro_rules! trampoline {
+    ($name:ident, |$m:ident, $a1:pat_param, $a2:pat_param, $a3:pat_param| $body:expr) => {
+        pub unsafe extern "C" fn $name(
+            $m: *mut sip_msg,
+            $a1: Arg,
+            $a2: Arg,
+            $a3: Arg,
+            _: Arg,
+            _: Arg,
+            _: Arg,
+            _: Arg,
+            _: Arg,
+        ) -> c_int {
+            $body
+        }
+    };
 }
 
-pub unsafe extern "C" fn w_sso_proxy_authorize(
-    m: *mut sip_msg,
-    realm: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-) -> c_int {
+trampoline!(w_sso_authorize, |m, realm, _, _| authorize(
+    c"sso_authorize",
+    Placement::Www,
+    m,
+    realm
+));
+trampoline!(w_sso_proxy_authorize, |m, realm, _, _| {
     authorize(c"sso_proxy_authorize", Placement::Proxy, m, realm)
-}
-
-pub unsafe extern "C" fn w_sso_challenge(
-    m: *mut sip_msg,
-    realm: Arg,
-    qop: Arg,
-    algs: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-) -> c_int {
+});
+trampoline!(w_sso_challenge, |m, realm, qop, algs| {
     challenge(c"sso_challenge", Placement::Www, m, realm, qop, algs)
-}
-
-pub unsafe extern "C" fn w_sso_proxy_challenge(
-    m: *mut sip_msg,
-    realm: Arg,
-    qop: Arg,
-    algs: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-) -> c_int {
+});
+trampoline!(w_sso_proxy_challenge, |m, realm, qop, algs| {
     challenge(
         c"sso_proxy_challenge",
         Placement::Proxy,
@@ -298,39 +278,16 @@ pub unsafe extern "C" fn w_sso_proxy_challenge(
         qop,
         algs,
     )
-}
+});
+trampoline!(w_sso_consume_credentials, |m, _, _, _| consume(m));
 
-pub unsafe extern "C" fn w_sso_consume_credentials(
-    m: *mut sip_msg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-) -> c_int {
-    consume(m)
-}
-
-/// Test-only (feature `panic-test`): proves that a panic becomes -5 and a log line.
+// Test-only (feature `panic-test`): proves that a panic becomes -5 and a log line.
 #[cfg(feature = "panic-test")]
-pub unsafe extern "C" fn w_sso_test_panic(
-    _: *mut sip_msg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-    _: Arg,
-) -> c_int {
+trampoline!(w_sso_test_panic, |_m, _, _, _| {
     guarded(
         c"sso_test_panic",
         ERROR,
         report_error,
         || -> Result<c_int, EntryError> { panic!("deliberate panic from sso_test_panic") },
     )
-}
+});

@@ -179,6 +179,21 @@ class _HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 64
 
+    ssl_context = None
+
+    def finish_request(self, request, client_address):
+        # TLS handshake in the connection's own thread, so a client that fails or stalls
+        # the handshake (the TLS test cases) never blocks the accept loop
+        if self.ssl_context is not None:
+            request.settimeout(10)
+            try:
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+            except OSError:
+                self.sso._count("tls-handshake-failed", {}, {})
+                return
+            request.settimeout(None)
+        super().finish_request(request, client_address)
+
     def handle_error(self, request, client_address):
         # peers (OpenSIPS workers being stopped, fault modes) drop connections: not news
         exc = sys.exc_info()[1]
@@ -276,6 +291,8 @@ class _Handler(BaseHTTPRequestHandler):
 
         mode = sso.mode
         release = sso._release
+        if sso.delay and endpoint in ("introspect", "token"):
+            release.wait(sso.delay)
         if mode is not None and endpoint in ("introspect", "token"):
             if self._fault(mode, endpoint, release):
                 return
@@ -443,13 +460,17 @@ class SsoServer:
     users           {username: password}
     tokens          {token: {"username", "exp", "active", "scope", "report_as_is"}}
     client_id, client_secret, grant_type, token_lifetime
+    delay           seconds to sit on every /introspect and /token request before answering
     counts          {"introspect": n, "token": n, ...}   (read with count())
     requests        list of (endpoint, form, headers) in arrival order
     """
 
     def __init__(self, port=0, host="127.0.0.1", users=None, client_id=DEFAULT_CLIENT_ID,
-                 client_secret=DEFAULT_CLIENT_SECRET, verbose=False):
+                 client_secret=DEFAULT_CLIENT_SECRET, verbose=False, tls=None):
+        """tls: None for plain http, or (certfile, keyfile) to serve https."""
         self.host = host
+        self.tls = tls
+        self.delay = 0.0
         self.port = port
         self.users = dict(users or DEFAULT_USERS)
         self.client_id = client_id
@@ -475,6 +496,11 @@ class SsoServer:
     def _listen(self):
         self._httpd = _HTTPServer((self.host, self.port), _Handler)
         self._httpd.sso = self
+        if self.tls:
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(self.tls[0], self.tls[1])
+            self._httpd.ssl_context = ctx
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         kwargs={"poll_interval": 0.05},
@@ -501,7 +527,7 @@ class SsoServer:
 
     @property
     def url(self):
-        return "http://%s:%d" % (self.host, self.port)
+        return "%s://%s:%d" % ("https" if self.tls else "http", self.host, self.port)
 
     # ---- modes ----------------------------------------------------------------------
     @property
