@@ -5,7 +5,7 @@
 #   make test        unit + layout tests, then the end-to-end suite against that OpenSIPS
 #   make demo        build, install into a scratch modules dir, run OpenSIPS + reference SSO, play the story
 #   make bench       benchmark (not part of CI)
-#   make fuzz        run the fuzz targets (needs cargo-fuzz and a nightly toolchain)
+#   make fuzz        run the fuzz targets (cargo-fuzz; RUSTC_BOOTSTRAP=1 on a stable toolchain)
 
 CARGO ?= cargo
 PYTHON ?= python3
