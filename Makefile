@@ -24,7 +24,7 @@ MODULES_DIR ?= $(firstword $(wildcard \
 	$(OPENSIPS_PREFIX)/lib/opensips/modules \
 	$(OPENSIPS_PREFIX)/lib/x86_64-linux-gnu/opensips/modules))
 
-.PHONY: all build install uninstall test unit e2e panic-build demo bench fuzz clean
+.PHONY: all build install uninstall test unit e2e panic-build demo bench fuzz memcheck clean
 
 all: build
 
@@ -67,6 +67,14 @@ bench: build
 
 fuzz:
 	cd fuzz && ./run.sh
+
+# The core's unit tests under valgrind memcheck (0 errors expected). Tests that measure
+# wall-clock budgets are skipped: under valgrind everything is 20-50x slower.
+memcheck:
+	$(CARGO) test --lib --no-run 2>&1 | tee target/memcheck-build.log
+	bin=$$(sed -n 's/.*Executable unittests src\/lib.rs (\(.*\))/\1/p' target/memcheck-build.log | tail -1); \
+	valgrind --error-exitcode=9 --suppressions=tests/valgrind.supp --child-silent-after-fork=no \
+		$$bin --test-threads=1 --skip body_at_the_limit --skip times_out --skip timeout --skip silent_server
 
 clean:
 	$(CARGO) clean

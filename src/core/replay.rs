@@ -12,6 +12,8 @@ use super::shm::{Found, SharedTable};
 struct NonceUse {
     /// Highest nc accepted so far (0 for a nonce used without qop).
     last_nc: u32,
+    /// Explicit padding: slots hold no uninitialised bytes.
+    _pad: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +73,7 @@ impl ReplayGuard {
                 slot.insert(
                     NonceUse {
                         last_nc: nc.unwrap_or(0),
+                        _pad: 0,
                     },
                     expires_at,
                 );
@@ -121,3 +124,6 @@ mod tests {
         assert_eq!(refused, 64 - g.capacity());
     }
 }
+
+// No implicit padding inside a table slot (16-byte key + 8-byte expiry + this).
+const _: () = assert!(std::mem::size_of::<NonceUse>() == 8);

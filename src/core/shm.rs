@@ -150,6 +150,8 @@ struct Slot<V: Copy> {
     value: V,
 }
 
+// Slots must have no implicit padding (values are plain data with explicit padding), so the
+// shared memory never holds uninitialised bytes; checked by const asserts in the users.
 #[repr(C)]
 struct Bucket<V: Copy> {
     lock: AtomicU32,

@@ -32,6 +32,8 @@ struct Entry {
     exp: i64,
     user: [u8; MAX_FIELD],
     scope: [u8; MAX_FIELD],
+    /// Explicit, so that every byte written into shared memory is initialised.
+    _pad: [u8; 2],
 }
 
 /// What a lookup found.
@@ -221,6 +223,7 @@ fn blank(check: [u8; 16]) -> Entry {
         exp: 0,
         user: [0; MAX_FIELD],
         scope: [0; MAX_FIELD],
+        _pad: [0; 2],
     }
 }
 
@@ -330,3 +333,6 @@ mod tests {
         assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()));
     }
 }
+
+// No implicit padding: 16 + 4 + 4 + 8 + 2 * 127 + 2 bytes.
+const _: () = assert!(std::mem::size_of::<Entry>() == 288);
