@@ -113,8 +113,8 @@ fn authorize(
             body: msg.body(),
         };
         let msg_id = msg.id();
-        let outcome = worker::with_worker(|w| {
-            let outcome = w.authorizer.authorize(&req, &mut w.sso, now());
+        let (decision, reason, new_token) = worker::with_worker(|w| {
+            let mut outcome = w.authorizer.authorize(&req, &mut w.sso, now());
             // Credentials to remove on sso_consume_credentials: the deciding header and any
             // token header (a stale token must not travel on either).
             let mut ids = outcome.used_headers.clone();
@@ -130,24 +130,29 @@ fn authorize(
                     kind: h.kind,
                 })
                 .collect();
+            // The outcome stays with the worker (for a later challenge or consume); only what
+            // this call still needs leaves, without copying the introspection result.
+            let reason = std::mem::take(&mut outcome.reason);
+            let new_token = outcome.new_token.take();
+            let decision = outcome.code;
             w.last = Some(LastAuth {
                 msg_id,
-                outcome: outcome.clone(),
+                outcome,
                 spans,
                 consumed: false,
             });
-            outcome
+            (decision, reason, new_token)
         })
         .map_err(|e| EntryError::new(ERROR, e))?;
 
-        let code = outcome.code.value();
-        match outcome.code {
-            Code::Error => sso_log!(L_ERR, "{} -> {code}", outcome.reason),
-            Code::BadNonce => sso_log!(L_WARN, "{} -> {code}", outcome.reason),
-            c if c.is_success() => sso_log!(L_DBG, "{} -> {code}", outcome.reason),
-            _ => sso_log!(L_INFO, "{} -> {code}", outcome.reason),
+        let code = decision.value();
+        match decision {
+            Code::Error => sso_log!(L_ERR, "{reason} -> {code}"),
+            Code::BadNonce => sso_log!(L_WARN, "{reason} -> {code}"),
+            c if c.is_success() => sso_log!(L_DBG, "{reason} -> {code}"),
+            _ => sso_log!(L_INFO, "{reason} -> {code}"),
         }
-        if let Some(token) = outcome.new_token.as_deref() {
+        if let Some(token) = new_token.as_deref() {
             let line = format!("{}: {}\r\n", cfg.token_header, token);
             if !is_header_safe(line.trim_end_matches("\r\n")) {
                 return Err(EntryError::new(
