@@ -82,7 +82,7 @@ impl Default for Config {
             cache_ttl: 60,
             negative_cache_ttl: 5,
             cache_slots: 8192,
-            nonce_slots: 65536,
+            nonce_slots: 262_144,
             tls_ca_file: None,
         }
     }

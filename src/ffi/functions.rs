@@ -149,7 +149,10 @@ fn authorize(
         match decision {
             Code::Error => sso_log!(L_ERR, "{reason} -> {code}"),
             Code::BadNonce => sso_log!(L_WARN, "{reason} -> {code}"),
-            c if c.is_success() => sso_log!(L_DBG, "{reason} -> {code}"),
+            // Success and "no credentials yet" (the first step of every login) are routine.
+            c if c.is_success() || c == Code::NoCredentials => {
+                sso_log!(L_DBG, "{reason} -> {code}")
+            }
             _ => sso_log!(L_INFO, "{reason} -> {code}"),
         }
         if let Some(token) = new_token.as_deref() {
