@@ -5,6 +5,7 @@
 #   make test        unit + layout tests, then the end-to-end suite against that OpenSIPS
 #   make demo        build, install into a scratch modules dir, run OpenSIPS + reference SSO, play the story
 #   make bench       benchmark (not part of CI)
+#   make memcheck    core unit tests under valgrind memcheck
 #   make fuzz        run the fuzz targets (cargo-fuzz; RUSTC_BOOTSTRAP=1 on a stable toolchain)
 
 CARGO ?= cargo
