@@ -681,8 +681,6 @@ fn describe(e: &SsoError) -> String {
         SsoError::Status(s) => format!("SSO answered HTTP {s}"),
         SsoError::Malformed(w) => format!("malformed SSO answer: {w}"),
         SsoError::TooLarge => "SSO answer larger than 64 KiB".to_string(),
-        #[allow(unreachable_patterns)]
-        _ => format!("{e:?}"),
     }
 }
 

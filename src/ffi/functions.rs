@@ -91,6 +91,9 @@ fn authorize(
         };
         let method = std::str::from_utf8(msg.method())
             .map_err(|_| EntryError::new(ERROR, "method is not UTF-8"))?;
+        // Only Digest credentials (qop=auth-int) look at the body: skip the scan for the
+        // token path and credential-less requests.
+        let has_credentials = headers.iter().any(|h| h.kind == cred_kind);
         let req = AuthRequest {
             placement,
             method,
@@ -110,7 +113,7 @@ fn authorize(
                 .filter(|(_, h)| is_token_header(h))
                 .map(|(id, h)| HeaderRef { id, value: h.value })
                 .collect(),
-            body: msg.body(),
+            body: if has_credentials { msg.body() } else { &[] },
         };
         let msg_id = msg.id();
         let (decision, reason, new_token) = worker::with_worker(|w| {
