@@ -35,7 +35,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -53,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
-from run import (DOMAIN, Ctx, Fail, code_of, find_modules_dir,  # noqa: E402
+from run import (DOMAIN, Ctx, Fail, code_of, find_modules_dir, stop_process_group,  # noqa: E402
                  find_opensips, render_cfg)
 from sip import SipClient  # noqa: E402
 
@@ -285,20 +284,7 @@ class Glewlwyd:
     def stop(self):
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(signal.SIGTERM)
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        stop_process_group(self.proc)
         if self._outf:
             self._outf.close()
             self._outf = None
