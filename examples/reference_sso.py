@@ -167,9 +167,11 @@ def _short(tok: str) -> str:
 class ReferenceSso:
     """State and decisions of the SSO: users, OpenSIPS's client credentials, issued tokens.
 
-    tokens: {token: {"username", "exp", "active", "scope", "report_as_is"}}
+    tokens: {token: {"username", "exp", "active", "scope", "report_as_is", "claims"}}
     (report_as_is: answer with the stored exp even when it is past, to test the module's
     own exp check).
+    user_claims: {username: {claim: value}}, added to the introspection answer of every
+    token of that user (groups, roles, phone_number, ...); a token's own "claims" win.
     """
 
     def __init__(self, users=None, client_id=DEFAULT_CLIENT_ID,
@@ -180,6 +182,7 @@ class ReferenceSso:
         self.grant_type = DIGEST_GRANT
         self.token_lifetime = 3600
         self.tokens = {}
+        self.user_claims = {}
         self.verbose = verbose
         self._lock = threading.Lock()
 
@@ -188,12 +191,12 @@ class ReferenceSso:
             print("[sso %s] %s" % (time.strftime("%H:%M:%S"), text), flush=True)
 
     def issue_token(self, username, lifetime=3600, active=True, scope="sip",
-                    report_as_is=False, token=None):
+                    report_as_is=False, token=None, claims=None):
         tok = token or secrets.token_urlsafe(24)
         with self._lock:
             self.tokens[tok] = {"username": username, "exp": int(time.time()) + lifetime,
                                 "active": active, "scope": scope,
-                                "report_as_is": report_as_is}
+                                "report_as_is": report_as_is, "claims": dict(claims or {})}
         return tok
 
     def revoke(self, tok):
@@ -229,10 +232,14 @@ class ReferenceSso:
             self._log("introspect %s -> expired" % _short(tok))
             return 200, {"active": False}
         self._log("introspect %s -> active user=%s" % (_short(tok), info["username"]))
-        return 200, {"active": True, "username": info["username"],
-                     "sub": "uid-" + info["username"], "exp": info["exp"],
-                     "scope": info.get("scope", "sip"), "client_id": self.client_id,
-                     "token_type": "Bearer"}
+        answer = {"active": True, "username": info["username"],
+                  "sub": "uid-" + info["username"], "exp": info["exp"],
+                  "scope": info.get("scope", "sip"), "client_id": self.client_id,
+                  "token_type": "Bearer"}
+        with self._lock:
+            answer.update(self.user_claims.get(info["username"], {}))
+        answer.update(info.get("claims") or {})
+        return 200, answer
 
     def token(self, form):
         """The Digest grant: verify the response, open a session, return a new token."""
@@ -322,9 +329,15 @@ def main(argv=None):
     ap.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET)
     ap.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD",
                     help="a user (default: alice/alicepw, bob/bobpw, carol/carolpw)")
+    ap.add_argument("--claims", action="append", default=[], metavar="NAME:JSON",
+                    help='claims added to every token of a user, e.g. '
+                         'alice:\'{"groups":["staff"],"phone_number":"+14255550101"}\'')
     args = ap.parse_args(argv)
     users = dict(u.split(":", 1) for u in args.user) if args.user else DEFAULT_USERS
     sso = ReferenceSso(users, args.client_id, args.client_secret, verbose=True)
+    for item in args.claims:
+        name, _, text = item.partition(":")
+        sso.user_claims[name] = json.loads(text)
     httpd = serve(sso, args.host, args.port)
     print("reference SSO on http://%s:%d (POST /introspect, POST /token; client %s)"
           % (args.host, httpd.server_address[1], args.client_id), flush=True)

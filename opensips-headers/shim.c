@@ -4,6 +4,8 @@
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
+#include <stdio.h>
+#include <string.h>
 #include <time.h>
 #include "sso_opensips.h"
 
@@ -68,4 +70,179 @@ void sso_shim_log(int level, const char *func, const char *text, int len)
 int sso_shim_parse_all_headers(struct sip_msg *msg)
 {
 	return sso_parse_headers(msg, HDR_EOH_F, 0) < 0 ? -1 : 0;
+}
+
+/* ---- package memory: what pkg_malloc expands to in the core's build ---- */
+extern void *mem_block;
+#ifdef SSO_DBG_MALLOC
+extern void *(*gen_pkg_malloc)(void *blk, unsigned long size, const char *file,
+		const char *func, unsigned int line);
+#define sso_pkg_malloc(sz) gen_pkg_malloc(mem_block, (sz), "sso_auth", __func__, __LINE__)
+#else
+extern void *(*gen_pkg_malloc)(void *blk, unsigned long size);
+#define sso_pkg_malloc(sz) gen_pkg_malloc(mem_block, (sz))
+#endif
+
+/* ---- request lumps ---- */
+struct lump *anchor_lump(struct sip_msg *msg, unsigned int offset, int type);
+struct lump *insert_new_lump_before(struct lump *before, char *new_hdr, unsigned int len,
+		int type);
+
+int sso_shim_append_header(struct sip_msg *msg, const char *text, int len)
+{
+	struct lump *anchor;
+	char *copy;
+
+	if (sso_parse_headers(msg, HDR_EOH_F, 0) < 0 || !msg->unparsed || len <= 0)
+		return -1;
+	anchor = anchor_lump(msg, (unsigned int)(msg->unparsed - msg->buf), 0);
+	if (!anchor)
+		return -1;
+	/* the lump owns the copy from here on and frees it with the message */
+	copy = sso_pkg_malloc((unsigned long)len);
+	if (!copy)
+		return -1;
+	memcpy(copy, text, (size_t)len);
+	if (!insert_new_lump_before(anchor, copy, (unsigned int)len, 0))
+		return -1; /* on failure the core has freed nothing: a small leak beats a crash */
+	return 0;
+}
+
+/* ---- registration lifetime (bind_register_to_token) ----
+ * The parsed forms registrar reads; identical in 3.4, 3.6 and 4.0. */
+typedef struct sso_param {
+	int type; /* ptype_t */
+	str name;
+	str body;
+	int len;
+	struct sso_param *next;
+} sso_param_t;
+#define SSO_P_EXPIRES 2
+
+typedef struct sso_contact {
+	str name;
+	str uri;
+	sso_param_t *instance;
+	sso_param_t *q;
+	sso_param_t *expires;
+	sso_param_t *methods;
+	sso_param_t *received;
+	sso_param_t *params;
+	int len;
+	struct sso_contact *next;
+} sso_contact_t;
+
+typedef struct sso_contact_body {
+	unsigned char star;
+	sso_contact_t *contacts;
+} sso_contact_body_t;
+
+typedef struct sso_exp_body {
+	str text;
+	unsigned char valid;
+	int val;
+} sso_exp_body_t;
+
+int parse_contact(struct hdr_field *h);
+int parse_expires(struct hdr_field *h);
+
+/* Value of a delta-seconds text, or -1 when it is not one. */
+static long sso_delta_seconds(const str *s)
+{
+	long v = 0;
+	int i;
+
+	if (!s->s || s->len <= 0 || s->len > 10)
+		return -1;
+	for (i = 0; i < s->len; i++) {
+		if (s->s[i] < '0' || s->s[i] > '9')
+			return -1;
+		v = v * 10 + (s->s[i] - '0');
+	}
+	return v;
+}
+
+/* Writes `max` over the digits of `s` in the message buffer, zero-padded to the same length
+   ("3600" -> "0120"), so what registrar parses and what is relayed agree and nothing moves.
+   Only called when the old value is larger, so the new digits always fit. */
+static void sso_overwrite_digits(const str *s, unsigned int max)
+{
+	int i;
+
+	for (i = s->len - 1; i >= 0; i--) {
+		s->s[i] = (char)('0' + max % 10);
+		max /= 10;
+	}
+}
+
+int sso_shim_cap_register_expires(struct sip_msg *msg, unsigned int max)
+{
+	struct hdr_field *h;
+	sso_contact_body_t *cb;
+	sso_contact_t *c;
+	sso_param_t *p, **tail;
+	sso_exp_body_t *e;
+	int changed = 0, header_expires = 0;
+	long v;
+
+	if (sso_parse_headers(msg, HDR_EOH_F, 0) < 0)
+		return -1;
+	for (h = msg->headers; h; h = h->next) {
+		if (h->type != HDR_EXPIRES_T)
+			continue;
+		if (parse_expires(h) < 0 || !h->parsed)
+			return -1;
+		e = (sso_exp_body_t *)h->parsed;
+		if (!e->valid)
+			continue;
+		if (h == msg->expires)
+			header_expires = 1;
+		if (e->val >= 0 && (unsigned int)e->val > max) {
+			v = sso_delta_seconds(&e->text);
+			if (v == e->val)
+				sso_overwrite_digits(&e->text, max);
+			e->val = (int)max;
+			changed++;
+		}
+	}
+	for (h = msg->headers; h; h = h->next) {
+		if (h->type != HDR_CONTACT_T)
+			continue;
+		if (parse_contact(h) < 0 || !h->parsed)
+			return -1;
+		cb = (sso_contact_body_t *)h->parsed;
+		if (cb->star)
+			continue; /* "Contact: *" removes bindings; nothing to cap */
+		for (c = cb->contacts; c; c = c->next) {
+			if (c->expires && c->expires->body.len > 0) {
+				v = sso_delta_seconds(&c->expires->body);
+				if (v > (long)max) {
+					sso_overwrite_digits(&c->expires->body, max);
+					changed++;
+				}
+				continue;
+			}
+			if (header_expires)
+				continue; /* the (capped) Expires header applies */
+			/* No lifetime asked: registrar would use its default. Give the contact an
+			   expires parameter; it lives in the contact's parameter list, which
+			   OpenSIPS frees with the message. */
+			p = sso_pkg_malloc(sizeof(*p) + 16);
+			if (!p)
+				return -1;
+			memset(p, 0, sizeof(*p));
+			p->type = SSO_P_EXPIRES;
+			p->name.s = "expires";
+			p->name.len = 7;
+			p->body.s = (char *)(p + 1);
+			p->body.len = snprintf(p->body.s, 16, "%u", max);
+			p->len = p->name.len + 1 + p->body.len;
+			for (tail = &c->params; *tail; tail = &(*tail)->next)
+				;
+			*tail = p;
+			c->expires = p;
+			changed++;
+		}
+	}
+	return changed;
 }

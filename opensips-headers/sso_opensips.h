@@ -29,7 +29,9 @@ enum sso_hdr_type {
 	HDR_OTHER_T = 0,
 	HDR_TO_T = 3,
 	HDR_FROM_T = 4,
+	HDR_CONTACT_T = 7,
 	HDR_AUTHORIZATION_T = 14,
+	HDR_EXPIRES_T = 15,
 	HDR_PROXYAUTH_T = 16,
 };
 typedef int hdr_types_t;
@@ -101,10 +103,13 @@ struct sip_msg {
 	struct hdr_field *authorization;
 	struct hdr_field *expires;
 	struct hdr_field *proxy_auth;
-	char _opaque_before_buf[SSO_MSG_BUF_OFFSET - (SSO_MSG_CALLID_OFFSET + 14 * 8)];
+	char _opaque_before_unparsed[SSO_MSG_UNPARSED_OFFSET - (SSO_MSG_CALLID_OFFSET + 14 * 8)];
+	char *unparsed;     /* first byte not parsed yet: the end of headers once all are */
+	char _opaque_before_buf[SSO_MSG_BUF_OFFSET - (SSO_MSG_UNPARSED_OFFSET + 8)];
 	char *buf;          /* the message as received */
 	unsigned int len;
-	char _opaque_tail[SSO_MSG_SIZE - (SSO_MSG_BUF_OFFSET + 12)];
+	str new_uri;        /* the rewritten Request-URI, when the script changed it */
+	char _opaque_tail[SSO_MSG_SIZE - (SSO_MSG_BUF_OFFSET + 32)];
 };
 
 /* ---- module interface ---- */
@@ -225,6 +230,78 @@ struct module_exports {
 
 #define DEFAULT_DLFLAGS 0
 
+/* ---- pseudo-variables ($sso(name)) ---- */
+typedef union {
+	int n;
+	str s;
+} int_str;
+
+#define PV_VAL_NULL 1
+#define PV_VAL_STR 4
+#define PV_VAL_INT 8
+#define PV_TYPE_INT 16
+
+typedef struct _pv_value {
+	str rs;
+	int ri;
+	int flags;
+} pv_value_t;
+
+typedef struct _pv_name {
+	int type;
+	union {
+		struct {
+			int type;
+			int_str name;
+		} isname;
+		void *dname; /* the module's own parsed name */
+	} u;
+} pv_name_t;
+
+typedef struct _pv_index {
+	int type;
+	union {
+		int ival;
+		void *dval;
+	} u;
+} pv_index_t;
+
+typedef struct _pv_param {
+	pv_name_t pvn;
+	pv_index_t pvi;
+	str pvv;
+#if SSO_ABI >= 306
+	int pvv_flags;
+#endif
+} pv_param_t;
+
+typedef int (*pv_getf_t)(struct sip_msg *, pv_param_t *, pv_value_t *);
+typedef int (*pv_setf_t)(struct sip_msg *, pv_param_t *, int, pv_value_t *);
+
+typedef struct _pv_spec {
+	int type;
+	pv_getf_t getf;
+	pv_setf_t setf;
+	pv_param_t pvp;
+	void *pvc;
+	void *trans;
+} pv_spec_t;
+
+typedef int (*pv_parse_name_f)(pv_spec_t *sp, const str *in);
+typedef int (*pv_parse_index_f)(pv_spec_t *sp, const str *in);
+typedef int (*pv_init_param_f)(pv_spec_t *sp, int param);
+
+typedef struct _pv_export {
+	str name; /* str_const since 3.6: same layout */
+	int type;
+	pv_getf_t getf;
+	pv_setf_t setf;
+	pv_parse_name_f parse_name;
+	pv_parse_index_f parse_index;
+	pv_init_param_f init_param;
+	int iparam;
+} pv_export_t;
+
 /* ---- core services ---- */
 cmd_function find_export(const char *name, int flags);
 
@@ -265,5 +342,12 @@ void sso_shim_log(int level, const char *func, const char *text, int len);
 int sso_shim_log_level(void);
 /* Parses every header of the message; 0 on success. */
 int sso_shim_parse_all_headers(struct sip_msg *msg);
+/* Appends `len` bytes (whole header lines) after the request's last header, for relaying;
+   0 on success. */
+int sso_shim_append_header(struct sip_msg *msg, const char *text, int len);
+/* Caps at `max` seconds the registration lifetime a REGISTER asks for (Expires header and
+   Contact expires parameters, and an expires parameter for contacts with neither), where
+   registrar will read it. Returns how many values it changed, or -1. */
+int sso_shim_cap_register_expires(struct sip_msg *msg, unsigned int max);
 
 #endif

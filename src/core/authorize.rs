@@ -6,15 +6,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::challenge::{self, BearerError, QopOffer};
+use super::claims::{self, IdentityValueError, SsoVar};
 use super::config::Config;
 use super::credentials::{self, Credentials, DigestCredentials};
 use super::digest::{self, Algorithm};
 use super::identity::{self, Aor};
+use super::jwt::{self, JwksCache, JwtError, JwtPolicy, KeySet};
 use super::nonce::{NonceError, NonceKey};
 use super::replay::{ReplayError, ReplayGuard};
 use super::sso::{DigestLogin, Introspection, LoginOutcome, SsoApi, SsoError};
 use super::stats::{Stat, Stats};
-use super::token_cache::{Lookup, SharedTokenCache, TokenId};
+use super::token_cache::{Lookup, SharedTokenCache, TokenId, MAX_CLAIMS_JSON};
 
 /// Return codes of sso_authorize / sso_proxy_authorize (OpenSIPS auth's codes, extended).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +99,8 @@ pub struct Outcome {
     pub introspection: Option<Introspection>,
     /// Short explanation for the log: never a token, password or secret.
     pub reason: String,
+    /// The token issued after a Digest login was already introspected for its claims.
+    pub issued_token_checked: bool,
 }
 
 impl Outcome {
@@ -110,6 +114,7 @@ impl Outcome {
             source: None,
             introspection: None,
             reason: reason.into(),
+            issued_token_checked: false,
         }
     }
 }
@@ -138,11 +143,70 @@ impl SharedState {
     }
 }
 
-/// Per-process authorization engine: configuration, nonce key, and the shared state.
+/// Per-process authorization engine: configuration, nonce key, the shared state, and the
+/// JWT keys when tokens are validated locally.
 pub struct Authorizer {
     cfg: Config,
     nonces: NonceKey,
     shared: Arc<SharedState>,
+    jwt: Option<LocalJwt>,
+}
+
+/// Where this worker's JWT keys come from: the key file read at start-up, or the SSO's JWK
+/// Set, fetched on first use and refreshed as `JwksCache` decides.
+enum JwtKeys {
+    Fixed(Arc<KeySet>),
+    Fetched { url: String, cache: JwksCache },
+}
+
+struct LocalJwt {
+    policy: JwtPolicy,
+    keys: JwtKeys,
+}
+
+impl LocalJwt {
+    fn from_config(cfg: &Config) -> Option<LocalJwt> {
+        let keys = if let Some(url) = &cfg.jwks_url {
+            JwtKeys::Fetched {
+                url: url.clone(),
+                cache: JwksCache::new(cfg.jwks_refresh, jwt::DEFAULT_MIN_REFETCH_INTERVAL),
+            }
+        } else {
+            JwtKeys::Fixed(cfg.jwt_file_keys.clone()?)
+        };
+        Some(LocalJwt {
+            policy: JwtPolicy {
+                // checked when the parameter was set
+                algorithms: jwt::parse_algorithms(&cfg.jwt_algorithms).unwrap_or_default(),
+                issuer: cfg.jwt_issuer.clone(),
+                audience: cfg.jwt_audience.clone(),
+                leeway: cfg.jwt_leeway,
+            },
+            keys,
+        })
+    }
+
+    /// Validates a JWT; a JWK Set fetch, when one is due, is one SSO request.
+    fn validate(
+        &mut self,
+        token: &str,
+        sso: &mut dyn SsoApi,
+        stats: &Stats,
+        now: u64,
+    ) -> Result<Introspection, JwtError> {
+        match &mut self.keys {
+            JwtKeys::Fixed(keys) => jwt::validate(token, keys, &self.policy, now),
+            JwtKeys::Fetched { url, cache } => {
+                let url = url.as_str();
+                cache.validate_with_refresh(token, &self.policy, now, &mut || {
+                    stats.inc(Stat::SsoRequests);
+                    let fetched = sso.fetch_jwks(url);
+                    count_sso_error(stats, &fetched);
+                    fetched
+                })
+            }
+        }
+    }
 }
 
 /// How often a worker looks again while another worker introspects the same token.
@@ -154,6 +218,7 @@ impl Authorizer {
         let secret = cfg.secret.clone().unwrap_or_default();
         Authorizer {
             nonces: NonceKey::new(&secret),
+            jwt: LocalJwt::from_config(&cfg),
             shared,
             cfg,
         }
@@ -165,17 +230,8 @@ impl Authorizer {
 
     /// One SSO call, counted.
     fn count_sso<T>(&self, result: Result<T, SsoError>) -> Result<T, SsoError> {
-        let stats = &self.shared.stats;
-        stats.inc(Stat::SsoRequests);
-        match &result {
-            Err(SsoError::Timeout) => {
-                stats.inc(Stat::SsoErrors);
-                stats.inc(Stat::SsoTimeouts)
-            }
-            Err(SsoError::NotConfigured) => {}
-            Err(_) => stats.inc(Stat::SsoErrors),
-            Ok(_) => {}
-        }
+        self.shared.stats.inc(Stat::SsoRequests);
+        count_sso_error(&self.shared.stats, &result);
         result
     }
 
@@ -183,20 +239,20 @@ impl Authorizer {
     /// (other workers asking at the same moment wait for it). Ok(None): the cache remembers
     /// the token as not active.
     fn introspect_cached(
-        &self,
-        token: &str,
+        cfg: &Config,
+        shared: &SharedState,
         id: &TokenId,
-        sso: &mut dyn SsoApi,
         now: u64,
+        verify: &mut dyn FnMut() -> Result<Introspection, SsoError>,
     ) -> Result<(Option<Introspection>, bool), SsoError> {
-        let cache = &self.shared.tokens;
-        let stats = &self.shared.stats;
-        let budget = Duration::from_millis(self.cfg.http_timeout_ms);
+        let cache = &shared.tokens;
+        let stats = &shared.stats;
+        let budget = Duration::from_millis(cfg.http_timeout_ms);
         let claim_until = now + budget.as_secs() + 2;
         // Read the clock only if another worker makes us wait.
         let mut started: Option<Instant> = None;
         loop {
-            let looked = if self.cfg.cache_ttl == 0 {
+            let looked = if cfg.cache_ttl == 0 {
                 Lookup::Uncached
             } else {
                 cache.lookup(id, now, claim_until)
@@ -217,12 +273,16 @@ impl Authorizer {
                 Lookup::Pending | Lookup::Uncached | Lookup::Claimed => {
                     stats.inc(Stat::CacheMisses);
                     let claimed = matches!(looked, Lookup::Claimed);
-                    let answer = self.count_sso(sso.introspect(token));
+                    let answer = verify();
                     match &answer {
-                        Ok(info) if self.usable(info, now) => {
-                            cache.store_positive(id, info, now, self.cfg.cache_ttl)
-                        }
-                        Ok(_) => cache.store_negative(id, now, self.cfg.negative_cache_ttl),
+                        Ok(info) if usable(info, now) => cache.store_positive(
+                            id,
+                            info,
+                            &claims_to_cache(cfg, info),
+                            now,
+                            cfg.cache_ttl,
+                        ),
+                        Ok(_) => cache.store_negative(id, now, cfg.negative_cache_ttl),
                         Err(_) if claimed => cache.release(id, now),
                         Err(_) => {}
                     }
@@ -232,9 +292,45 @@ impl Authorizer {
         }
     }
 
-    /// Active, not expired and naming a user: worth remembering as positive.
-    fn usable(&self, info: &Introspection, now: u64) -> bool {
-        info.active && info.user.is_some() && info.exp.is_none_or(|e| e > now as i64)
+    /// A token's verdict: validated locally when it is a JWT and JWT keys are configured,
+    /// else introspected; either way through the shared cache.
+    /// A token's verdict through the shared cache: a JWT is validated locally when JWT keys
+    /// are configured, anything else is introspected. `why` receives the reason a JWT was
+    /// refused (for the log). Ok((None, _)): not active.
+    fn check_token(
+        &mut self,
+        token: &str,
+        id: &TokenId,
+        sso: &mut dyn SsoApi,
+        now: u64,
+        why: &mut Option<String>,
+    ) -> Result<(Option<Introspection>, bool), SsoError> {
+        let (cfg, shared) = (&self.cfg, &*self.shared);
+        let stats = &shared.stats;
+        if let Some(local) = self.jwt.as_mut().filter(|_| jwt::looks_like_jwt(token)) {
+            return Self::introspect_cached(cfg, shared, id, now, &mut || match local
+                .validate(token, sso, stats, now)
+            {
+                Ok(info) => Ok(info),
+                Err(JwtError::NoKeys(m)) => Err(SsoError::Unreachable(format!(
+                    "no JWT keys to check the token with: {m}"
+                ))),
+                Err(e) => {
+                    *why = Some(e.to_string());
+                    Ok(not_active())
+                }
+            });
+        }
+        if cfg.introspect_url.is_none() {
+            *why = Some("not a JWT, and introspect_url is not set".into());
+            return Ok((None, false));
+        }
+        Self::introspect_cached(cfg, shared, id, now, &mut || {
+            stats.inc(Stat::SsoRequests);
+            let result = sso.introspect(token);
+            count_sso_error(stats, &result);
+            result
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -327,7 +423,9 @@ impl Authorizer {
 
     /// Token path; None when the request carries no token (or token checks are off).
     fn try_token(&mut self, req: &AuthRequest, sso: &mut dyn SsoApi, now: u64) -> Option<Outcome> {
-        self.cfg.introspect_url.as_ref()?;
+        if !self.cfg.token_checks() {
+            return None;
+        }
         let (header, source, parsed) = find_token(req)?;
         let token = match parsed {
             Ok(t) => t,
@@ -341,13 +439,15 @@ impl Authorizer {
         };
         let id = TokenId::of(&token);
         let fp = id.fingerprint();
-        let (info, cached) = match self.introspect_cached(&token, &id, sso, now) {
-            Ok((Some(info), cached)) => (info, cached),
-            Ok((None, _)) => {
-                let mut o = Outcome::new(
-                    Code::InvalidToken,
-                    format!("token #{fp} is not active (cached)"),
-                );
+        let mut why = None;
+        let (info, cached) = match self.check_token(&token, &id, sso, now, &mut why) {
+            Ok((Some(info), cached)) if why.is_none() => (info, cached),
+            Ok(_) => {
+                let reason = match why {
+                    Some(w) => format!("token #{fp} refused: {w}"),
+                    None => format!("token #{fp} is not active (cached)"),
+                };
+                let mut o = Outcome::new(Code::InvalidToken, reason);
                 o.bearer_error = Some(BearerError::InvalidToken);
                 o.used_headers.push(header);
                 o.source = Some(source);
@@ -589,7 +689,7 @@ impl Authorizer {
                     .ok_or_else(|| format!("realm {realm:?} cannot be sent in a header"))?,
             );
         }
-        if self.cfg.introspect_url.is_some() {
+        if self.cfg.token_checks() {
             let error = last.and_then(|o| o.bearer_error);
             lines.push(
                 challenge::bearer_challenge(
@@ -604,6 +704,179 @@ impl Authorizer {
         }
         self.shared.stats.inc(Stat::ChallengesSent);
         Ok(lines)
+    }
+}
+
+/// A value of `$sso(name)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VarValue {
+    Text(String),
+    Int(i64),
+}
+
+/// Why `sso_append_rpid` / `sso_append_pai` / `sso_is_rpid_user_e164` found no identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssertError {
+    /// Nothing authorized this request, or its token carries no such claim.
+    NoIdentity(String),
+    /// The claim holds something that must not go on the wire.
+    Unusable(String),
+}
+
+impl Authorizer {
+    /// The token behind a successful authorization: the request's own token, or for a Digest
+    /// login the token the SSO just issued, whose claims are looked up on first use (through
+    /// the shared cache, so the client's next request with it is a cache hit).
+    pub fn identity<'o>(
+        &mut self,
+        outcome: &'o mut Outcome,
+        sso: &mut dyn SsoApi,
+        now: u64,
+    ) -> Option<&'o Introspection> {
+        if !outcome.code.is_success() {
+            return None;
+        }
+        if outcome.introspection.is_none() && !outcome.issued_token_checked {
+            outcome.issued_token_checked = true;
+            if let Some(token) = outcome.new_token.clone() {
+                let id = TokenId::of(&token);
+                let mut why = None;
+                if let Ok((Some(info), _)) = self.check_token(&token, &id, sso, now, &mut why) {
+                    if usable(&info, now) {
+                        outcome.introspection = Some(info);
+                    }
+                }
+            }
+        }
+        outcome.introspection.as_ref()
+    }
+
+    /// `$sso(name)`: None (an empty variable) when nothing authorized the request or the
+    /// token has no such value.
+    pub fn variable(
+        &mut self,
+        outcome: &mut Outcome,
+        var: &SsoVar,
+        sso: &mut dyn SsoApi,
+        now: u64,
+    ) -> Option<VarValue> {
+        if !outcome.code.is_success() {
+            return None;
+        }
+        match var {
+            SsoVar::User => return outcome.user.clone().map(VarValue::Text),
+            SsoVar::TokenSource => {
+                return outcome.source.map(|s| {
+                    VarValue::Text(
+                        match s {
+                            TokenSource::Header => "header",
+                            TokenSource::Bearer => "bearer",
+                            TokenSource::Digest => "digest",
+                        }
+                        .to_string(),
+                    )
+                })
+            }
+            _ => {}
+        }
+        let info = self.identity(outcome, sso, now)?;
+        match var {
+            SsoVar::Exp => info.exp.map(VarValue::Int),
+            SsoVar::ExpiresIn => info.exp.map(|e| VarValue::Int((e - now as i64).max(0))),
+            SsoVar::Scope => info.scope.clone().map(VarValue::Text),
+            SsoVar::Claim(name) => info
+                .claims
+                .get(name)
+                .and_then(claims::claim_text)
+                .map(VarValue::Text),
+            SsoVar::User | SsoVar::TokenSource => None,
+        }
+    }
+
+    /// `sso_is_user_in`: `who` is the URI the check is about (None for "Credentials"); it must
+    /// belong to the authenticated user, whose token claims must list `group`.
+    pub fn is_user_in(
+        &mut self,
+        outcome: &mut Outcome,
+        who: Option<&Aor>,
+        group: &str,
+        sso: &mut dyn SsoApi,
+        now: u64,
+    ) -> Result<(), String> {
+        if !outcome.code.is_success() {
+            return Err("the request was not authorized by sso_auth".into());
+        }
+        let user = outcome.user.clone().unwrap_or_default();
+        if let Some(aor) = who {
+            let matches = match outcome.source {
+                Some(TokenSource::Digest) => {
+                    identity::digest_user_matches(&user, aor, self.cfg.use_domain)
+                }
+                _ => identity::token_user_matches(&user, aor, self.cfg.use_domain),
+            };
+            if !matches {
+                return Err(format!(
+                    "{}@{} is not the authenticated user {user:?}",
+                    aor.user, aor.host
+                ));
+            }
+        }
+        let groups = self.cfg.group_claims.clone();
+        let info = self
+            .identity(outcome, sso, now)
+            .ok_or("no token claims for this request")?;
+        if claims::is_member(&info.claims, &groups, group) {
+            Ok(())
+        } else {
+            Err(format!("{user:?} is not in group {group:?}"))
+        }
+    }
+
+    /// The asserted identity (a name-addr URI in angle brackets) built from `rpid_claim`;
+    /// `host` completes a bare number or name.
+    pub fn asserted_identity(
+        &mut self,
+        outcome: &mut Outcome,
+        host: &str,
+        sso: &mut dyn SsoApi,
+        now: u64,
+    ) -> Result<String, AssertError> {
+        if !outcome.code.is_success() {
+            return Err(AssertError::NoIdentity(
+                "the request was not authorized by sso_auth".into(),
+            ));
+        }
+        let claim_name = self.cfg.rpid_claim.clone();
+        let info = self
+            .identity(outcome, sso, now)
+            .ok_or_else(|| AssertError::NoIdentity("no token claims for this request".into()))?;
+        let value = info
+            .claims
+            .get(&claim_name)
+            .filter(|v| !v.is_null())
+            .ok_or_else(|| {
+                AssertError::NoIdentity(format!("the token has no {claim_name:?} claim"))
+            })?;
+        claims::asserted_uri(value, host).map_err(|e| {
+            AssertError::Unusable(match e {
+                IdentityValueError::Unusable => {
+                    format!("claim {claim_name:?} is empty or not text")
+                }
+                IdentityValueError::Unsafe => {
+                    format!("claim {claim_name:?} holds bytes not allowed in a SIP URI")
+                }
+            })
+        })
+    }
+
+    /// With bind_register_to_token: the longest registration (seconds) a REGISTER accepted
+    /// by a token may get, i.e. the token's remaining life.
+    pub fn register_limit(&self, outcome: &Outcome, now: u64) -> Option<u64> {
+        if !self.cfg.bind_register_to_token || outcome.code != Code::TokenOk {
+            return None;
+        }
+        let exp = outcome.introspection.as_ref()?.exp?;
+        Some((exp - now as i64).max(1) as u64)
     }
 }
 
@@ -671,6 +944,47 @@ fn find_token(req: &AuthRequest) -> Option<(usize, TokenSource, Result<String, &
 fn starts_with_bearer(value: &[u8]) -> bool {
     let v = value.trim_ascii_start();
     v.len() >= 6 && v[..6].eq_ignore_ascii_case(b"bearer")
+}
+
+/// Active, not expired and naming a user: worth remembering as positive.
+fn usable(info: &Introspection, now: u64) -> bool {
+    info.active && info.user.is_some() && info.exp.is_none_or(|e| e > now as i64)
+}
+
+/// What a refused JWT counts as: a token that is not active.
+fn not_active() -> Introspection {
+    Introspection {
+        active: false,
+        user: None,
+        exp: None,
+        scope: None,
+        claims: Default::default(),
+    }
+}
+
+/// The claims the shared cache keeps for a token: all of them when they fit, else only those
+/// the configuration names (group claims, rpid_claim). Too large even then: the result is not
+/// cached and the token is checked again on its next use.
+fn claims_to_cache(cfg: &Config, info: &Introspection) -> String {
+    let all = info.claims.to_json();
+    if all.len() <= MAX_CLAIMS_JSON {
+        return all;
+    }
+    let mut names: Vec<&str> = cfg.group_claims.iter().map(String::as_str).collect();
+    names.push(&cfg.rpid_claim);
+    info.claims.to_json_only(&names)
+}
+
+fn count_sso_error<T>(stats: &Stats, result: &Result<T, SsoError>) {
+    match result {
+        Err(SsoError::Timeout) => {
+            stats.inc(Stat::SsoErrors);
+            stats.inc(Stat::SsoTimeouts)
+        }
+        Err(SsoError::NotConfigured) => {}
+        Err(_) => stats.inc(Stat::SsoErrors),
+        Ok(_) => {}
+    }
 }
 
 fn describe(e: &SsoError) -> String {

@@ -3,10 +3,13 @@
 //! the whole at `mod_init`.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::claims;
+use super::jwt::{self, KeySet};
 use super::sso::SsoSettings;
-use super::text::is_quoted_safe;
+use super::text::{is_header_safe, is_quoted_safe};
 
 /// Shortest accepted nonce MAC key.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -32,6 +35,25 @@ pub struct Config {
     pub cache_slots: u64,
     pub nonce_slots: u64,
     pub tls_ca_file: Option<String>,
+    /// Claims holding group names, in the order sso_is_user_in looks at them.
+    pub group_claims: Vec<String>,
+    /// Claim with the caller's telephone identity (RPID / P-Asserted-Identity).
+    pub rpid_claim: String,
+    pub rpid_prefix: String,
+    pub rpid_suffix: String,
+    /// Cap the lifetime of token-authorized registrations at the token's remaining life.
+    pub bind_register_to_token: bool,
+    /// Local JWT validation: keys from this https URL ...
+    pub jwks_url: Option<String>,
+    /// ... or from this file (JWKS or one PEM public key).
+    pub jwt_key_file: Option<String>,
+    pub jwt_algorithms: String,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub jwt_leeway: u64,
+    pub jwks_refresh: u64,
+    /// The keys of jwt_key_file, read by `finish` (main process, before fork).
+    pub jwt_file_keys: Option<Arc<KeySet>>,
 }
 
 // Hand-written so that no secret ever reaches a log through `{:?}`.
@@ -59,6 +81,18 @@ impl fmt::Debug for Config {
             .field("cache_slots", &self.cache_slots)
             .field("nonce_slots", &self.nonce_slots)
             .field("tls_ca_file", &self.tls_ca_file)
+            .field("group_claims", &self.group_claims)
+            .field("rpid_claim", &self.rpid_claim)
+            .field("rpid_prefix", &self.rpid_prefix)
+            .field("rpid_suffix", &self.rpid_suffix)
+            .field("bind_register_to_token", &self.bind_register_to_token)
+            .field("jwks_url", &self.jwks_url)
+            .field("jwt_key_file", &self.jwt_key_file)
+            .field("jwt_algorithms", &self.jwt_algorithms)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_leeway", &self.jwt_leeway)
+            .field("jwks_refresh", &self.jwks_refresh)
             .finish()
     }
 }
@@ -84,6 +118,19 @@ impl Default for Config {
             cache_slots: 8192,
             nonce_slots: 262_144,
             tls_ca_file: None,
+            group_claims: ["groups", "roles", "scope"].map(String::from).into(),
+            rpid_claim: "phone_number".to_string(),
+            rpid_prefix: String::new(),
+            rpid_suffix: ";party=calling;id-type=subscriber;screen=yes".to_string(),
+            bind_register_to_token: false,
+            jwks_url: None,
+            jwt_key_file: None,
+            jwt_algorithms: "RS256,ES256,EdDSA".to_string(),
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway: 30,
+            jwks_refresh: 3600,
+            jwt_file_keys: None,
         }
     }
 }
@@ -115,6 +162,15 @@ pub const STRING_PARAMS: &[&str] = &[
     "bearer_scope",
     "digest_grant_type",
     "tls_ca_file",
+    "group_claims",
+    "rpid_claim",
+    "rpid_prefix",
+    "rpid_suffix",
+    "jwks_url",
+    "jwt_key_file",
+    "jwt_algorithms",
+    "jwt_issuer",
+    "jwt_audience",
 ];
 
 /// Names of the integer parameters.
@@ -126,6 +182,9 @@ pub const INT_PARAMS: &[&str] = &[
     "negative_cache_ttl",
     "cache_slots",
     "nonce_slots",
+    "bind_register_to_token",
+    "jwt_leeway",
+    "jwks_refresh",
 ];
 
 fn check_url(param: &str, value: &str) -> Result<String, ConfigError> {
@@ -248,6 +307,48 @@ impl Config {
                 }
                 self.tls_ca_file = some(value)
             }
+            "group_claims" => {
+                self.group_claims = claims::parse_claim_names(value).map_err(|e| err(name, &e))?
+            }
+            "rpid_claim" => {
+                if !claims::is_claim_name(value) {
+                    return Err(err(name, "not a usable claim name"));
+                }
+                self.rpid_claim = value.to_string()
+            }
+            "rpid_prefix" | "rpid_suffix" => {
+                if !is_header_safe(value) {
+                    return Err(err(name, "contains bytes not allowed in a header"));
+                }
+                if name == "rpid_prefix" {
+                    self.rpid_prefix = value.to_string()
+                } else {
+                    self.rpid_suffix = value.to_string()
+                }
+            }
+            "jwks_url" => {
+                self.jwks_url = if value.is_empty() {
+                    None
+                } else {
+                    let url = check_url(name, value)?;
+                    if !url.starts_with("https://") {
+                        return Err(err(name, "must be an https URL"));
+                    }
+                    Some(url)
+                }
+            }
+            "jwt_key_file" => {
+                if !value.is_empty() && !std::path::Path::new(value).is_file() {
+                    return Err(err(name, &format!("{value}: no such file")));
+                }
+                self.jwt_key_file = some(value)
+            }
+            "jwt_algorithms" => {
+                jwt::parse_algorithms(value).map_err(|e| err(name, &e))?;
+                self.jwt_algorithms = value.to_string()
+            }
+            "jwt_issuer" => self.jwt_issuer = some(value),
+            "jwt_audience" => self.jwt_audience = some(value),
             _ => return Err(err(name, "unknown string parameter")),
         }
         Ok(())
@@ -279,6 +380,24 @@ impl Config {
                 self.http_timeout_ms = v
             }
             "cache_ttl" => self.cache_ttl = v,
+            "bind_register_to_token" => {
+                if v > 1 {
+                    return Err(err(name, "must be 0 or 1"));
+                }
+                self.bind_register_to_token = v == 1
+            }
+            "jwt_leeway" => {
+                if v > 600 {
+                    return Err(err(name, "must be at most 600 seconds"));
+                }
+                self.jwt_leeway = v
+            }
+            "jwks_refresh" => {
+                if v < 60 {
+                    return Err(err(name, "must be at least 60 seconds"));
+                }
+                self.jwks_refresh = v
+            }
             "negative_cache_ttl" => self.negative_cache_ttl = v,
             "cache_slots" | "nonce_slots" => {
                 if !(64..=16_777_216).contains(&v) {
@@ -305,7 +424,10 @@ impl Config {
         if self.client_secret.is_some() && self.client_id.is_none() {
             return Err(err("client_secret", "set without client_id"));
         }
-        if self.introspect_url.is_none() && self.token_url.is_none() {
+        if self.jwks_url.is_some() && self.jwt_key_file.is_some() {
+            return Err(err("jwks_url", "set jwks_url or jwt_key_file, not both"));
+        }
+        if self.introspect_url.is_none() && self.token_url.is_none() && !self.jwt_enabled() {
             notes.push(
                 "neither introspect_url nor token_url is set: every request will get -4 or -5"
                     .to_string(),
@@ -322,6 +444,19 @@ impl Config {
                 ));
             }
         }
+        if let Some(path) = &self.jwt_key_file {
+            let data =
+                std::fs::read(path).map_err(|e| err("jwt_key_file", &format!("{path}: {e}")))?;
+            let keys = KeySet::from_file_contents(&data)
+                .map_err(|e| err("jwt_key_file", &format!("{path}: {e}")))?;
+            notes.push(format!("jwt_key_file {path}: {}", keys.summary()));
+            self.jwt_file_keys = Some(Arc::new(keys));
+        }
+        if self.jwt_enabled() && self.introspect_url.is_none() {
+            notes.push(
+                "JWT keys set without introspect_url: tokens that are not JWTs get -6".to_string(),
+            );
+        }
         if self.secret.is_none() {
             self.secret = Some(random_secret());
             notes.push(
@@ -330,6 +465,16 @@ impl Config {
             );
         }
         Ok(notes)
+    }
+
+    /// Tokens are checked locally when the SSO's JWT keys are configured.
+    pub fn jwt_enabled(&self) -> bool {
+        self.jwks_url.is_some() || self.jwt_key_file.is_some()
+    }
+
+    /// Token checks are on: by introspection, local JWT validation, or both.
+    pub fn token_checks(&self) -> bool {
+        self.introspect_url.is_some() || self.jwt_enabled()
     }
 
     pub fn sso_settings(&self) -> SsoSettings {
@@ -410,6 +555,37 @@ mod tests {
         let mut c = Config::default();
         c.set_str("client_secret", "s").unwrap();
         assert!(c.finish(|| vec![0; 32]).is_err());
+    }
+
+    #[test]
+    fn identity_params() {
+        let mut c = Config::default();
+        assert_eq!(c.group_claims, ["groups", "roles", "scope"]);
+        c.set_str("group_claims", "realm_access.roles, groups")
+            .unwrap();
+        assert_eq!(c.group_claims, ["realm_access.roles", "groups"]);
+        assert!(c.set_str("group_claims", "").is_err());
+        assert!(c.set_str("rpid_claim", "bad name").is_err());
+        assert!(c.set_str("rpid_suffix", ";a\r\nX: y").is_err());
+        c.set_int("bind_register_to_token", 1).unwrap();
+        assert!(c.bind_register_to_token);
+        assert!(c.set_int("bind_register_to_token", 2).is_err());
+    }
+
+    #[test]
+    fn jwt_params() {
+        let mut c = Config::default();
+        assert!(!c.jwt_enabled());
+        assert!(c.set_str("jwks_url", "http://sso/jwks").is_err());
+        c.set_str("jwks_url", "https://sso.example.com/jwks")
+            .unwrap();
+        assert!(c.jwt_enabled() && c.token_checks());
+        assert!(c.set_str("jwt_algorithms", "HS256").is_err());
+        assert!(c.set_str("jwt_algorithms", "none").is_err());
+        c.set_str("jwt_algorithms", "ES256").unwrap();
+        assert!(c.set_int("jwt_leeway", 601).is_err());
+        assert!(c.set_int("jwks_refresh", 10).is_err());
+        assert!(c.set_str("jwt_key_file", "/nonexistent").is_err());
     }
 
     #[test]

@@ -3,10 +3,12 @@
 
 pub mod authorize;
 pub mod challenge;
+pub mod claims;
 pub mod config;
 pub mod credentials;
 pub mod digest;
 pub mod identity;
+pub mod jwt;
 pub mod nonce;
 pub mod replay;
 pub mod shm;

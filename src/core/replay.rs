@@ -84,6 +84,9 @@ impl ReplayGuard {
     }
 }
 
+// No implicit padding inside a table slot (16-byte key + 8-byte expiry + this).
+const _: () = assert!(std::mem::size_of::<NonceUse>() == 8);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +127,3 @@ mod tests {
         assert_eq!(refused, 64 - g.capacity());
     }
 }
-
-// No implicit padding inside a table slot (16-byte key + 8-byte expiry + this).
-const _: () = assert!(std::mem::size_of::<NonceUse>() == 8);

@@ -10,6 +10,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
+use super::claims::ClaimSet;
 use super::text::is_token68_like;
 
 /// Largest SSO answer body the module reads; anything longer is an error (-5).
@@ -78,7 +79,7 @@ pub struct Introspection {
     pub exp: Option<i64>,
     pub scope: Option<String>,
     /// The whole JSON object, for claims.
-    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub claims: ClaimSet,
 }
 
 /// One Digest login request (form fields of the token_url contract).
@@ -157,6 +158,10 @@ impl fmt::Debug for LoginOutcome {
 pub trait SsoApi {
     fn introspect(&mut self, token: &str) -> Result<Introspection, SsoError>;
     fn digest_login(&mut self, req: &DigestLogin) -> Result<LoginOutcome, SsoError>;
+    /// The JWK Set at `url` (https), for local JWT validation.
+    fn fetch_jwks(&mut self, _url: &str) -> Result<Vec<u8>, SsoError> {
+        Err(SsoError::NotConfigured)
+    }
 }
 
 /// Parses a body that must be one JSON object.
@@ -206,7 +211,7 @@ pub fn interpret_introspection(status: u16, body: &[u8]) -> Result<Introspection
             user: None,
             exp: None,
             scope: None,
-            claims,
+            claims: claims.into(),
         });
     }
     let exp = match claims.get("exp") {
@@ -233,7 +238,7 @@ pub fn interpret_introspection(status: u16, body: &[u8]) -> Result<Introspection
         user,
         exp,
         scope,
-        claims,
+        claims: claims.into(),
     })
 }
 
@@ -330,7 +335,8 @@ fn check_url(param: &str, value: &Option<String>) -> Result<(), SsoError> {
 }
 
 /// Trust anchors: exactly the certificates of `tls_ca_file`, or the system store.
-fn root_store(settings: &SsoSettings) -> Result<rustls::RootCertStore, SsoError> {
+/// `more_https`: an https URL outside the settings (jwks_url) will be fetched too.
+fn root_store(settings: &SsoSettings, more_https: bool) -> Result<rustls::RootCertStore, SsoError> {
     let mut roots = rustls::RootCertStore::empty();
     if let Some(path) = &settings.tls_ca_file {
         let fail = |why: String| SsoError::Unreachable(format!("tls_ca_file {path}: {why}"));
@@ -347,13 +353,14 @@ fn root_store(settings: &SsoSettings) -> Result<rustls::RootCertStore, SsoError>
         return Ok(roots);
     }
     // Plain-http setups never use the system store; do not read it for nothing.
-    let any_https = [&settings.introspect_url, &settings.token_url]
-        .into_iter()
-        .flatten()
-        .any(|u| {
-            u.get(..8)
-                .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-        });
+    let any_https = more_https
+        || [&settings.introspect_url, &settings.token_url]
+            .into_iter()
+            .flatten()
+            .any(|u| {
+                u.get(..8)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+            });
     if any_https {
         let found = rustls_native_certs::load_native_certs();
         roots.add_parsable_certificates(found.certs);
@@ -367,8 +374,11 @@ fn root_store(settings: &SsoSettings) -> Result<rustls::RootCertStore, SsoError>
     Ok(roots)
 }
 
-fn tls_config(settings: &SsoSettings) -> Result<Arc<rustls::ClientConfig>, SsoError> {
-    let roots = root_store(settings)?;
+fn tls_config(
+    settings: &SsoSettings,
+    more_https: bool,
+) -> Result<Arc<rustls::ClientConfig>, SsoError> {
+    let roots = root_store(settings, more_https)?;
     // An explicit provider: nothing depends on a process-wide default being installed.
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -471,6 +481,23 @@ fn read_body(resp: ureq::Response) -> Result<Vec<u8>, SsoError> {
 
 impl HttpSso {
     pub fn new(settings: SsoSettings) -> Result<HttpSso, SsoError> {
+        HttpSso::with_jwks_url(settings, None)
+    }
+
+    /// Like [`HttpSso::new`], for a client that will also fetch `jwks_url` (which must be
+    /// https): the system CA store is then loaded even when the other URLs are plain http.
+    pub fn with_jwks_url(
+        settings: SsoSettings,
+        jwks_url: Option<&str>,
+    ) -> Result<HttpSso, SsoError> {
+        if let Some(url) = jwks_url {
+            check_url("jwks_url", &Some(url.to_string()))?;
+            if !is_https(url) {
+                return Err(SsoError::Unreachable(
+                    "jwks_url: must be an https URL".to_string(),
+                ));
+            }
+        }
         check_url("introspect_url", &settings.introspect_url)?;
         check_url("token_url", &settings.token_url)?;
         if settings.timeout.is_zero() {
@@ -483,7 +510,7 @@ impl HttpSso {
             // A 3xx from the SSO is a misconfiguration; following it could carry the client
             // credentials or the token somewhere else.
             .redirects(0)
-            .tls_config(tls_config(&settings)?)
+            .tls_config(tls_config(&settings, jwks_url.is_some())?)
             .user_agent(concat!("sso_auth/", env!("CARGO_PKG_VERSION")))
             .build();
         let basic_auth = basic_auth(&settings);
@@ -513,6 +540,38 @@ impl HttpSso {
         };
         let status = resp.status();
         Ok((status, read_body(resp)?))
+    }
+
+    /// One GET with the agent's timeout, TLS setup and body limit; any status comes back
+    /// with its (bounded) body. No client credentials are sent: what is fetched this way
+    /// (a JWK Set) is public.
+    pub fn get(&self, url: &str, accept: &str) -> Result<(u16, Vec<u8>), SsoError> {
+        let resp = match self.agent.get(url).set("Accept", accept).call() {
+            Ok(resp) => resp,
+            Err(ureq::Error::Status(_, resp)) => resp,
+            Err(ureq::Error::Transport(t)) => return Err(map_transport(&t)),
+        };
+        let status = resp.status();
+        Ok((status, read_body(resp)?))
+    }
+}
+
+fn is_https(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+}
+
+/// Fetches the SSO's JWK Set (RFC 7517) for local JWT validation. Keys decide which tokens
+/// are genuine, so they are only taken over https, and only from a 200 answer.
+pub fn fetch_jwks(sso: &HttpSso, url: &str) -> Result<Vec<u8>, SsoError> {
+    if !is_https(url) {
+        return Err(SsoError::Unreachable(
+            "jwks_url: must be an https URL".to_string(),
+        ));
+    }
+    match sso.get(url, "application/jwk-set+json, application/json")? {
+        (200, body) => Ok(body),
+        (status, _) => Err(SsoError::Status(status)),
     }
 }
 
@@ -561,6 +620,10 @@ impl SsoApi for HttpSso {
         let (status, body) = self.post_form(url, &form)?;
         interpret_token_response(status, &body)
     }
+
+    fn fetch_jwks(&mut self, url: &str) -> Result<Vec<u8>, SsoError> {
+        fetch_jwks(self, url)
+    }
 }
 
 #[cfg(test)]
@@ -588,7 +651,7 @@ mod tests {
         assert_eq!(i.exp, Some(1_700_000_000));
         assert_eq!(i.scope.as_deref(), Some("sip"));
         assert_eq!(i.claims.get("x"), Some(&Value::from(1)));
-        assert_eq!(i.claims.len(), 6);
+        assert_eq!(i.claims.map().len(), 6);
     }
 
     #[test]
@@ -1429,5 +1492,67 @@ u0057AMOm4QOH/q2v+xm/jFEdsmx9aQ=
         s.tls_ca_file = Some(ca.path());
         let mut sso = HttpSso::new(s).unwrap();
         assert!(matches!(sso.introspect("t"), Err(SsoError::Unreachable(_))));
+    }
+
+    // ---- JWKS fetch ----
+
+    #[test]
+    fn fetch_jwks_over_https_with_the_configured_ca() {
+        let ca = TempFile::new("ca_jwks", TEST_CA);
+        let srv = http_server(Some(tls_server_config()), |req| match req.line.as_str() {
+            "GET /jwks HTTP/1.1" => response(200, r#"{"keys":[]}"#),
+            _ => response(404, "{}"),
+        });
+        let mut s = settings(&srv.url("http", "/introspect"));
+        s.tls_ca_file = Some(ca.path());
+        s.timeout = Duration::from_secs(1);
+        let jwks = srv.url("https", "/jwks");
+        let sso = HttpSso::with_jwks_url(s, Some(&jwks)).unwrap();
+        assert_eq!(fetch_jwks(&sso, &jwks).unwrap(), br#"{"keys":[]}"#);
+        assert_eq!(
+            fetch_jwks(&sso, &srv.url("https", "/nope")),
+            Err(SsoError::Status(404))
+        );
+        let seen = srv.seen();
+        assert_eq!(seen.len(), 2);
+        // a public document: the client secret stays home
+        assert_eq!(seen[0].header("authorization"), None);
+        assert!(seen[0].header("accept").unwrap().contains("jwk-set+json"));
+        // keep-alive on the shared agent
+        assert_eq!(srv.conns.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn fetch_jwks_refuses_plain_http_and_bad_urls() {
+        let srv = http_server(None, |_| response(200, r#"{"keys":[]}"#));
+        let sso = HttpSso::new(settings(&srv.url("http", "/introspect"))).unwrap();
+        assert!(matches!(
+            fetch_jwks(&sso, &srv.url("http", "/jwks")),
+            Err(SsoError::Unreachable(m)) if m.contains("https")
+        ));
+        assert!(srv.seen().is_empty());
+        let reject =
+            |url: &str| match HttpSso::with_jwks_url(settings("http://h/introspect"), Some(url)) {
+                Err(SsoError::Unreachable(m)) => m,
+                other => panic!("{:?}", other.map(|_| ())),
+            };
+        assert!(reject("http://h/jwks").contains("jwks_url"));
+        assert!(reject("https://u:pw@h/jwks").contains("jwks_url"));
+        assert!(reject("nonsense").contains("jwks_url"));
+    }
+
+    #[test]
+    fn fetch_jwks_with_an_unknown_ca_is_unreachable() {
+        let other = TempFile::new("other_jwks", OTHER_CA);
+        let srv = http_server(Some(tls_server_config()), |_| response(200, "{}"));
+        let mut s = settings(&srv.url("http", "/introspect"));
+        s.tls_ca_file = Some(other.path());
+        let jwks = srv.url("https", "/jwks");
+        let sso = HttpSso::with_jwks_url(s, Some(&jwks)).unwrap();
+        assert!(matches!(
+            fetch_jwks(&sso, &jwks),
+            Err(SsoError::Unreachable(_))
+        ));
+        assert!(srv.seen().is_empty());
     }
 }

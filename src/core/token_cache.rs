@@ -9,11 +9,15 @@
 
 use sha2::{Digest, Sha256};
 
+use super::claims::ClaimSet;
 use super::shm::{current_pid, Found, SharedTable};
 use super::sso::Introspection;
 
 /// Longest user name / scope kept in an entry; longer results are not cached.
 const MAX_FIELD: usize = 127;
+
+/// Room for the compact JSON of a token's claims: the entry is 2 KiB in all.
+pub const MAX_CLAIMS_JSON: usize = 1760;
 
 const POSITIVE: u8 = 1;
 const NEGATIVE: u8 = 2;
@@ -30,16 +34,16 @@ struct Entry {
     /// Pid of the worker asking the SSO (PENDING only).
     owner: u32,
     exp: i64,
+    claims_len: u16,
     user: [u8; MAX_FIELD],
     scope: [u8; MAX_FIELD],
-    /// Explicit, so that every byte written into shared memory is initialised.
-    _pad: [u8; 2],
+    claims: [u8; MAX_CLAIMS_JSON],
 }
 
 /// What a lookup found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lookup {
-    /// A live positive result (claims other than user/exp/scope are not cached).
+    /// A live positive result, its claims as the compact JSON given to `store_positive`.
     Hit(Introspection),
     /// The SSO recently said this token is not active.
     NegativeHit,
@@ -117,7 +121,9 @@ impl SharedTokenCache {
                         scope: (e.scope_len > 0).then(|| {
                             String::from_utf8_lossy(&e.scope[..e.scope_len as usize]).into_owned()
                         }),
-                        claims: Default::default(),
+                        claims: ClaimSet::from_json(&String::from_utf8_lossy(
+                            &e.claims[..e.claims_len as usize],
+                        )),
                     }),
                     NEGATIVE => Lookup::NegativeHit,
                     _ if e.owner == pid() => {
@@ -139,9 +145,16 @@ impl SharedTokenCache {
         })
     }
 
-    /// Stores a positive result for min(now + ttl, exp); ttl 0 or an unfit result only clears
-    /// the pending mark.
-    pub fn store_positive(&self, token: &TokenId, info: &Introspection, now: u64, ttl: u64) {
+    /// Stores a positive result for min(now + ttl, exp) with `claims_json` (compact JSON of
+    /// the claims to keep); ttl 0 or a result that does not fit only clears the pending mark.
+    pub fn store_positive(
+        &self,
+        token: &TokenId,
+        info: &Introspection,
+        claims_json: &str,
+        now: u64,
+        ttl: u64,
+    ) {
         let until = match info.exp {
             Some(exp) if exp <= now as i64 => now,
             Some(exp) => (now + ttl).min(exp as u64),
@@ -149,8 +162,11 @@ impl SharedTokenCache {
         };
         let user = info.user.as_deref().unwrap_or("");
         let scope = info.scope.as_deref().unwrap_or("");
-        let fits =
-            info.active && !user.is_empty() && user.len() <= MAX_FIELD && scope.len() <= MAX_FIELD;
+        let fits = info.active
+            && !user.is_empty()
+            && user.len() <= MAX_FIELD
+            && scope.len() <= MAX_FIELD
+            && claims_json.len() <= MAX_CLAIMS_JSON;
         if ttl == 0 || until <= now || !fits {
             self.release(token, now);
             return;
@@ -162,6 +178,8 @@ impl SharedTokenCache {
         e.user_len = user.len() as u8;
         e.scope[..scope.len()].copy_from_slice(scope.as_bytes());
         e.scope_len = scope.len() as u8;
+        e.claims[..claims_json.len()].copy_from_slice(claims_json.as_bytes());
+        e.claims_len = claims_json.len() as u16;
         if let Some(exp) = info.exp {
             e.has_exp = 1;
             e.exp = exp;
@@ -221,11 +239,15 @@ fn blank(check: [u8; 16]) -> Entry {
         scope_len: 0,
         owner: 0,
         exp: 0,
+        claims_len: 0,
         user: [0; MAX_FIELD],
         scope: [0; MAX_FIELD],
-        _pad: [0; 2],
+        claims: [0; MAX_CLAIMS_JSON],
     }
 }
+
+// No implicit padding: 16 + 4 + 4 + 8 + 2 + 2 * 127 + 1760 bytes, every byte written.
+const _: () = assert!(std::mem::size_of::<Entry>() == 2048);
 
 #[cfg(test)]
 mod tests {
@@ -245,12 +267,19 @@ mod tests {
     fn miss_claim_store_hit() {
         let c = SharedTokenCache::new(64).unwrap();
         assert_eq!(c.lookup(&TokenId::of("t1"), 100, 105), Lookup::Claimed);
-        c.store_positive(&TokenId::of("t1"), &active("alice", Some(1000)), 100, 60);
+        c.store_positive(
+            &TokenId::of("t1"),
+            &active("alice", Some(1000)),
+            r#"{"groups":["g"]}"#,
+            100,
+            60,
+        );
         match c.lookup(&TokenId::of("t1"), 120, 125) {
             Lookup::Hit(i) => {
                 assert_eq!(i.user.as_deref(), Some("alice"));
                 assert_eq!(i.exp, Some(1000));
                 assert_eq!(i.scope.as_deref(), Some("sip"));
+                assert_eq!(i.claims.get("groups"), Some(&serde_json::json!(["g"])));
             }
             other => panic!("{other:?}"),
         }
@@ -265,7 +294,7 @@ mod tests {
     fn lifetime_never_passes_exp() {
         let c = SharedTokenCache::new(64).unwrap();
         c.lookup(&TokenId::of("t"), 100, 105);
-        c.store_positive(&TokenId::of("t"), &active("bob", Some(110)), 100, 60);
+        c.store_positive(&TokenId::of("t"), &active("bob", Some(110)), "{}", 100, 60);
         assert!(matches!(
             c.lookup(&TokenId::of("t"), 109, 115),
             Lookup::Hit(_)
@@ -283,7 +312,7 @@ mod tests {
         c.store_negative(&TokenId::of("bad"), 100, 5);
         assert_eq!(c.lookup(&TokenId::of("bad"), 104, 110), Lookup::NegativeHit);
         assert_eq!(c.lookup(&TokenId::of("bad"), 105, 110), Lookup::Claimed);
-        c.store_positive(&TokenId::of("bad"), &active("x", None), 105, 0);
+        c.store_positive(&TokenId::of("bad"), &active("x", None), "{}", 105, 0);
         assert_eq!(
             c.lookup(&TokenId::of("bad"), 106, 110),
             Lookup::Claimed,
@@ -304,7 +333,13 @@ mod tests {
         let mut status = 0;
         unsafe { libc::waitpid(pid, &mut status, 0) };
         assert_eq!(status, 0, "child must see the pending mark");
-        c.store_positive(&TokenId::of("shared"), &active("carol", None), 102, 60);
+        c.store_positive(
+            &TokenId::of("shared"),
+            &active("carol", None),
+            "{}",
+            102,
+            60,
+        );
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             let ok = matches!(c.lookup(&TokenId::of("shared"), 103, 113), Lookup::Hit(_));
@@ -312,6 +347,20 @@ mod tests {
         }
         unsafe { libc::waitpid(pid, &mut status, 0) };
         assert_eq!(status, 0, "child must see the stored result");
+    }
+
+    #[test]
+    fn claims_too_large_are_not_cached() {
+        let c = SharedTokenCache::new(64).unwrap();
+        let id = TokenId::of("big");
+        assert_eq!(c.lookup(&id, 100, 105), Lookup::Claimed);
+        let big = format!("{{\"x\":\"{}\"}}", "y".repeat(MAX_CLAIMS_JSON));
+        c.store_positive(&id, &active("alice", None), &big, 100, 60);
+        assert_eq!(
+            c.lookup(&id, 101, 106),
+            Lookup::Claimed,
+            "mark released, nothing kept"
+        );
     }
 
     #[test]
@@ -327,12 +376,9 @@ mod tests {
         let c = SharedTokenCache::new(8).unwrap();
         let token = "very-secret-token-value-0123456789";
         c.lookup(&TokenId::of(token), 1, 2);
-        c.store_positive(&TokenId::of(token), &active("alice", None), 1, 60);
+        c.store_positive(&TokenId::of(token), &active("alice", None), "{}", 1, 60);
         // SAFETY: reading the table's own mapping as bytes.
         let bytes = unsafe { std::slice::from_raw_parts(c.table_base(), c.bytes()) };
         assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()));
     }
 }
-
-// No implicit padding: 16 + 4 + 4 + 8 + 2 * 127 + 2 bytes.
-const _: () = assert!(std::mem::size_of::<Entry>() == 288);

@@ -8,10 +8,11 @@ use std::ptr::null;
 use crate::core::sso::HttpSso;
 
 use super::bindings::{
-    cmd_export_t, cmd_function, cmd_param, dep_export_t, modparam_dependency_t,
+    _str, cmd_export_t, cmd_function, cmd_param, dep_export_t, modparam_dependency_t,
     module_dependency_t, module_exports, module_exports__bindgen_ty_1, module_type, param_export_t,
-    scm_version, stat_export_t, stat_var, CMD_PARAM_OPT, CMD_PARAM_STR, DEP_ABORT, INT_PARAM,
-    MAX_MOD_DEPS, REQUEST_ROUTE, STAT_IS_FUNC, STAT_NO_RESET, STR_PARAM, USE_FUNC_PARAM,
+    pv_export_t, scm_version, stat_export_t, stat_var, BRANCH_ROUTE, CMD_PARAM_OPT, CMD_PARAM_STR,
+    DEP_ABORT, FAILURE_ROUTE, INT_PARAM, MAX_MOD_DEPS, REQUEST_ROUTE, STAT_IS_FUNC, STAT_NO_RESET,
+    STR_PARAM, USE_FUNC_PARAM,
 };
 use super::functions::*;
 use super::guard::{guarded, EntryError};
@@ -89,9 +90,9 @@ const END_CMD: cmd_export_t = cmd_export_t {
 };
 
 #[cfg(not(feature = "panic-test"))]
-const CMD_COUNT: usize = 6;
+const CMD_COUNT: usize = 10;
 #[cfg(feature = "panic-test")]
-const CMD_COUNT: usize = 7;
+const CMD_COUNT: usize = 11;
 
 static CMDS: Table<[cmd_export_t; CMD_COUNT]> = Table([
     cmd(c"sso_authorize", w_sso_authorize, &[STR], REQUEST_ROUTE),
@@ -119,6 +120,30 @@ static CMDS: Table<[cmd_export_t; CMD_COUNT]> = Table([
         &[],
         REQUEST_ROUTE,
     ),
+    cmd(
+        c"sso_is_user_in",
+        w_sso_is_user_in,
+        &[STR, STR],
+        REQUEST_ROUTE | FAILURE_ROUTE,
+    ),
+    cmd(
+        c"sso_append_rpid",
+        w_sso_append_rpid,
+        &[OPT_STR, OPT_STR],
+        REQUEST_ROUTE | BRANCH_ROUTE | FAILURE_ROUTE,
+    ),
+    cmd(
+        c"sso_append_pai",
+        w_sso_append_pai,
+        &[],
+        REQUEST_ROUTE | BRANCH_ROUTE | FAILURE_ROUTE,
+    ),
+    cmd(
+        c"sso_is_rpid_user_e164",
+        w_sso_is_rpid_user_e164,
+        &[],
+        REQUEST_ROUTE | BRANCH_ROUTE | FAILURE_ROUTE,
+    ),
     #[cfg(feature = "panic-test")]
     cmd(c"sso_test_panic", w_sso_test_panic, &[], REQUEST_ROUTE),
     END_CMD,
@@ -134,7 +159,7 @@ const fn param(name: &'static CStr, kind: u32, f: Setter) -> param_export_t {
     }
 }
 
-static PARAMS: Table<[param_export_t; 19]> = Table([
+static PARAMS: Table<[param_export_t; 31]> = Table([
     param(c"introspect_url", STR_PARAM, set_introspect_url),
     param(c"token_url", STR_PARAM, set_token_url),
     param(c"client_id", STR_PARAM, set_client_id),
@@ -153,6 +178,22 @@ static PARAMS: Table<[param_export_t; 19]> = Table([
     param(c"negative_cache_ttl", INT_PARAM, set_negative_cache_ttl),
     param(c"cache_slots", INT_PARAM, set_cache_slots),
     param(c"nonce_slots", INT_PARAM, set_nonce_slots),
+    param(c"group_claims", STR_PARAM, set_group_claims),
+    param(c"rpid_claim", STR_PARAM, set_rpid_claim),
+    param(c"rpid_prefix", STR_PARAM, set_rpid_prefix),
+    param(c"rpid_suffix", STR_PARAM, set_rpid_suffix),
+    param(
+        c"bind_register_to_token",
+        INT_PARAM,
+        set_bind_register_to_token,
+    ),
+    param(c"jwks_url", STR_PARAM, set_jwks_url),
+    param(c"jwt_key_file", STR_PARAM, set_jwt_key_file),
+    param(c"jwt_algorithms", STR_PARAM, set_jwt_algorithms),
+    param(c"jwt_issuer", STR_PARAM, set_jwt_issuer),
+    param(c"jwt_audience", STR_PARAM, set_jwt_audience),
+    param(c"jwt_leeway", INT_PARAM, set_jwt_leeway),
+    param(c"jwks_refresh", INT_PARAM, set_jwks_refresh),
     param_export_t {
         name: null(),
         type_: 0,
@@ -220,6 +261,39 @@ static STATS: Table<[stat_export_t; 12]> = Table([
     },
 ]);
 
+/// Pseudo-variable class number: any value not used by the core's own classes.
+const PVT_SSO: c_int = 1770;
+
+/// `$sso(name)`.
+static ITEMS: Table<[pv_export_t; 2]> = Table([
+    pv_export_t {
+        name: _str {
+            s: c"sso".as_ptr() as *mut c_char,
+            len: 3,
+        },
+        type_: PVT_SSO,
+        getf: Some(pv_get_sso),
+        setf: None,
+        parse_name: Some(pv_parse_sso_name),
+        parse_index: None,
+        init_param: None,
+        iparam: 0,
+    },
+    pv_export_t {
+        name: _str {
+            s: std::ptr::null_mut(),
+            len: 0,
+        },
+        type_: 0,
+        getf: None,
+        setf: None,
+        parse_name: None,
+        parse_index: None,
+        init_param: None,
+        iparam: 0,
+    },
+]);
+
 /// dep_export_t ends in a flexible array; this is the same layout with its one terminator.
 #[repr(C)]
 pub struct Deps {
@@ -270,7 +344,7 @@ pub static exports: Table<module_exports> = Table(module_exports {
     params: &PARAMS.0 as *const param_export_t,
     stats: &STATS.0 as *const stat_export_t,
     mi_cmds: null(),
-    items: null(),
+    items: &ITEMS.0 as *const pv_export_t as *const c_void,
     trans: null(),
     procs: null(),
     preinit_f: None,
@@ -310,7 +384,7 @@ unsafe extern "C" fn mod_init() -> c_int {
             sso_log!(level, "{note}");
         }
         // Builds (and drops) one client to check the TLS settings now rather than per request.
-        HttpSso::new(cfg.sso_settings())
+        HttpSso::with_jwks_url(cfg.sso_settings(), cfg.jwks_url.as_deref())
             .map_err(|e| EntryError::new(-1, format!("SSO client settings rejected: {e:?}")))?;
         reply::bind_signaling().map_err(|e| EntryError::new(-1, e))?;
         let (cache_slots, nonce_slots) = (cfg.cache_slots, cfg.nonce_slots);

@@ -19,10 +19,11 @@ use super::log::{report_error, sso_log, L_DBG, L_ERR, L_INFO, L_WARN};
 use super::msg::{Header, Msg};
 use super::reply::{add_reply_header, delete_span, send_reply};
 use super::worker::{self, LastAuth, Span};
+use super::{identity, pvar};
 
-const ERROR: i32 = Code::Error as i32;
+pub(super) const ERROR: i32 = Code::Error as i32;
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -31,7 +32,7 @@ fn now() -> u64 {
 
 /// A CMD_PARAM_STR argument: OpenSIPS passes a `str*` (already expanded), or NULL when an
 /// optional one was left out.
-fn str_arg<'a>(what: &str, p: *mut c_void) -> Result<Option<&'a str>, EntryError> {
+pub(super) fn str_arg<'a>(what: &str, p: *mut c_void) -> Result<Option<&'a str>, EntryError> {
     if p.is_null() {
         return Ok(None);
     }
@@ -47,7 +48,7 @@ fn str_arg<'a>(what: &str, p: *mut c_void) -> Result<Option<&'a str>, EntryError
         .map_err(|_| EntryError::new(ERROR, format!("{what} argument is not UTF-8")))
 }
 
-fn request<'a>(ptr: *mut sip_msg) -> Result<Msg<'a>, EntryError> {
+pub(super) fn request<'a>(ptr: *mut sip_msg) -> Result<Msg<'a>, EntryError> {
     // SAFETY: `ptr` is the message OpenSIPS called the script function with.
     let mut msg = unsafe { Msg::from_ptr(ptr) }
         .ok_or_else(|| EntryError::new(ERROR, "called without a message"))?;
@@ -63,7 +64,7 @@ fn request<'a>(ptr: *mut sip_msg) -> Result<Msg<'a>, EntryError> {
     Ok(msg)
 }
 
-fn first_value<'a>(headers: &[Header<'a>], kind: u32) -> Option<&'a [u8]> {
+pub(super) fn first_value<'a>(headers: &[Header<'a>], kind: u32) -> Option<&'a [u8]> {
     headers
         .iter()
         .find(|h| h.kind == kind as i32)
@@ -115,8 +116,8 @@ fn authorize(
                 .collect(),
             body: if has_credentials { msg.body() } else { &[] },
         };
-        let msg_id = msg.id();
-        let (decision, reason, new_token) = worker::with_worker(|w| {
+        let msg_key = msg.key();
+        let (decision, reason, new_token, register_limit) = worker::with_worker(|w| {
             let mut outcome = w.authorizer.authorize(&req, &mut w.sso, now());
             // Credentials to remove on sso_consume_credentials: the deciding header and any
             // token header (a stale token must not travel on either).
@@ -136,15 +137,13 @@ fn authorize(
             // The outcome stays with the worker (for a later challenge or consume); only what
             // this call still needs leaves, without copying the introspection result.
             let reason = std::mem::take(&mut outcome.reason);
-            let new_token = outcome.new_token.take();
+            // The issued token stays with the outcome too: its claims are looked up when
+            // the script asks for them.
+            let new_token = outcome.new_token.clone();
             let decision = outcome.code;
-            w.last = Some(LastAuth {
-                msg_id,
-                outcome,
-                spans,
-                consumed: false,
-            });
-            (decision, reason, new_token)
+            let register_limit = w.authorizer.register_limit(&outcome, now());
+            w.last = Some(LastAuth::new(msg_key, outcome, spans));
+            (decision, reason, new_token, register_limit)
         })
         .map_err(|e| EntryError::new(ERROR, e))?;
 
@@ -157,6 +156,18 @@ fn authorize(
                 sso_log!(L_DBG, "{reason} -> {code}")
             }
             _ => sso_log!(L_INFO, "{reason} -> {code}"),
+        }
+        if let Some(limit) = register_limit.filter(|_| msg.is_register()) {
+            let changed = msg
+                .cap_register_expires(limit)
+                .map_err(|e| EntryError::new(ERROR, e))?;
+            if changed > 0 {
+                sso_log!(
+                    L_DBG,
+                    "registration lifetime capped at {limit} s, the token's remaining life \
+                     ({changed} value(s) changed)"
+                );
+            }
         }
         if let Some(token) = new_token.as_deref() {
             let line = format!("{}: {}\r\n", cfg.token_header, token);
@@ -199,9 +210,9 @@ fn challenge(
         let mut random = [0u8; 12];
         getrandom::getrandom(&mut random)
             .map_err(|e| EntryError::new(ERROR, format!("no randomness for a nonce: {e}")))?;
-        let msg_id = msg.id();
+        let msg_key = msg.key();
         let lines = worker::with_worker(|w| {
-            let last = w.last_for(msg_id).map(|l| &l.outcome);
+            let last = w.last_for(msg_key).map(|l| &l.outcome);
             w.authorizer.challenge(&spec, last, now(), &random)
         })
         .map_err(|e| EntryError::new(ERROR, e))?
@@ -222,8 +233,8 @@ fn challenge(
 fn consume(ptr: *mut sip_msg) -> c_int {
     guarded(c"sso_consume_credentials", -1, report_error, || {
         let mut msg = request(ptr)?;
-        let msg_id = msg.id();
-        let spans = worker::with_worker(|w| match w.last.as_mut().filter(|l| l.msg_id == msg_id) {
+        let msg_key = msg.key();
+        let spans = worker::with_worker(|w| match w.last.as_mut().filter(|l| l.key == msg_key) {
             Some(last) if last.outcome.code.is_success() && !last.consumed => {
                 last.consumed = true;
                 last.spans.clone()
@@ -291,6 +302,47 @@ trampoline!(w_sso_proxy_challenge, |m, realm, qop, algs| {
     )
 });
 trampoline!(w_sso_consume_credentials, |m, _, _, _| consume(m));
+
+trampoline!(w_sso_is_user_in, |m, who, group, _| identity::is_user_in(
+    m, who, group
+));
+trampoline!(w_sso_append_rpid, |m, prefix, suffix, _| {
+    identity::append_asserted(
+        c"sso_append_rpid",
+        identity::Asserted::Rpid,
+        m,
+        prefix,
+        suffix,
+    )
+});
+trampoline!(w_sso_append_pai, |m, _, _, _| {
+    identity::append_asserted(
+        c"sso_append_pai",
+        identity::Asserted::Pai,
+        m,
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    )
+});
+trampoline!(w_sso_is_rpid_user_e164, |m, _, _, _| {
+    identity::is_rpid_user_e164(m)
+});
+
+/// `$sso(name)`: name parser and getter, both guarded.
+pub unsafe extern "C" fn pv_parse_sso_name(
+    sp: *mut super::bindings::pv_spec_t,
+    name: *const os_str,
+) -> c_int {
+    pvar::parse_name(sp, name)
+}
+
+pub unsafe extern "C" fn pv_get_sso(
+    m: *mut sip_msg,
+    param: *mut super::bindings::pv_param_t,
+    res: *mut super::bindings::pv_value_t,
+) -> c_int {
+    pvar::get(m, param, res)
+}
 
 // Test-only (feature `panic-test`): proves that a panic becomes -5 and a log line.
 #[cfg(feature = "panic-test")]

@@ -44,6 +44,11 @@ macro_rules! facts_of {
         put("sizeof.struct lump_rpl", size_of::<b::lump_rpl>() as i64);
         put("sizeof.hdr_flags_t", size_of::<b::hdr_flags_t>() as i64);
         put("sizeof.modparam_t", size_of::<b::modparam_t>() as i64);
+        put("sizeof.pv_export_t", size_of::<b::pv_export_t>() as i64);
+        put("sizeof.pv_spec_t", size_of::<b::pv_spec_t>() as i64);
+        put("sizeof.pv_value_t", size_of::<b::pv_value_t>() as i64);
+        put("sizeof.pv_param_t", size_of::<b::pv_param_t>() as i64);
+        put("sizeof.int_str", size_of::<b::int_str>() as i64);
 
         put("offsetof.str.s", offset_of!(b::_str, s) as i64);
         put("offsetof.str.len", offset_of!(b::_str, len) as i64);
@@ -51,7 +56,7 @@ macro_rules! facts_of {
             last_header => "last_header", parsed_flag => "parsed_flag", h_via1 => "h_via1", callid => "callid",
             to => "to", cseq => "cseq", from => "from", contact => "contact", maxforwards => "maxforwards",
             route => "route", authorization => "authorization", expires => "expires", proxy_auth => "proxy_auth",
-            buf => "buf", len => "len");
+            unparsed => "unparsed", buf => "buf", len => "len", new_uri => "new_uri");
         let u = offset_of!(b::msg_start, u) as i64;
         put("offsetof.struct msg_start.type", offset_of!(b::msg_start, type_) as i64);
         put("offsetof.struct msg_start.len", offset_of!(b::msg_start, len) as i64);
@@ -93,7 +98,8 @@ macro_rules! facts_of {
             CMD_PARAM_OPT, REQUEST_ROUTE, FAILURE_ROUTE, ONREPLY_ROUTE, BRANCH_ROUTE, SIP_REQUEST, SIP_REPLY,
             METHOD_REGISTER, METHOD_INVITE, HDR_AUTHORIZATION_T, HDR_PROXYAUTH_T, HDR_TO_T, HDR_FROM_T, HDR_OTHER_T,
             HDR_TO_F, HDR_FROM_F, HDR_AUTHORIZATION_F, HDR_PROXYAUTH_F, LUMP_RPL_HDR, L_ALERT, L_CRIT, L_ERR,
-            L_WARN, L_NOTICE, L_INFO, L_DBG, STAT_NO_RESET, STAT_IS_FUNC, DEP_SILENT, DEP_WARN, DEP_ABORT);
+            L_WARN, L_NOTICE, L_INFO, L_DBG, STAT_NO_RESET, STAT_IS_FUNC, DEP_SILENT, DEP_WARN, DEP_ABORT,
+            PV_VAL_NULL, PV_VAL_STR, PV_VAL_INT, PV_TYPE_INT);
         put("constants.MOD_TYPE_DEFAULT", b::module_type::MOD_TYPE_DEFAULT as i64);
         put("constants.MOD_TYPE_NULL", b::module_type::MOD_TYPE_NULL as i64);
         f

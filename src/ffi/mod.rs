@@ -11,6 +11,8 @@ mod exports;
 #[cfg(not(test))]
 mod functions;
 mod guard;
+#[cfg(not(test))]
+mod identity;
 #[cfg(test)]
 mod layout_tests;
 #[cfg(not(test))]
@@ -19,6 +21,8 @@ mod log;
 mod msg;
 #[cfg(not(test))]
 mod params;
+#[cfg(not(test))]
+mod pvar;
 #[cfg(not(test))]
 mod reply;
 #[cfg(not(test))]

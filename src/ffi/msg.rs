@@ -1,7 +1,10 @@
 //! A read-only view of an OpenSIPS `struct sip_msg`: its method, headers and body as byte
 //! slices borrowed from the message buffer.
 
+use std::hash::{Hash, Hasher};
+
 use super::bindings::{self, _str as os_str, hdr_field, sip_msg};
+use super::worker::MsgKey;
 
 /// One header as OpenSIPS split it.
 #[derive(Clone, Copy)]
@@ -40,9 +43,20 @@ impl<'a> Msg<'a> {
         self.raw as *mut sip_msg
     }
 
-    /// Per-process message id (the same for every script function run on one request).
-    pub fn id(&self) -> u32 {
-        self.raw.id
+    /// Names this message for the per-worker state: its per-process id and a hash of its
+    /// Call-ID and CSeq values.
+    pub fn key(&self) -> MsgKey {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for hdr in [self.raw.callid, self.raw.cseq] {
+            // SAFETY: callid/cseq are null or headers of this message.
+            if let Some(hdr) = unsafe { hdr.as_ref() } {
+                bytes(&hdr.body).hash(&mut h);
+            }
+        }
+        MsgKey {
+            id: self.raw.id,
+            dialog: h.finish(),
+        }
     }
 
     pub fn is_request(&self) -> bool {
@@ -62,6 +76,47 @@ impl<'a> Msg<'a> {
         }
         // SAFETY: as above.
         bytes(unsafe { &self.raw.first_line.u.request.method })
+    }
+
+    /// The Request-URI as the script sees it now: the rewritten one, else the received one.
+    pub fn request_uri(&self) -> &'a [u8] {
+        if !self.is_request() {
+            return &[];
+        }
+        let rewritten = bytes(&self.raw.new_uri);
+        if !rewritten.is_empty() {
+            return rewritten;
+        }
+        // SAFETY: the request member of the union is the valid one for requests.
+        bytes(unsafe { &self.raw.first_line.u.request.uri })
+    }
+
+    /// Appends whole header lines (CRLF-terminated) to the request as it will be relayed.
+    pub fn append_header(&mut self, lines: &str) -> Result<(), String> {
+        debug_assert!(lines.ends_with("\r\n"));
+        // SAFETY: the shim copies the text into a lump the message owns.
+        let rc = unsafe {
+            bindings::sso_shim_append_header(
+                self.raw,
+                lines.as_ptr() as *const _,
+                lines.len() as i32,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err("cannot add a header to the request (out of memory?)".into())
+        }
+    }
+
+    /// Caps the registration lifetime this REGISTER asks for at `max` seconds where
+    /// registrar reads it; returns how many values changed.
+    pub fn cap_register_expires(&mut self, max: u64) -> Result<u32, String> {
+        let max = max.min(u32::MAX as u64) as u32;
+        // SAFETY: the shim edits only this message's parsed Expires/Contact values and the
+        // digits they point to, keeping every length as it was.
+        let rc = unsafe { bindings::sso_shim_cap_register_expires(self.raw, max) };
+        u32::try_from(rc).map_err(|_| "cannot parse the REGISTER's Contact or Expires".into())
     }
 
     /// Parses every header; false when OpenSIPS cannot.

@@ -26,12 +26,49 @@ pub struct Span {
     pub kind: i32,
 }
 
+/// Which message an authorization belongs to: OpenSIPS's per-process message id, plus a
+/// hash of Call-ID and CSeq so that a failure route running on another request with a
+/// colliding id cannot see this one's identity.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct MsgKey {
+    pub id: u32,
+    pub dialog: u64,
+}
+
 /// The last authorization decided in this process, tied to its message.
 pub struct LastAuth {
-    pub msg_id: u32,
+    pub key: MsgKey,
     pub outcome: Outcome,
     pub spans: Vec<Span>,
     pub consumed: bool,
+    /// Texts handed out as `$sso(...)` values: OpenSIPS reads them after the getter returns,
+    /// so they stay here until the next authorization in this process.
+    pub var_texts: Vec<Box<str>>,
+}
+
+/// At most this many `$sso` texts are kept per request (a script reading in a loop must not
+/// grow memory); the oldest are reused first.
+const MAX_VAR_TEXTS: usize = 64;
+
+impl LastAuth {
+    pub fn new(key: MsgKey, outcome: Outcome, spans: Vec<Span>) -> LastAuth {
+        LastAuth {
+            key,
+            outcome,
+            spans,
+            consumed: false,
+            var_texts: Vec::new(),
+        }
+    }
+
+    /// Keeps `text` alive and returns where it lives.
+    pub fn keep_text(&mut self, text: String) -> &str {
+        if self.var_texts.len() >= MAX_VAR_TEXTS {
+            self.var_texts.remove(0);
+        }
+        self.var_texts.push(text.into_boxed_str());
+        self.var_texts.last().expect("just pushed")
+    }
 }
 
 pub struct Worker {
@@ -41,9 +78,9 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// The last outcome if it belongs to message `msg_id`.
-    pub fn last_for(&self, msg_id: u32) -> Option<&LastAuth> {
-        self.last.as_ref().filter(|l| l.msg_id == msg_id)
+    /// The last outcome if it belongs to message `key`.
+    pub fn last_for(&self, key: MsgKey) -> Option<&LastAuth> {
+        self.last.as_ref().filter(|l| l.key == key)
     }
 }
 
@@ -74,7 +111,7 @@ pub fn with_worker<R>(f: impl FnOnce(&mut Worker) -> R) -> Result<R, String> {
     if slot.is_none() {
         let cfg = config().ok_or("module not initialized")?.clone();
         let shared = SHARED.get().ok_or("module not initialized")?.clone();
-        let sso = HttpSso::new(cfg.sso_settings())
+        let sso = HttpSso::with_jwks_url(cfg.sso_settings(), cfg.jwks_url.as_deref())
             .map_err(|e| format!("cannot build the SSO client: {e:?}"))?;
         *slot = Some(Worker {
             authorizer: Authorizer::new(cfg, shared),

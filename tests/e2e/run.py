@@ -298,7 +298,8 @@ class Ctx:
         Options (first use only; else taken from INSTANCES[name](ctx) when registered):
         udp_workers, log_level, nonce_expire, cache_ttl, http_timeout, sso (an SsoServer),
         module (another sso_auth .so), globals_/modules/params/route (config text spliced
-        into the template), allow_panic (the log may say "panicked at").
+        into the template), after_auth (script run once sso_*authorize succeeded),
+        allow_panic (the log may say "panicked at").
         """
         inst = self.instances.get(name)
         if inst is not None:
@@ -311,7 +312,8 @@ class Ctx:
 
     def _start_instance(self, name, udp_workers=4, log_level=None, nonce_expire=None,
                         cache_ttl=60, http_timeout=HTTP_TIMEOUT_MS, sso=None, module=None,
-                        globals_="", modules="", params="", route="", allow_panic=False):
+                        globals_="", modules="", params="", route="", after_auth="",
+                        allow_panic=False):
         if nonce_expire is None:
             nonce_expire = 2 if name == "short" else 300
         sso = sso or self.sso
@@ -331,7 +333,8 @@ class Ctx:
                          MI_FIFO=self.workdir / ("%s.fifo" % name),
                          MI_REPLY_DIR=str(self.workdir) + "/",
                          EXTRA_GLOBALS=globals_.replace("{{SIP_PORT}}", str(port)),
-                         EXTRA_MODULES=modules, EXTRA_PARAMS=params, EXTRA_ROUTE=route)
+                         EXTRA_MODULES=modules, EXTRA_PARAMS=params, EXTRA_ROUTE=route,
+                         AFTER_AUTH=after_auth)
         inst = OpenSips(name, self.binary, self.workdir, cfg)
         inst.allow_panic = allow_panic
         self.instances[name] = inst
@@ -1569,6 +1572,13 @@ def t_memory(ctx):
     check(f1["shmem"] - f0["shmem"] < 65536, "shmem used grew by %d bytes (limit 64 KiB)"
           % (f1["shmem"] - f0["shmem"]))
     ctx.retire("mem")
+
+
+# ---- identity from the SSO: groups, $sso, asserted identity, registration bound -------
+# (in identity_cases.py, registered here so that they run in this order)
+import identity_cases  # noqa: E402
+
+identity_cases.register(sys.modules[__name__])
 
 
 # ---- secrets never reach the log -----------------------------------------------------

@@ -697,3 +697,332 @@ fn sso_errors_are_counted() {
     assert_eq!(a.stats().get(Stat::SsoErrors), 1);
     assert_eq!(a.stats().get(Stat::TokenRejected), 1);
 }
+
+// ---- local JWT validation ----
+
+// Test-only Ed25519 key pair (openssl genpkey -algorithm ed25519); it protects nothing.
+const TEST_ED_PRIVATE: &str = "MC4CAQAwBQYDK2VwBCIEIE6vIiuapsnVtD3F1vgjds6c+Q4SumY980snzoG9z2Ge";
+const TEST_ED_PUBLIC: &str = "MCowBQYDK2VwAyEAjRt8DGq4Jh/zi9Yblj+NhaN6uKfVk3H8k7c0SU4R13A=";
+
+fn b64(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+}
+
+fn ed_jwt(claims: serde_json::Value, kid: Option<&str>) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = kid.map(String::from);
+    let key = jsonwebtoken::EncodingKey::from_ed_der(&b64(TEST_ED_PRIVATE));
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+fn ed_jwks(kid: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let spki = b64(TEST_ED_PUBLIC);
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&spki[spki.len() - 32..]);
+    serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid,
+                                 "use": "sig", "alg": "EdDSA"}]})
+    .to_string()
+    .into_bytes()
+}
+
+/// An SSO that also serves a JWK Set and counts its fetches.
+#[derive(Default)]
+struct JwksSso {
+    inner: FakeSso,
+    jwks: Vec<u8>,
+    fetches: usize,
+}
+
+impl SsoApi for JwksSso {
+    fn introspect(&mut self, token: &str) -> Result<Introspection, SsoError> {
+        self.inner.introspect(token)
+    }
+    fn digest_login(&mut self, req: &DigestLogin) -> Result<LoginOutcome, SsoError> {
+        self.inner.digest_login(req)
+    }
+    fn fetch_jwks(&mut self, _url: &str) -> Result<Vec<u8>, SsoError> {
+        self.fetches += 1;
+        Ok(self.jwks.clone())
+    }
+}
+
+fn jwt_config(file_keys: bool) -> Config {
+    let mut c = config();
+    if file_keys {
+        let pem =
+            format!("-----BEGIN PUBLIC KEY-----\n{TEST_ED_PUBLIC}\n-----END PUBLIC KEY-----\n");
+        c.jwt_file_keys = Some(std::sync::Arc::new(
+            KeySet::from_file_contents(pem.as_bytes()).unwrap(),
+        ));
+        c.jwt_key_file = Some("/test/key.pem".into());
+    } else {
+        c.set_str("jwks_url", "https://sso.example.com/jwks")
+            .unwrap();
+    }
+    c.set_str("jwt_issuer", "https://sso.example.com").unwrap();
+    c
+}
+
+fn alice_claims(exp: u64) -> serde_json::Value {
+    serde_json::json!({"iss": "https://sso.example.com", "sub": "uid-1",
+                       "preferred_username": "alice", "exp": exp, "iat": NOW,
+                       "groups": ["staff"], "phone_number": "+14255550101"})
+}
+
+#[test]
+fn jwt_is_validated_locally_and_cached() {
+    let mut a = Authorizer::new(jwt_config(true), shared());
+    let mut sso = FakeSso::default();
+    let token = ed_jwt(alice_claims(NOW + 600), None);
+    for round in 0..2 {
+        let req = register(
+            b"<sip:alice@example.com>",
+            vec![],
+            vec![HeaderRef {
+                id: 0,
+                value: token.as_bytes(),
+            }],
+        );
+        let mut o = a.authorize(&req, &mut sso, NOW);
+        assert_eq!(o.code, Code::TokenOk, "round {round}: {}", o.reason);
+        assert_eq!(o.reason.ends_with("(cached)"), round == 1);
+        assert_eq!(
+            a.variable(&mut o, &SsoVar::Claim("phone_number".into()), &mut sso, NOW),
+            Some(VarValue::Text("+14255550101".into()))
+        );
+    }
+    assert_eq!(sso.introspections, 0, "a JWT needs no introspection");
+}
+
+#[test]
+fn refused_jwts_are_minus_6_and_opaque_tokens_are_introspected() {
+    let mut a = Authorizer::new(jwt_config(true), shared());
+    let mut sso = FakeSso::default();
+    sso.tokens
+        .push(("opaque-token".into(), Ok(active("alice", None))));
+    let expired = ed_jwt(alice_claims(NOW - 600), None);
+    let mut wrong_iss = alice_claims(NOW + 600);
+    wrong_iss["iss"] = "https://evil.example.com".into();
+    let wrong_iss = ed_jwt(wrong_iss, None);
+    let mut tampered = ed_jwt(alice_claims(NOW + 600), None);
+    tampered.replace_range(tampered.len() - 6.., "AAAAAA");
+    for (what, token) in [
+        ("expired", expired),
+        ("iss", wrong_iss),
+        ("signature", tampered),
+    ] {
+        let req = register(
+            b"<sip:alice@example.com>",
+            vec![],
+            vec![HeaderRef {
+                id: 0,
+                value: token.as_bytes(),
+            }],
+        );
+        let o = a.authorize(&req, &mut sso, NOW);
+        assert_eq!(o.code, Code::InvalidToken, "{what}: {}", o.reason);
+        assert!(o.reason.contains("refused"), "{what}: {}", o.reason);
+        assert!(
+            !o.reason.contains(&token),
+            "the log line must not hold the token"
+        );
+    }
+    assert_eq!(sso.introspections, 0);
+    let req = register(
+        b"<sip:alice@example.com>",
+        vec![],
+        vec![HeaderRef {
+            id: 0,
+            value: b"opaque-token",
+        }],
+    );
+    assert_eq!(a.authorize(&req, &mut sso, NOW).code, Code::TokenOk);
+    assert_eq!(
+        sso.introspections, 1,
+        "a token that is not a JWT is introspected"
+    );
+}
+
+#[test]
+fn jwks_is_fetched_once_and_again_for_an_unknown_kid() {
+    let mut a = Authorizer::new(jwt_config(false), shared());
+    let mut sso = JwksSso {
+        jwks: ed_jwks("k1"),
+        ..Default::default()
+    };
+    let good = ed_jwt(alice_claims(NOW + 600), Some("k1"));
+    let req = register(
+        b"<sip:alice@example.com>",
+        vec![],
+        vec![HeaderRef {
+            id: 0,
+            value: good.as_bytes(),
+        }],
+    );
+    assert_eq!(a.authorize(&req, &mut sso, NOW).code, Code::TokenOk);
+    assert_eq!(sso.fetches, 1);
+    // a new kid (key rotation): one refetch, then refused while the set lacks it
+    let rotated = ed_jwt(alice_claims(NOW + 600), Some("k2"));
+    let req = register(
+        b"<sip:alice@example.com>",
+        vec![],
+        vec![HeaderRef {
+            id: 0,
+            value: rotated.as_bytes(),
+        }],
+    );
+    let o = a.authorize(&req, &mut sso, NOW + 20);
+    assert_eq!(o.code, Code::InvalidToken, "{}", o.reason);
+    assert_eq!(sso.fetches, 2);
+    // the SSO now publishes k2: after the negative cache and the refetch interval it passes
+    sso.jwks = ed_jwks("k2");
+    let o = a.authorize(&req, &mut sso, NOW + 40);
+    assert_eq!(o.code, Code::TokenOk, "{}", o.reason);
+    assert_eq!(sso.fetches, 3);
+    assert_eq!(sso.inner.introspections, 0);
+}
+
+#[test]
+fn no_jwks_is_an_sso_error() {
+    let mut a = Authorizer::new(jwt_config(false), shared());
+    let mut sso = FakeSso::default(); // fetch_jwks: NotConfigured
+    let token = ed_jwt(alice_claims(NOW + 600), Some("k1"));
+    let req = register(
+        b"<sip:alice@example.com>",
+        vec![],
+        vec![HeaderRef {
+            id: 0,
+            value: token.as_bytes(),
+        }],
+    );
+    let o = a.authorize(&req, &mut sso, NOW);
+    assert_eq!(o.code, Code::Error, "{}", o.reason);
+}
+
+// ---- identity for the script ----
+
+fn with_claims(user: &str, exp: i64, claims: serde_json::Value) -> Introspection {
+    let mut i = active(user, Some(exp));
+    i.claims = match claims {
+        serde_json::Value::Object(m) => m.into(),
+        _ => unreachable!(),
+    };
+    i
+}
+
+#[test]
+fn variables_groups_and_asserted_identity_of_a_token() {
+    let mut c = config();
+    c.set_int("bind_register_to_token", 1).unwrap();
+    let mut a = Authorizer::new(c, shared());
+    let mut sso = FakeSso::default();
+    sso.tokens.push((
+        "t".into(),
+        Ok(with_claims(
+            "alice",
+            NOW as i64 + 100,
+            serde_json::json!({"groups": ["staff"], "scope": "sip voip",
+                               "phone_number": "+1 425 555 0101"}),
+        )),
+    ));
+    let req = register(
+        b"<sip:alice@example.com>",
+        vec![],
+        vec![HeaderRef { id: 0, value: b"t" }],
+    );
+    let mut o = a.authorize(&req, &mut sso, NOW);
+    assert_eq!(o.code, Code::TokenOk);
+    let var = |a: &mut Authorizer, o: &mut Outcome, name: &str| {
+        a.variable(
+            o,
+            &SsoVar::parse(name).unwrap(),
+            &mut FakeSso::default(),
+            NOW + 10,
+        )
+    };
+    assert_eq!(
+        var(&mut a, &mut o, "user"),
+        Some(VarValue::Text("alice".into()))
+    );
+    assert_eq!(
+        var(&mut a, &mut o, "token_source"),
+        Some(VarValue::Text("header".into()))
+    );
+    assert_eq!(var(&mut a, &mut o, "expires_in"), Some(VarValue::Int(90)));
+    assert_eq!(var(&mut a, &mut o, "claim.nothing"), None);
+    let alice = identity::parse_aor(b"<sip:alice@example.com>").unwrap();
+    let bob = identity::parse_aor(b"<sip:bob@example.com>").unwrap();
+    assert!(a.is_user_in(&mut o, None, "staff", &mut sso, NOW).is_ok());
+    assert!(a.is_user_in(&mut o, None, "voip", &mut sso, NOW).is_ok());
+    assert!(a
+        .is_user_in(&mut o, Some(&alice), "staff", &mut sso, NOW)
+        .is_ok());
+    assert!(a
+        .is_user_in(&mut o, Some(&bob), "staff", &mut sso, NOW)
+        .is_err());
+    assert!(a.is_user_in(&mut o, None, "admins", &mut sso, NOW).is_err());
+    assert_eq!(
+        a.asserted_identity(&mut o, "example.com", &mut sso, NOW),
+        Ok("<sip:+14255550101@example.com;user=phone>".into())
+    );
+    assert_eq!(a.register_limit(&o, NOW + 30), Some(70));
+}
+
+#[test]
+fn a_failed_authorization_exposes_nothing() {
+    let mut a = Authorizer::new(config(), shared());
+    let mut sso = FakeSso::default();
+    let req = register(
+        b"<sip:alice@example.com>",
+        vec![],
+        vec![HeaderRef {
+            id: 0,
+            value: b"unknown",
+        }],
+    );
+    let mut o = a.authorize(&req, &mut sso, NOW);
+    assert_eq!(o.code, Code::InvalidToken);
+    assert_eq!(a.variable(&mut o, &SsoVar::User, &mut sso, NOW), None);
+    assert!(a.is_user_in(&mut o, None, "staff", &mut sso, NOW).is_err());
+    assert!(matches!(
+        a.asserted_identity(&mut o, "example.com", &mut sso, NOW),
+        Err(AssertError::NoIdentity(_))
+    ));
+    assert_eq!(a.register_limit(&o, NOW), None);
+}
+
+#[test]
+fn claims_of_a_digest_login_come_from_the_issued_token_once() {
+    let mut a = Authorizer::new(config(), shared());
+    let mut sso = FakeSso::default();
+    sso.tokens.push((
+        "issued".into(),
+        Ok(with_claims(
+            "alice",
+            NOW as i64 + 3600,
+            serde_json::json!({"groups": ["staff"]}),
+        )),
+    ));
+    let mut o = Outcome::new(Code::DigestOk, "test");
+    o.new_token = Some("issued".into());
+    o.user = Some("alice".into());
+    o.source = Some(TokenSource::Digest);
+    assert!(a.is_user_in(&mut o, None, "staff", &mut sso, NOW).is_ok());
+    assert!(a.is_user_in(&mut o, None, "staff", &mut sso, NOW).is_ok());
+    assert_eq!(
+        sso.introspections, 1,
+        "the issued token is introspected once"
+    );
+    assert_eq!(
+        a.variable(&mut o, &SsoVar::TokenSource, &mut sso, NOW),
+        Some(VarValue::Text("digest".into()))
+    );
+    assert_eq!(
+        a.register_limit(&o, NOW),
+        None,
+        "Digest logins are not capped"
+    );
+}
