@@ -1574,11 +1574,13 @@ def t_memory(ctx):
     ctx.retire("mem")
 
 
-# ---- identity from the SSO: groups, $sso, asserted identity, registration bound -------
-# (in identity_cases.py, registered here so that they run in this order)
+# ---- identity from the SSO: groups, $sso, asserted identity, registration bound, JWT --
+# (in identity_cases.py and jwt_cases.py, registered here so that they run in this order)
 import identity_cases  # noqa: E402
+import jwt_cases  # noqa: E402
 
 identity_cases.register(sys.modules[__name__])
+jwt_cases.register(sys.modules[__name__])
 
 
 # ---- secrets never reach the log -----------------------------------------------------

@@ -164,6 +164,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/health":
             self._send(200, {"ok": True, "counts": self.sso.counts_snapshot()})
+        elif self.path == "/jwks":
+            self.sso._count("jwks", {}, dict(self.headers.items()))
+            if self.sso.jwks is None:
+                self._send(404, {"error": "not_found"})
+            else:
+                self._send(200, self.sso.jwks, ctype="application/jwk-set+json")
         else:
             self._send(404, {"error": "not_found"})
 
@@ -283,6 +289,7 @@ class SsoServer(ReferenceSso):
     tokens          {token: {"username", "exp", "active", "scope", "report_as_is"}}
     client_id, client_secret, grant_type, token_lifetime
     delay           seconds to sit on every /introspect and /token request before answering
+    jwks            the JWK Set (a dict) served at GET /jwks; None answers 404
     counts          {"introspect": n, "token": n, ...}   (read with count())
     requests        list of (endpoint, form, headers) in arrival order
     """
@@ -293,6 +300,7 @@ class SsoServer(ReferenceSso):
         self.host = host
         self.tls = tls
         self.delay = 0.0
+        self.jwks = None        # the JWK Set served at GET /jwks (None: 404)
         self.port = port
         ReferenceSso.__init__(self, users, client_id, client_secret, verbose)
         self.counts = {}
