@@ -63,7 +63,7 @@ demo: build
 	$(PYTHON) examples/demo.py
 
 bench: build
-	$(CARGO) bench --bench core_paths
+	$(CARGO) bench --bench core_paths --bench jwt_vs_introspection
 	$(PYTHON) bench/run.py
 
 fuzz:

@@ -24,7 +24,16 @@ impl SsoApi for InstantSso {
             user: Some("alice".into()),
             exp: None,
             scope: Some("sip".into()),
-            claims: Default::default(),
+            // A realistic claim set (about 300 bytes), which the cache keeps and copies.
+            claims: match serde_json::json!({
+                "active": true, "username": "alice", "sub": "f81d4fae-7dec-11d0-a765",
+                "scope": "openid sip", "client_id": "opensips", "token_type": "Bearer",
+                "groups": ["staff", "sip-users"], "realm_access": {"roles": ["voip-admin"]},
+                "phone_number": "+14255550101", "tenant": "t1", "iss": "https://sso.example.com"
+            }) {
+                serde_json::Value::Object(m) => m.into(),
+                _ => unreachable!(),
+            },
         })
     }
     fn digest_login(&mut self, _req: &DigestLogin) -> Result<LoginOutcome, SsoError> {

@@ -4,7 +4,7 @@
 #   FUZZ_RUNS=N        stop each target after N executions (default 5000000)
 #   FUZZ_SECONDS=S     stop each target after S seconds instead (takes precedence over FUZZ_RUNS)
 #   FUZZ_MAX_SECONDS=S time bound of a FUZZ_RUNS run (default 900)
-#   FUZZ_TARGETS="a b" only these targets (default: all five)
+#   FUZZ_TARGETS="a b" only these targets (default: all seven)
 #   FUZZ_WAIT_SIPP=S   before the build and before each target, wait while a `sipp` process runs
 #                      (a benchmark would be disturbed and would disturb us), polling every 20 s,
 #                      at most S seconds in total (default 900; 0 = do not wait)
@@ -27,7 +27,7 @@ cd "$(dirname "$0")"
 runs=${FUZZ_RUNS:-5000000}
 secs=${FUZZ_SECONDS:-}
 max_secs=${FUZZ_MAX_SECONDS:-900}
-targets=${FUZZ_TARGETS:-"authorization_header token_header aor introspection_json token_json"}
+targets=${FUZZ_TARGETS:-"authorization_header token_header aor introspection_json token_json jwt claims"}
 wait_budget=${FUZZ_WAIT_SIPP:-900}
 extra=${FUZZ_EXTRA:-}
 
