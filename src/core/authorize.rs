@@ -2,6 +2,7 @@
 //! `sso_challenge` / `sso_proxy_challenge`, independent of OpenSIPS: the FFI layer hands in the
 //! request's relevant headers and gets back a code, the headers to add and a reason to log.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -97,14 +98,15 @@ pub struct Outcome {
     pub source: Option<TokenSource>,
     /// The introspection result behind a token success.
     pub introspection: Option<Introspection>,
-    /// Short explanation for the log: never a token, password or secret.
-    pub reason: String,
+    /// Short explanation for the log: never a token, password or secret. Empty for a success
+    /// when the authorizer was told that nobody will read it (`set_explain_success(false)`).
+    pub reason: Cow<'static, str>,
     /// The token issued after a Digest login was already introspected for its claims.
     pub issued_token_checked: bool,
 }
 
 impl Outcome {
-    fn new(code: Code, reason: impl Into<String>) -> Outcome {
+    fn new(code: Code, reason: impl Into<Cow<'static, str>>) -> Outcome {
         Outcome {
             code,
             used_headers: Vec::new(),
@@ -150,6 +152,9 @@ pub struct Authorizer {
     nonces: NonceKey,
     shared: Arc<SharedState>,
     jwt: Option<LocalJwt>,
+    /// Whether successes get a `reason` (a fingerprint and a formatted line). Failures always
+    /// do: they are logged at INFO and above.
+    explain_success: bool,
 }
 
 /// Where this worker's JWT keys come from: the key file read at start-up, or the SSO's JWK
@@ -221,7 +226,14 @@ impl Authorizer {
             jwt: LocalJwt::from_config(&cfg),
             shared,
             cfg,
+            explain_success: true,
         }
+    }
+
+    /// Off: a successful outcome comes back with an empty `reason`, which saves hashing and
+    /// formatting on the hot path when the caller would not log it anyway.
+    pub fn set_explain_success(&mut self, on: bool) {
+        self.explain_success = on;
     }
 
     pub fn stats(&self) -> &Stats {
@@ -351,15 +363,20 @@ impl Authorizer {
         }
         let header = if is_register { to } else { from }?;
         let aor = identity::parse_aor(header).ok()?;
-        let host = aor.host;
+        self.realm_of(&aor)
+    }
+
+    /// The realm an AOR implies: its host without realm_prefix; None when that is empty.
+    fn realm_of(&self, aor: &Aor) -> Option<String> {
+        let host = aor.host.as_str();
         let host = match host.strip_prefix(self.cfg.realm_prefix.as_str()) {
-            Some(rest) if !self.cfg.realm_prefix.is_empty() && !rest.is_empty() => rest.to_string(),
+            Some(rest) if !self.cfg.realm_prefix.is_empty() && !rest.is_empty() => rest,
             _ => host,
         };
         if host.is_empty() {
             None
         } else {
-            Some(host)
+            Some(host.to_string())
         }
     }
 
@@ -438,11 +455,11 @@ impl Authorizer {
             }
         };
         let id = TokenId::of(&token);
-        let fp = id.fingerprint();
         let mut why = None;
         let (info, cached) = match self.check_token(&token, &id, sso, now, &mut why) {
             Ok((Some(info), cached)) if why.is_none() => (info, cached),
             Ok(_) => {
+                let fp = id.fingerprint();
                 let reason = match why {
                     Some(w) => format!("token #{fp} refused: {w}"),
                     None => format!("token #{fp} is not active (cached)"),
@@ -456,43 +473,55 @@ impl Authorizer {
             Err(e) => {
                 let mut o = Outcome::new(
                     Code::Error,
-                    format!("introspection of token #{fp} failed: {}", describe(&e)),
+                    format!(
+                        "introspection of token #{} failed: {}",
+                        id.fingerprint(),
+                        describe(&e)
+                    ),
                 );
                 o.used_headers.push(header);
                 o.source = Some(source);
                 return Some(o);
             }
         };
-        let mut o = self.judge_token(req, &info, now, &fp);
+        let mut o = self.judge_token(req, &info, now, &id);
         o.used_headers.push(header);
         o.source = Some(source);
         if o.code.is_success() {
             o.introspection = Some(info);
-            if cached {
-                o.reason.push_str(" (cached)");
+            if cached && self.explain_success {
+                o.reason.to_mut().push_str(" (cached)");
             }
         }
         Some(o)
     }
 
-    fn judge_token(&self, req: &AuthRequest, info: &Introspection, now: u64, fp: &str) -> Outcome {
+    fn judge_token(
+        &self,
+        req: &AuthRequest,
+        info: &Introspection,
+        now: u64,
+        id: &TokenId,
+    ) -> Outcome {
+        // Only failures (and successes when explained) name the token: hex it on demand.
+        let fp = || id.fingerprint();
         let invalid = |why: String| {
             let mut o = Outcome::new(Code::InvalidToken, why);
             o.bearer_error = Some(BearerError::InvalidToken);
             o
         };
         if !info.active {
-            return invalid(format!("token #{fp} is not active"));
+            return invalid(format!("token #{} is not active", fp()));
         }
         if let Some(exp) = info.exp {
             if exp <= now as i64 {
-                return invalid(format!("token #{fp} expired"));
+                return invalid(format!("token #{} expired", fp()));
             }
         }
         let Some(user) = info.user.clone() else {
             return Outcome::new(
                 Code::Error,
-                format!("introspection of token #{fp} names no username or sub"),
+                format!("introspection of token #{} names no username or sub", fp()),
             );
         };
         let aor = match Self::request_aor(req) {
@@ -503,14 +532,21 @@ impl Authorizer {
             let mut o = Outcome::new(
                 Code::IdentityMismatch,
                 format!(
-                    "token #{fp} belongs to {user:?}, not to the request's AOR {}@{}",
-                    aor.user, aor.host
+                    "token #{} belongs to {user:?}, not to the request's AOR {}@{}",
+                    fp(),
+                    aor.user,
+                    aor.host
                 ),
             );
             o.bearer_error = Some(BearerError::InvalidRequest);
             return o;
         }
-        let mut o = Outcome::new(Code::TokenOk, format!("token #{fp} accepted for {user:?}"));
+        let reason = if self.explain_success {
+            Cow::Owned(format!("token #{} accepted for {user:?}", fp()))
+        } else {
+            Cow::Borrowed("")
+        };
+        let mut o = Outcome::new(Code::TokenOk, reason);
         o.user = Some(user);
         o
     }
@@ -520,14 +556,21 @@ impl Authorizer {
         if req.credential_headers.is_empty() {
             return None;
         }
-        let realm = self.effective_realm(req.realm, req.is_register, req.to, req.from)?;
+        // The AOR is parsed once, for the realm (when not given) and for the identity check.
+        let aor = Self::request_aor(req);
+        let realm = if req.realm.is_empty() {
+            // As effective_realm: the header the AOR comes from is the one the realm is taken from.
+            self.realm_of(aor.as_ref().ok()?)?
+        } else {
+            req.realm.to_string()
+        };
         let (header, creds) = req.credential_headers.iter().find_map(|h| {
             match credentials::parse_authorization(h.value) {
                 Ok(Credentials::Digest(d)) if d.realm == realm => Some((h.id, d)),
                 _ => None,
             }
         })?;
-        let mut o = self.judge_digest(req, &creds, &realm, sso, now);
+        let mut o = self.judge_digest(req, &creds, &realm, aor, sso, now);
         o.used_headers.push(header);
         o.source = Some(TokenSource::Digest);
         Some(o)
@@ -538,6 +581,7 @@ impl Authorizer {
         req: &AuthRequest,
         creds: &DigestCredentials,
         realm: &str,
+        aor: Result<Aor, &'static str>,
         sso: &mut dyn SsoApi,
         now: u64,
     ) -> Outcome {
@@ -571,7 +615,7 @@ impl Authorizer {
             }
             Err(NonceError::Expired) => return Outcome::new(Code::StaleNonce, "nonce expired"),
         };
-        let aor = match Self::request_aor(req) {
+        let aor = match aor {
             Ok(a) => a,
             Err(why) => return Outcome::new(Code::Error, why),
         };
@@ -640,11 +684,15 @@ impl Authorizer {
         let user = creds.username.clone();
         match self.count_sso(sso.digest_login(&login)) {
             Ok(LoginOutcome::Session { access_token, .. }) => {
-                let fp = fingerprint(&access_token);
-                let mut o = Outcome::new(
-                    Code::DigestOk,
-                    format!("Digest login of {user:?} accepted; SSO issued token #{fp}"),
-                );
+                let reason = if self.explain_success {
+                    Cow::Owned(format!(
+                        "Digest login of {user:?} accepted; SSO issued token #{}",
+                        fingerprint(&access_token)
+                    ))
+                } else {
+                    Cow::Borrowed("")
+                };
+                let mut o = Outcome::new(Code::DigestOk, reason);
                 o.new_token = Some(access_token);
                 o.user = Some(user);
                 o
@@ -926,9 +974,15 @@ fn find_token(req: &AuthRequest) -> Option<(usize, TokenSource, Result<String, &
         return Some((h.id, TokenSource::Header, parsed));
     }
     for h in &req.credential_headers {
+        // Only a value that starts with "Bearer" can parse as Bearer credentials (the parser
+        // trims spaces and tabs and refuses every other control byte), so the Digest header
+        // of a login is not parsed here and again by the Digest path.
+        if !starts_with_bearer(h.value) {
+            continue;
+        }
         match credentials::parse_authorization(h.value) {
             Ok(Credentials::Bearer(t)) => return Some((h.id, TokenSource::Bearer, Ok(t))),
-            Err(_) if starts_with_bearer(h.value) => {
+            Err(_) => {
                 return Some((
                     h.id,
                     TokenSource::Bearer,
@@ -995,6 +1049,135 @@ fn describe(e: &SsoError) -> String {
         SsoError::Status(s) => format!("SSO answered HTTP {s}"),
         SsoError::Malformed(w) => format!("malformed SSO answer: {w}"),
         SsoError::TooLarge => "SSO answer larger than 64 KiB".to_string(),
+    }
+}
+
+/// Successes without a reason (`set_explain_success(false)`), and the Bearer scan that skips
+/// other schemes.
+#[cfg(test)]
+mod quiet_tests {
+    use super::*;
+
+    struct OneUser;
+
+    impl SsoApi for OneUser {
+        fn introspect(&mut self, token: &str) -> Result<Introspection, SsoError> {
+            let user = if token.starts_with("bob") {
+                "bob"
+            } else {
+                "alice"
+            };
+            Ok(Introspection {
+                active: true,
+                user: Some(user.into()),
+                exp: None,
+                scope: None,
+                claims: Default::default(),
+            })
+        }
+        fn digest_login(&mut self, _: &DigestLogin) -> Result<LoginOutcome, SsoError> {
+            Err(SsoError::Timeout)
+        }
+    }
+
+    fn authorizer() -> Authorizer {
+        let mut c = Config::default();
+        c.set_str("introspect_url", "http://127.0.0.1:1/introspect")
+            .unwrap();
+        c.set_str("token_url", "http://127.0.0.1:1/token").unwrap();
+        c.set_str("secret", "0123456789abcdef0123456789abcdef")
+            .unwrap();
+        c.cache_slots = 64;
+        c.nonce_slots = 64;
+        c.finish(|| unreachable!()).unwrap();
+        let shared = Arc::new(SharedState::new(&c).unwrap());
+        Authorizer::new(c, shared)
+    }
+
+    fn request<'a>(creds: Vec<HeaderRef<'a>>, tokens: Vec<HeaderRef<'a>>) -> AuthRequest<'a> {
+        AuthRequest {
+            placement: Placement::Www,
+            method: "REGISTER",
+            is_register: true,
+            realm: "",
+            to: Some(b"<sip:alice@example.com>"),
+            from: Some(b"<sip:alice@example.com>;tag=1"),
+            credential_headers: creds,
+            token_headers: tokens,
+            body: b"",
+        }
+    }
+
+    fn token(value: &'static [u8]) -> Vec<HeaderRef<'static>> {
+        vec![HeaderRef { id: 0, value }]
+    }
+
+    #[test]
+    fn success_reason_only_when_asked() {
+        let mut a = authorizer();
+        let o = a.authorize(&request(vec![], token(b"alice-1")), &mut OneUser, 100);
+        assert_eq!(o.code, Code::TokenOk);
+        let fp = fingerprint("alice-1");
+        assert_eq!(o.reason, format!("token #{fp} accepted for \"alice\""));
+        let o = a.authorize(&request(vec![], token(b"alice-1")), &mut OneUser, 100);
+        assert_eq!(
+            o.reason,
+            format!("token #{fp} accepted for \"alice\" (cached)")
+        );
+
+        a.set_explain_success(false);
+        let o = a.authorize(&request(vec![], token(b"alice-1")), &mut OneUser, 100);
+        assert_eq!(o.code, Code::TokenOk);
+        assert_eq!(o.user.as_deref(), Some("alice"));
+        assert!(o.reason.is_empty());
+        // Failures keep their reason whatever the setting.
+        let o = a.authorize(&request(vec![], token(b"bob-1")), &mut OneUser, 100);
+        assert_eq!(o.code, Code::IdentityMismatch);
+        let fp = fingerprint("bob-1");
+        assert!(o
+            .reason
+            .starts_with(&format!("token #{fp} belongs to \"bob\"")));
+        let o = a.authorize(&request(vec![], vec![]), &mut OneUser, 100);
+        assert_eq!(o.code, Code::NoCredentials);
+        assert!(!o.reason.is_empty());
+    }
+
+    #[test]
+    fn bearer_found_behind_other_schemes() {
+        let mut a = authorizer();
+        let creds = vec![
+            HeaderRef {
+                id: 0,
+                value: b"Digest username=\"alice\", realm=\"other.org\"",
+            },
+            HeaderRef {
+                id: 1,
+                value: b"Basic YWxpY2U6cHc=",
+            },
+            HeaderRef {
+                id: 2,
+                value: b" \tbearer alice-2",
+            },
+        ];
+        let o = a.authorize(&request(creds, vec![]), &mut OneUser, 100);
+        assert_eq!(o.code, Code::TokenOk);
+        assert_eq!(o.source, Some(TokenSource::Bearer));
+        assert_eq!(o.used_headers, vec![2]);
+
+        let creds = vec![
+            HeaderRef {
+                id: 0,
+                value: b"Basic YWxpY2U6cHc=",
+            },
+            HeaderRef {
+                id: 1,
+                value: b"Bearer",
+            },
+        ];
+        let o = a.authorize(&request(creds, vec![]), &mut OneUser, 100);
+        assert_eq!(o.code, Code::InvalidToken);
+        assert_eq!(o.used_headers, vec![1]);
+        assert!(o.reason.contains("malformed Bearer"));
     }
 }
 

@@ -136,7 +136,15 @@ impl<'a> Cursor<'a> {
     /// Body of a quoted-string, the opening quote already consumed. RFC 3261 quoted-pair
     /// only escapes ASCII, so `\` before a non-ASCII byte is refused.
     fn quoted(&mut self) -> Result<String, ParseError> {
-        let mut out = Vec::new();
+        let rest = &self.input[self.pos..];
+        // Fast path, the common case: no escapes, so the value is the bytes up to the quote.
+        if let Some(end) = rest.iter().position(|&b| b == b'"' || b == b'\\') {
+            if rest[end] == b'"' {
+                self.pos += end + 1;
+                return String::from_utf8(rest[..end].to_vec()).map_err(|_| malformed("not UTF-8"));
+            }
+        }
+        let mut out = Vec::with_capacity(rest.len().min(256));
         loop {
             match self.peek() {
                 None => return Err(malformed("unterminated quoted string")),

@@ -26,7 +26,9 @@ pub enum NonceError {
 }
 
 pub struct NonceKey {
-    key: Vec<u8>,
+    /// HMAC state with the key already absorbed: cloned per nonce instead of redoing the
+    /// key schedule (two SHA-256 blocks) every time.
+    keyed: HmacSha256,
 }
 
 fn hex_value(c: u8) -> Option<u8> {
@@ -41,12 +43,12 @@ impl NonceKey {
     /// `secret` must be at least 32 bytes (checked by the configuration layer).
     pub fn new(secret: &[u8]) -> NonceKey {
         NonceKey {
-            key: secret.to_vec(),
+            keyed: HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length"),
         }
     }
 
     fn mac(&self, signed: &[u8]) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        let mut mac = self.keyed.clone();
         mac.update(signed);
         mac
     }
@@ -61,7 +63,13 @@ impl NonceKey {
             .finalize()
             .into_bytes();
         raw[TIME_LEN + RANDOM_LEN..].copy_from_slice(&tag[..MAC_LEN]);
-        raw.iter().map(|b| format!("{b:02x}")).collect()
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = String::with_capacity(NONCE_LEN);
+        for b in raw {
+            text.push(HEX[(b >> 4) as usize] as char);
+            text.push(HEX[(b & 15) as usize] as char);
+        }
+        text
     }
 
     /// Verifies MAC (constant time) then age: Ok(issue_time) when valid at `now`.

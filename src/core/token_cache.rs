@@ -71,7 +71,13 @@ impl TokenId {
 
     /// First 8 hex digits, for log lines.
     pub fn fingerprint(&self) -> String {
-        self.0[..4].iter().map(|b| format!("{b:02x}")).collect()
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = String::with_capacity(8);
+        for b in &self.0[..4] {
+            text.push(DIGITS[usize::from(b >> 4)] as char);
+            text.push(DIGITS[usize::from(b & 0x0f)] as char);
+        }
+        text
     }
 
     fn split(&self) -> ([u8; 16], [u8; 16]) {
@@ -261,6 +267,13 @@ mod tests {
             scope: Some("sip".into()),
             claims: Default::default(),
         }
+    }
+
+    #[test]
+    fn fingerprint_is_the_first_hex_digits_of_sha256() {
+        // SHA-256("abc") = ba7816bf 8f01cfea ...
+        assert_eq!(TokenId::of("abc").fingerprint(), "ba7816bf");
+        assert_eq!(TokenId::of("").fingerprint(), "e3b0c442");
     }
 
     #[test]

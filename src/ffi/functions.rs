@@ -15,7 +15,7 @@ use super::bindings::{
     HDR_TO_T,
 };
 use super::guard::{guarded, EntryError};
-use super::log::{report_error, sso_log, L_DBG, L_ERR, L_INFO, L_WARN};
+use super::log::{self, report_error, sso_log, L_DBG, L_ERR, L_INFO, L_WARN};
 use super::msg::{Header, Msg};
 use super::reply::{add_reply_header, delete_span, send_reply};
 use super::worker::{self, LastAuth, Span};
@@ -64,11 +64,24 @@ pub(super) fn request<'a>(ptr: *mut sip_msg) -> Result<Msg<'a>, EntryError> {
     Ok(msg)
 }
 
-pub(super) fn first_value<'a>(headers: &[Header<'a>], kind: u32) -> Option<&'a [u8]> {
-    headers
-        .iter()
+/// The value of the first header of type `kind`.
+pub(super) fn first_value<'a>(msg: &Msg<'a>, kind: u32) -> Option<&'a [u8]> {
+    msg.headers()
         .find(|h| h.kind == kind as i32)
         .map(|h| h.value)
+}
+
+/// The first To and the first From header of a message.
+fn to_and_from<'a>(msg: &Msg<'a>) -> (Option<&'a [u8]>, Option<&'a [u8]>) {
+    let (mut to, mut from) = (None, None);
+    for h in msg.headers() {
+        if h.kind == HDR_TO_T as i32 {
+            to.get_or_insert(h.value);
+        } else if h.kind == HDR_FROM_T as i32 {
+            from.get_or_insert(h.value);
+        }
+    }
+    (to, from)
 }
 
 fn authorize(
@@ -82,7 +95,6 @@ fn authorize(
         let realm = str_arg("realm", realm)?.unwrap_or("");
         let cfg =
             worker::config().ok_or_else(|| EntryError::new(ERROR, "module not initialized"))?;
-        let headers = msg.headers();
         let cred_kind = match placement {
             Placement::Www => HDR_AUTHORIZATION_T,
             Placement::Proxy => HDR_PROXYAUTH_T,
@@ -92,43 +104,58 @@ fn authorize(
         };
         let method = std::str::from_utf8(msg.method())
             .map_err(|_| EntryError::new(ERROR, "method is not UTF-8"))?;
+        // One walk over the header list. Only credential and token headers are kept (in
+        // message order); a HeaderRef's id is its index in `kept`.
+        let (mut to, mut from) = (None, None);
+        let mut kept: Vec<Header> = Vec::new();
+        let mut credential_headers = Vec::new();
+        let mut token_headers = Vec::new();
+        for h in msg.headers() {
+            if h.kind == HDR_TO_T as i32 {
+                to.get_or_insert(h.value);
+            } else if h.kind == HDR_FROM_T as i32 {
+                from.get_or_insert(h.value);
+            } else if h.kind == cred_kind {
+                credential_headers.push(HeaderRef {
+                    id: kept.len(),
+                    value: h.value,
+                });
+                kept.push(h);
+            } else if is_token_header(&h) {
+                token_headers.push(HeaderRef {
+                    id: kept.len(),
+                    value: h.value,
+                });
+                kept.push(h);
+            }
+        }
         // Only Digest credentials (qop=auth-int) look at the body: skip the scan for the
         // token path and credential-less requests.
-        let has_credentials = headers.iter().any(|h| h.kind == cred_kind);
+        let has_credentials = !credential_headers.is_empty();
         let req = AuthRequest {
             placement,
             method,
             is_register: msg.is_register(),
             realm,
-            to: first_value(&headers, HDR_TO_T),
-            from: first_value(&headers, HDR_FROM_T),
-            credential_headers: headers
-                .iter()
-                .enumerate()
-                .filter(|(_, h)| h.kind == cred_kind)
-                .map(|(id, h)| HeaderRef { id, value: h.value })
-                .collect(),
-            token_headers: headers
-                .iter()
-                .enumerate()
-                .filter(|(_, h)| is_token_header(h))
-                .map(|(id, h)| HeaderRef { id, value: h.value })
-                .collect(),
+            to,
+            from,
+            credential_headers,
+            token_headers,
             body: if has_credentials { msg.body() } else { &[] },
         };
         let msg_key = msg.key();
+        // The success line is logged at DBG only: without it the core skips building it.
+        let explain_success = log::enabled(L_DBG);
         let (decision, reason, new_token, register_limit) = worker::with_worker(|w| {
+            w.authorizer.set_explain_success(explain_success);
             let mut outcome = w.authorizer.authorize(&req, &mut w.sso, now());
             // Credentials to remove on sso_consume_credentials: the deciding header and any
-            // token header (a stale token must not travel on either).
-            let mut ids = outcome.used_headers.clone();
-            ids.extend(req.token_headers.iter().map(|h| h.id));
-            ids.sort_unstable();
-            ids.dedup();
-            let spans = ids
+            // token header (a stale token must not travel on either), in message order.
+            let spans = kept
                 .iter()
-                .filter_map(|&i| headers.get(i))
-                .map(|h| Span {
+                .enumerate()
+                .filter(|(i, h)| h.kind == HDR_OTHER_T as i32 || outcome.used_headers.contains(i))
+                .map(|(_, h)| Span {
                     offset: h.offset,
                     len: h.len,
                     kind: h.kind,
@@ -197,13 +224,13 @@ fn challenge(
         let (qop, algorithms) =
             challenge_options(str_arg("qop", qop)?, str_arg("algorithms", algorithms)?)
                 .map_err(|e| EntryError::new(ERROR, e))?;
-        let headers = msg.headers();
+        let (to, from) = to_and_from(&msg);
         let spec = ChallengeSpec {
             placement,
             realm,
             is_register: msg.is_register(),
-            to: first_value(&headers, HDR_TO_T),
-            from: first_value(&headers, HDR_FROM_T),
+            to,
+            from,
             qop,
             algorithms,
         };

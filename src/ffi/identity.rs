@@ -38,12 +38,11 @@ fn with_outcome<R>(
 
 /// The URI `who` names: Request-URI, From or To (None for Credentials).
 fn who_uri(msg: &Msg, who: &str) -> Result<Option<Aor>, EntryError> {
-    let headers = || msg.headers();
     let (name, value) = match who.to_ascii_lowercase().as_str() {
         "credentials" => return Ok(None),
         "request-uri" | "ruri" => ("Request-URI", Some(msg.request_uri())),
-        "from" => ("From", first_value(&headers(), HDR_FROM_T)),
-        "to" => ("To", first_value(&headers(), HDR_TO_T)),
+        "from" => ("From", first_value(msg, HDR_FROM_T)),
+        "to" => ("To", first_value(msg, HDR_TO_T)),
         _ => {
             return Err(EntryError::new(
                 ERROR,
@@ -95,8 +94,7 @@ pub enum Asserted {
 /// -2 the claim is unusable.
 fn asserted_identity(msg: &Msg) -> Result<Result<String, c_int>, EntryError> {
     // A bare number or name is completed with the caller's domain.
-    let headers = msg.headers();
-    let host = first_value(&headers, HDR_FROM_T)
+    let host = first_value(msg, HDR_FROM_T)
         .and_then(|v| parse_aor(v).ok())
         .map(|a| a.host)
         .unwrap_or_default();

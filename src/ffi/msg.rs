@@ -143,24 +143,40 @@ impl<'a> Msg<'a> {
         }
     }
 
-    /// Headers in message order (call `parse_all_headers` first).
-    pub fn headers(&self) -> Vec<Header<'a>> {
-        let base = self.raw.buf as usize;
-        let mut out = Vec::new();
-        let mut cur: *mut hdr_field = self.raw.headers;
-        // SAFETY: the header list belongs to the message and is walked read-only.
-        while let Some(h) = unsafe { cur.as_ref() } {
-            let name = bytes(&h.name);
-            let start = (h.name.s as usize).wrapping_sub(base);
-            out.push(Header {
-                kind: h.type_,
-                name,
-                value: bytes(&h.body),
-                offset: start as u32,
-                len: h.len.max(0) as u32,
-            });
-            cur = h.next;
+    /// Headers in message order (call `parse_all_headers` first), read from OpenSIPS's list
+    /// as they are walked: nothing is collected.
+    pub fn headers(&self) -> Headers<'a> {
+        Headers {
+            base: self.raw.buf as usize,
+            cur: self.raw.headers,
+            _msg: std::marker::PhantomData,
         }
-        out
+    }
+}
+
+/// Iterator over the parsed headers of a message.
+pub struct Headers<'a> {
+    base: usize,
+    cur: *mut hdr_field,
+    _msg: std::marker::PhantomData<&'a sip_msg>,
+}
+
+impl<'a> Iterator for Headers<'a> {
+    type Item = Header<'a>;
+
+    fn next(&mut self) -> Option<Header<'a>> {
+        // SAFETY: the header list belongs to the message, which outlives 'a, and is walked
+        // read-only.
+        let h = unsafe { self.cur.as_ref() }?;
+        self.cur = h.next;
+        let name = bytes(&h.name);
+        let start = (h.name.s as usize).wrapping_sub(self.base);
+        Some(Header {
+            kind: h.type_,
+            name,
+            value: bytes(&h.body),
+            offset: start as u32,
+            len: h.len.max(0) as u32,
+        })
     }
 }
