@@ -164,7 +164,7 @@ pub fn parse_algorithms(list: &str) -> Result<Vec<JwsAlg>, String> {
         if item.eq_ignore_ascii_case("none") {
             return Err("`none` is never accepted: tokens must be signed".to_string());
         }
-        if item.len() >= 2 && item[..2].eq_ignore_ascii_case("HS") {
+        if item.as_bytes().get(..2).is_some_and(|p| p.eq_ignore_ascii_case(b"HS")) {
             return Err(format!(
                 "{} is HMAC, which is never accepted (public-key algorithms only, so a public \
                  key can never be used as an HMAC secret)",
@@ -866,7 +866,7 @@ fn check_header(t: &Parsed<'_>, policy: &JwtPolicy) -> Result<JwsAlg, JwtError> 
     let Some(alg) = JwsAlg::from_name(name) else {
         let why = if name.eq_ignore_ascii_case("none") {
             "alg none (unsigned token)".to_string()
-        } else if name.len() >= 2 && name[..2].eq_ignore_ascii_case("HS") {
+        } else if name.as_bytes().get(..2).is_some_and(|p| p.eq_ignore_ascii_case(b"HS")) {
             format!("HMAC alg {} never accepted", printable(name))
         } else {
             format!("unsupported alg {}", printable(name))
@@ -1408,6 +1408,24 @@ IwQ5hvJMuta+T7ghQrPwmNIB988A
     }
 
     // ---- algorithms ----
+
+    #[test]
+    fn multibyte_alg_names_do_not_panic() {
+        // Found by the fuzzer: an alg whose second byte is inside a UTF-8 character.
+        let header = URL_SAFE_NO_PAD.encode("{\"alg\":\"n\u{679}y\"}");
+        let token = format!("{header}.eyI0.");
+        let keys = KeySet::from_file_contents(ED_PUB_FOR_PANIC_TEST.as_bytes()).unwrap();
+        assert!(matches!(
+            validate(&token, &keys, &JwtPolicy::default(), 0),
+            Err(JwtError::Invalid(_)) | Err(JwtError::NotAJwt)
+        ));
+        assert!(parse_algorithms("\u{679}").is_err());
+    }
+
+    const ED_PUB_FOR_PANIC_TEST: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAjRt8DGq4Jh/zi9Yblj+NhaN6uKfVk3H8k7c0SU4R13A=
+-----END PUBLIC KEY-----
+";
 
     #[test]
     fn algorithm_lists() {
