@@ -32,6 +32,8 @@ IDENT_ROUTE = """
 """
 
 IDENT_AFTER_AUTH = """
+	if (is_present_hf("X-Test-Fail"))
+		t_on_failure("ident_failed");
 	append_to_reply("X-Sso-User: $sso(user)\\r\\n");
 	append_to_reply("X-Sso-Source: $sso(token_source)\\r\\n");
 	append_to_reply("X-Sso-Exp: $sso(exp)\\r\\n");
@@ -63,6 +65,19 @@ IDENT_AFTER_AUTH = """
 """
 
 
+# The relayed request failed downstream: the identity checks still answer, in the failure
+# route, for the request this worker authorized.
+IDENT_BLOCKS = """
+failure_route[ident_failed] {
+	sso_is_user_in("Credentials", "staff");
+	$var(staff) = $rc;
+	sso_is_user_in("Credentials", "guests");
+	$var(guests) = $rc;
+	t_reply(403, "staff $var(staff) guests $var(guests) user $sso(user)");
+}
+"""
+
+
 def register(r):
     """Adds this file's cases to the runner `r` (the tests/e2e/run.py module)."""
     case, Fail, check, eq, expect = r.case, r.Fail, r.check, r.eq, r.expect
@@ -73,7 +88,7 @@ def register(r):
         sso.user_claims.update({"alice": ALICE_CLAIMS, "bob": BOB_CLAIMS,
                                 "carol": CAROL_CLAIMS})
         return dict(udp_workers=1, params=IDENT_PARAMS, route=IDENT_ROUTE,
-                    after_auth=IDENT_AFTER_AUTH)
+                    after_auth=IDENT_AFTER_AUTH, blocks=IDENT_BLOCKS)
 
     r.INSTANCES["ident"] = ident_opts
 
@@ -190,6 +205,23 @@ def register(r):
                                  extra=[("X-Test-Who", "Credentials"),
                                         ("X-Test-Group", "voip-admin")])
         eq(resp.get("X-Group-Code"), "1", "group of a Digest-authenticated user")
+
+    @case("is_user_in_failure_route", instance="ident")
+    def t_groups_failure(ctx):
+        tok = token(ctx)
+        with r.SipUas() as uas, client(ctx, "alice", "ident") as c:
+            req = c.build("MESSAGE", uri="sip:relay@" + DOMAIN, to_uri="sip:relay@" + DOMAIN,
+                          headers=[("X-SSO-Token", tok), ("X-Test-Relay", uas.hostport),
+                                   ("X-Test-Fail", "1")], body=b"hello")
+            c.send(req)
+            fwd, addr = uas.recv_request(3.0)
+            if fwd is None:
+                raise Fail("nothing relayed")
+            uas.reply(fwd, addr, 486, "Busy Here")
+            resp = c.wait_final(req, 3.0)
+        eq(resp.status, 403, "final status set by the failure route")
+        eq(resp.reason, "staff 1 guests -1 user alice",
+           "sso_is_user_in and $sso(user) in FAILURE_ROUTE")
 
     # ---- asserted identity ------------------------------------------------------------
 

@@ -299,6 +299,7 @@ class Ctx:
         udp_workers, log_level, nonce_expire, cache_ttl, http_timeout, sso (an SsoServer),
         module (another sso_auth .so), globals_/modules/params/route (config text spliced
         into the template), after_auth (script run once sso_*authorize succeeded),
+        blocks (more top-level route blocks),
         allow_panic (the log may say "panicked at").
         """
         inst = self.instances.get(name)
@@ -313,7 +314,7 @@ class Ctx:
     def _start_instance(self, name, udp_workers=4, log_level=None, nonce_expire=None,
                         cache_ttl=60, http_timeout=HTTP_TIMEOUT_MS, sso=None, module=None,
                         globals_="", modules="", params="", route="", after_auth="",
-                        allow_panic=False):
+                        blocks="", allow_panic=False):
         if nonce_expire is None:
             nonce_expire = 2 if name == "short" else 300
         sso = sso or self.sso
@@ -334,7 +335,7 @@ class Ctx:
                          MI_REPLY_DIR=str(self.workdir) + "/",
                          EXTRA_GLOBALS=globals_.replace("{{SIP_PORT}}", str(port)),
                          EXTRA_MODULES=modules, EXTRA_PARAMS=params, EXTRA_ROUTE=route,
-                         AFTER_AUTH=after_auth)
+                         AFTER_AUTH=after_auth, EXTRA_BLOCKS=blocks)
         inst = OpenSips(name, self.binary, self.workdir, cfg)
         inst.allow_panic = allow_panic
         self.instances[name] = inst
