@@ -109,8 +109,13 @@ struct sip_msg {
 	char *buf;          /* the message as received */
 	unsigned int len;
 	str new_uri;        /* the rewritten Request-URI, when the script changed it */
-	char _opaque_tail[SSO_MSG_SIZE - (SSO_MSG_BUF_OFFSET + 32)];
+	char _opaque_before_msg_flags[SSO_MSG_MSG_FLAGS_OFFSET - (SSO_MSG_BUF_OFFSET + 32)];
+	unsigned int msg_flags; /* FL_* flags, e.g. FL_TM_FAKE_REQ */
+	char _opaque_tail[SSO_MSG_SIZE - (SSO_MSG_MSG_FLAGS_OFFSET + 4)];
 };
+
+/* the request tm builds for a failure route (a copy of the transaction's request) */
+#define FL_TM_FAKE_REQ (1 << 18)
 
 /* ---- module interface ---- */
 typedef int (*cmd_function)(struct sip_msg *, void *, void *, void *, void *, void *, void *,

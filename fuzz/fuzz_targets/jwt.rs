@@ -5,10 +5,7 @@ use libfuzzer_sys::fuzz_target;
 use sso_auth::core::jwt::{looks_like_jwt, validate, JwtError, JwtPolicy, KeySet};
 
 // A real Ed25519 public key (test only), so inputs can reach the signature check.
-const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
-MCowBQYDK2VwAyEAjRt8DGq4Jh/zi9Yblj+NhaN6uKfVk3H8k7c0SU4R13A=
------END PUBLIC KEY-----
-";
+const ED_PUBLIC: &str = include_str!("../../tests/data/jwt/ed-public.pem");
 
 fuzz_target!(|data: &[u8]| {
     // The input as a key source: must parse or refuse, nothing else.

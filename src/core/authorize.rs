@@ -438,6 +438,20 @@ impl Authorizer {
         }
     }
 
+    /// The request's token checked again (through the shared cache), for identity functions
+    /// running where this worker's own authorization of the request is not at hand: a failure
+    /// route, which tm runs on a copy of the request, possibly in another worker. Only the
+    /// token path: a Digest login cannot be repeated. Leaves the statistics alone.
+    pub fn recheck_token(
+        &mut self,
+        req: &AuthRequest,
+        sso: &mut dyn SsoApi,
+        now: u64,
+    ) -> Option<Outcome> {
+        self.try_token(req, sso, now)
+            .filter(|o| o.code.is_success())
+    }
+
     /// Token path; None when the request carries no token (or token checks are off).
     fn try_token(&mut self, req: &AuthRequest, sso: &mut dyn SsoApi, now: u64) -> Option<Outcome> {
         if !self.cfg.token_checks() {

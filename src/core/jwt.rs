@@ -164,7 +164,11 @@ pub fn parse_algorithms(list: &str) -> Result<Vec<JwsAlg>, String> {
         if item.eq_ignore_ascii_case("none") {
             return Err("`none` is never accepted: tokens must be signed".to_string());
         }
-        if item.as_bytes().get(..2).is_some_and(|p| p.eq_ignore_ascii_case(b"HS")) {
+        if item
+            .as_bytes()
+            .get(..2)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"HS"))
+        {
             return Err(format!(
                 "{} is HMAC, which is never accepted (public-key algorithms only, so a public \
                  key can never be used as an HMAC secret)",
@@ -866,7 +870,11 @@ fn check_header(t: &Parsed<'_>, policy: &JwtPolicy) -> Result<JwsAlg, JwtError> 
     let Some(alg) = JwsAlg::from_name(name) else {
         let why = if name.eq_ignore_ascii_case("none") {
             "alg none (unsigned token)".to_string()
-        } else if name.as_bytes().get(..2).is_some_and(|p| p.eq_ignore_ascii_case(b"HS")) {
+        } else if name
+            .as_bytes()
+            .get(..2)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"HS"))
+        {
             format!("HMAC alg {} never accepted", printable(name))
         } else {
             format!("unsupported alg {}", printable(name))
@@ -1171,44 +1179,8 @@ mod tests {
     const NOW: u64 = 1_700_000_000;
 
     // Test-only keys generated with openssl for these tests; they protect nothing.
-    const RSA_PRIVATE: &str = "-----BEGIN RSA PRIVATE KEY-----
-MIIEpAIBAAKCAQEAjvsVe4HwlRv1fe8FKKyeWMlrTiAHvtKXt9URJUUOOXYnE0sM
-iizD1YpcBDTHSudaFsppT3O/HMBURPCQv97yuRbRaDhy24LzL2tHRMI8JFMP/szP
-7DbqZRQOsRfjkpAbL2fq6oQXIUg0xg7nqjU75SPxFvgP7/UuZuZ5Q3zaBtq1vSFG
-EF1nHmRforHiySHnMO4nS0QK2Q+LrtVba4bDw93jw/3UO+D3jOmwWkvItVPaB2Ng
-HEKAYU0Uy4cThziNraIlG/lLWwac5DP4u8Twd2pwk5CsQMr1KcyiG5eoH3G+Jl3K
-SvSF3XySvtFhc7Cpf1c7V/qF0GPKRTnvZDBzkQIDAQABAoIBAAxJn2OBW8EcvtYR
-9Adg/6y8Bp5CBMMNSx+aeSzoSIbUqhqvhkYw/wAmMgPkhe9gftla5NOrVqnBt5xD
-G6rO81zHuBBfsDNAMju0Lv2a6bCUzi5EwLuuo9SISujvl3hRgnHqWYHKVJ3gxt7x
-306Si5wEy46AnAdbB/VXlOVMC1qvpoX3ieJ+OpjOkROYBkLIAWYk62Zri/bH+CcN
-HJAW5rqWUJIzwGkUkOxnc/LBLU09RFmPfqXPDA6uZphMBG22OlK/h4Jx9oluuB82
-tHLw61FJiLwwqE1J6/SjxaXoaxJjMv9pe2AZ9Wz07LKqEUtKp7WJi8UhbOCLadRm
-swztaB8CgYEAwFmfVp+JIkbAIhVdYiVZuxel+8THyn1Hc2MvLZtdDFHsSH9A7prm
-76OFZKHS2Osagij5lEfb6qi4ITUQmBwb92PzajEHwRGghOPE3JbTFaTMJZ7+8Hs8
-2lKFys0sxEToc+GV/naqcaLL2plYlWhYMMQr725Y1R4QMbMwwEdLgaMCgYEAvktJ
-J+ZV72tEIJsyQKaG/eOGz2JC9oFA1EYbY9ccgWq62dd2F0dnlo2BlPlhp42vTi4R
-yhLSZAmx6lYr92tihdW5FO5v5LC3qiT0ujVxUvgIdn8017hk0I1tenPQn3C1e8Er
-8HQDCsGQeIfT/kLoKB5jspNn0/RZaYEoAOV3UTsCgYEAkqG/viFQQTj+Lv1qeu9O
-QDn+5rdUNyDZ3zS1Omc9v66UGZAox7x+YCCgB971BTf0tVTXLhq5o2GLPIVfaRXE
-nAst/L3z01LEs4mPATpZIB7JIcTbRCguc6CFLdzLS7PcILrPxXRg6s/X54UO6pbo
-5AQoGhZc0dphLgIUIAA5p1ECgYATVFBlBieafznXWgxbts6lgXQTIrcMlQqBxXFI
-zfPuTWoXcKRlLvKdv1f3SvGZdHHnLhTOguTuFnIFDKXApx7F23TGZIXnI/A0Dzbw
-pzcQp3MsnjU+6FMNQCBrvNHnMCqvHGsbLJ2WfRzwsVNeU2uDj7quy/xS8lIWvnDS
-znw1OwKBgQCALHrlxSeTKZmKLrK+tTu5GWEWXVp8Z+vBKlxtI6AwxqmFx11k1Di+
-glich+rsfvP23NXYiWt6Tnre2e+LiCsoL2Jlcr8ZJ5ncX9Zklw8D/SOnYKt2ze5G
-ocmyYm7imHq+80TymtCdMEayypo+b3YKGRjNDSUfoxt/ucy5X9pbbw==
------END RSA PRIVATE KEY-----
-";
-    const RSA_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
-MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAjvsVe4HwlRv1fe8FKKye
-WMlrTiAHvtKXt9URJUUOOXYnE0sMiizD1YpcBDTHSudaFsppT3O/HMBURPCQv97y
-uRbRaDhy24LzL2tHRMI8JFMP/szP7DbqZRQOsRfjkpAbL2fq6oQXIUg0xg7nqjU7
-5SPxFvgP7/UuZuZ5Q3zaBtq1vSFGEF1nHmRforHiySHnMO4nS0QK2Q+LrtVba4bD
-w93jw/3UO+D3jOmwWkvItVPaB2NgHEKAYU0Uy4cThziNraIlG/lLWwac5DP4u8Tw
-d2pwk5CsQMr1KcyiG5eoH3G+Jl3KSvSF3XySvtFhc7Cpf1c7V/qF0GPKRTnvZDBz
-kQIDAQAB
------END PUBLIC KEY-----
-";
+    const RSA_PRIVATE: &str = include_str!("../../tests/data/jwt/rsa-private.pem");
+    const RSA_PUBLIC: &str = include_str!("../../tests/data/jwt/rsa-public.pem");
     const RSA_PUBLIC_PKCS1: &str = "-----BEGIN RSA PUBLIC KEY-----
 MIIBCgKCAQEAjvsVe4HwlRv1fe8FKKyeWMlrTiAHvtKXt9URJUUOOXYnE0sMiizD
 1YpcBDTHSudaFsppT3O/HMBURPCQv97yuRbRaDhy24LzL2tHRMI8JFMP/szP7Dbq
@@ -1218,17 +1190,8 @@ YU0Uy4cThziNraIlG/lLWwac5DP4u8Twd2pwk5CsQMr1KcyiG5eoH3G+Jl3KSvSF
 3XySvtFhc7Cpf1c7V/qF0GPKRTnvZDBzkQIDAQAB
 -----END RSA PUBLIC KEY-----
 ";
-    const EC1_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgkN1D5QpoZ6a3q/PH
-slWmeHCUId1sv5neZ3s7In05gPGhRANCAATk6syBJgnWLfC9sEpY+OwtkjGDVkIf
-E56U+eCEuyedqQj+WsM3w4Mf5dWMQ6+cjJJVrgbRWoW6cWvwYABVmbWy
------END PRIVATE KEY-----
-";
-    const EC1_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
-MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE5OrMgSYJ1i3wvbBKWPjsLZIxg1ZC
-HxOelPnghLsnnakI/lrDN8ODH+XVjEOvnIySVa4G0VqFunFr8GAAVZm1sg==
------END PUBLIC KEY-----
-";
+    const EC1_PRIVATE: &str = include_str!("../../tests/data/jwt/ec-private.pem");
+    const EC1_PUBLIC: &str = include_str!("../../tests/data/jwt/ec-public.pem");
     const EC2_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg+YTJWrcAE4SnquP+
 TAiAHcLLLazz+xPtSrRBywjSLWWhRANCAATFIoxjitNNv7fBLy/LnR7q41Z9c1lm
@@ -1240,14 +1203,8 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAExSKMY4rTTb+3wS8vy50e6uNWfXNZ
 ZgfAZH2vP7s7/FJ68c4XDMZ/5XLR6D4ryg924loc9gGItio9W8o7IB2sPg==
 -----END PUBLIC KEY-----
 ";
-    const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
-MC4CAQAwBQYDK2VwBCIEIE6vIiuapsnVtD3F1vgjds6c+Q4SumY980snzoG9z2Ge
------END PRIVATE KEY-----
-";
-    const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
-MCowBQYDK2VwAyEAjRt8DGq4Jh/zi9Yblj+NhaN6uKfVk3H8k7c0SU4R13A=
------END PUBLIC KEY-----
-";
+    const ED_PRIVATE: &str = include_str!("../../tests/data/jwt/ed-private.pem");
+    const ED_PUBLIC: &str = include_str!("../../tests/data/jwt/ed-public.pem");
     const P384_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
 MIG2AgEAMBAGByqGSM49AgEGBSuBBAAiBIGeMIGbAgEBBDCtGN8g0DCckU56ETC6
 4NpctS0gmyG2I2QqNTKcMTjOYMiJhPD8hRgp6z5yCUmFqwWhZANiAAQRxy69nCxb
@@ -1414,18 +1371,13 @@ IwQ5hvJMuta+T7ghQrPwmNIB988A
         // Found by the fuzzer: an alg whose second byte is inside a UTF-8 character.
         let header = URL_SAFE_NO_PAD.encode("{\"alg\":\"n\u{679}y\"}");
         let token = format!("{header}.eyI0.");
-        let keys = KeySet::from_file_contents(ED_PUB_FOR_PANIC_TEST.as_bytes()).unwrap();
+        let keys = KeySet::from_file_contents(ED_PUBLIC.as_bytes()).unwrap();
         assert!(matches!(
             validate(&token, &keys, &JwtPolicy::default(), 0),
             Err(JwtError::Invalid(_)) | Err(JwtError::NotAJwt)
         ));
         assert!(parse_algorithms("\u{679}").is_err());
     }
-
-    const ED_PUB_FOR_PANIC_TEST: &str = "-----BEGIN PUBLIC KEY-----
-MCowBQYDK2VwAyEAjRt8DGq4Jh/zi9Yblj+NhaN6uKfVk3H8k7c0SU4R13A=
------END PUBLIC KEY-----
-";
 
     #[test]
     fn algorithm_lists() {

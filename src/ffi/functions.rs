@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::core::authorize::{
     challenge_options, AuthRequest, ChallengeSpec, Code, HeaderRef, Placement,
 };
+use crate::core::config::Config;
 use crate::core::text::is_header_safe;
 
 use super::bindings::{
@@ -84,6 +85,61 @@ fn to_and_from<'a>(msg: &Msg<'a>) -> (Option<&'a [u8]>, Option<&'a [u8]>) {
     (to, from)
 }
 
+/// What the core needs of a request, from one walk over its headers: only credential headers
+/// (of the `cred_kinds` types) and token headers are kept, in message order; a HeaderRef's id
+/// is its index in the returned Vec.
+pub(super) fn auth_request<'a>(
+    msg: &Msg<'a>,
+    placement: Placement,
+    cred_kinds: &[i32],
+    realm: &'a str,
+    cfg: &Config,
+) -> Result<(AuthRequest<'a>, Vec<Header<'a>>), EntryError> {
+    let is_token_header = |h: &Header| {
+        h.kind == HDR_OTHER_T as i32 && h.name.eq_ignore_ascii_case(cfg.token_header.as_bytes())
+    };
+    let method = std::str::from_utf8(msg.method())
+        .map_err(|_| EntryError::new(ERROR, "method is not UTF-8"))?;
+    let (mut to, mut from) = (None, None);
+    let mut kept: Vec<Header> = Vec::new();
+    let mut credential_headers = Vec::new();
+    let mut token_headers = Vec::new();
+    for h in msg.headers() {
+        if h.kind == HDR_TO_T as i32 {
+            to.get_or_insert(h.value);
+        } else if h.kind == HDR_FROM_T as i32 {
+            from.get_or_insert(h.value);
+        } else if cred_kinds.contains(&h.kind) {
+            credential_headers.push(HeaderRef {
+                id: kept.len(),
+                value: h.value,
+            });
+            kept.push(h);
+        } else if is_token_header(&h) {
+            token_headers.push(HeaderRef {
+                id: kept.len(),
+                value: h.value,
+            });
+            kept.push(h);
+        }
+    }
+    // Only Digest credentials (qop=auth-int) look at the body: skip the scan for the token
+    // path and credential-less requests.
+    let has_credentials = !credential_headers.is_empty();
+    let req = AuthRequest {
+        placement,
+        method,
+        is_register: msg.is_register(),
+        realm,
+        to,
+        from,
+        credential_headers,
+        token_headers,
+        body: if has_credentials { msg.body() } else { &[] },
+    };
+    Ok((req, kept))
+}
+
 fn authorize(
     name: &'static CStr,
     placement: Placement,
@@ -99,50 +155,7 @@ fn authorize(
             Placement::Www => HDR_AUTHORIZATION_T,
             Placement::Proxy => HDR_PROXYAUTH_T,
         } as i32;
-        let is_token_header = |h: &Header| {
-            h.kind == HDR_OTHER_T as i32 && h.name.eq_ignore_ascii_case(cfg.token_header.as_bytes())
-        };
-        let method = std::str::from_utf8(msg.method())
-            .map_err(|_| EntryError::new(ERROR, "method is not UTF-8"))?;
-        // One walk over the header list. Only credential and token headers are kept (in
-        // message order); a HeaderRef's id is its index in `kept`.
-        let (mut to, mut from) = (None, None);
-        let mut kept: Vec<Header> = Vec::new();
-        let mut credential_headers = Vec::new();
-        let mut token_headers = Vec::new();
-        for h in msg.headers() {
-            if h.kind == HDR_TO_T as i32 {
-                to.get_or_insert(h.value);
-            } else if h.kind == HDR_FROM_T as i32 {
-                from.get_or_insert(h.value);
-            } else if h.kind == cred_kind {
-                credential_headers.push(HeaderRef {
-                    id: kept.len(),
-                    value: h.value,
-                });
-                kept.push(h);
-            } else if is_token_header(&h) {
-                token_headers.push(HeaderRef {
-                    id: kept.len(),
-                    value: h.value,
-                });
-                kept.push(h);
-            }
-        }
-        // Only Digest credentials (qop=auth-int) look at the body: skip the scan for the
-        // token path and credential-less requests.
-        let has_credentials = !credential_headers.is_empty();
-        let req = AuthRequest {
-            placement,
-            method,
-            is_register: msg.is_register(),
-            realm,
-            to,
-            from,
-            credential_headers,
-            token_headers,
-            body: if has_credentials { msg.body() } else { &[] },
-        };
+        let (req, kept) = auth_request(&msg, placement, &[cred_kind], realm, cfg)?;
         let msg_key = msg.key();
         // The success line is logged at DBG only: without it the core skips building it.
         let explain_success = log::enabled(L_DBG);

@@ -4,37 +4,51 @@
 
 use std::ffi::{c_int, c_void, CStr};
 
-use crate::core::authorize::{AssertError, Authorizer, Outcome};
+use crate::core::authorize::{AssertError, Authorizer, Placement};
 use crate::core::claims::{is_e164, uri_user};
 use crate::core::identity::{parse_aor, Aor};
 use crate::core::sso::HttpSso;
 use crate::core::text::is_header_safe;
 
-use super::bindings::{sip_msg, HDR_FROM_T, HDR_TO_T};
-use super::functions::{first_value, now, request, str_arg, ERROR};
+use super::bindings::{sip_msg, HDR_AUTHORIZATION_T, HDR_FROM_T, HDR_PROXYAUTH_T, HDR_TO_T};
+use super::functions::{auth_request, first_value, now, request, str_arg, ERROR};
 use super::guard::{guarded, EntryError};
 use super::log::{report_error, sso_log, L_DBG, L_INFO};
 use super::msg::Msg;
-use super::worker::{self, MsgKey};
+use super::worker::{self, LastAuth};
 
-/// Runs `f` on this message's authorization outcome with the worker's engine; None when the
-/// worker decided nothing for this message.
-fn with_outcome<R>(
-    msg_key: MsgKey,
-    f: impl FnOnce(&mut Authorizer, &mut Outcome, &mut HttpSso) -> R,
+/// Runs `f` on this message's authorization with the worker's engine; None when nothing
+/// authorized it. On tm's failure-route copy of a request (a new message id, maybe another
+/// worker), the request's token is checked again through the shared cache.
+pub(super) fn with_outcome<R>(
+    msg: &Msg,
+    f: impl FnOnce(&mut Authorizer, &mut LastAuth, &mut HttpSso) -> R,
 ) -> Result<Option<R>, EntryError> {
+    let key = msg.key();
+    let recheck = msg.is_failure_route_copy();
+    let cfg = worker::config().ok_or_else(|| EntryError::new(ERROR, "module not initialized"))?;
+    let req = if recheck {
+        Some(auth_request(msg, Placement::Proxy, &BOTH_CREDENTIAL_KINDS, "", cfg)?.0)
+    } else {
+        None
+    };
     worker::with_worker(|w| {
         let worker::Worker {
             authorizer,
             sso,
             last,
         } = w;
-        last.as_mut()
-            .filter(|l| l.key == msg_key)
-            .map(|l| f(authorizer, &mut l.outcome, sso))
+        if !last.as_ref().is_some_and(|l| l.key == key) {
+            let outcome = authorizer.recheck_token(req.as_ref()?, sso, now())?;
+            *last = Some(LastAuth::new(key, outcome, Vec::new()));
+        }
+        last.as_mut().map(|l| f(authorizer, l, sso))
     })
     .map_err(|e| EntryError::new(ERROR, e))
 }
+
+/// A token may ride in either header when a failure route asks.
+const BOTH_CREDENTIAL_KINDS: [i32; 2] = [HDR_AUTHORIZATION_T as i32, HDR_PROXYAUTH_T as i32];
 
 /// The URI `who` names: Request-URI, From or To (None for Credentials).
 fn who_uri(msg: &Msg, who: &str) -> Result<Option<Aor>, EntryError> {
@@ -67,8 +81,8 @@ pub fn is_user_in(ptr: *mut sip_msg, who: *mut c_void, group: *mut c_void) -> c_
         let who = str_arg("who", who)?.unwrap_or("");
         let group = str_arg("group", group)?.unwrap_or("");
         let aor = who_uri(&msg, who)?;
-        let verdict = with_outcome(msg.key(), |a, o, sso| {
-            a.is_user_in(o, aor.as_ref(), group, sso, now())
+        let verdict = with_outcome(&msg, |a, l, sso| {
+            a.is_user_in(&mut l.outcome, aor.as_ref(), group, sso, now())
         })?;
         match verdict {
             Some(Ok(())) => Ok(1),
@@ -98,8 +112,8 @@ fn asserted_identity(msg: &Msg) -> Result<Result<String, c_int>, EntryError> {
         .and_then(|v| parse_aor(v).ok())
         .map(|a| a.host)
         .unwrap_or_default();
-    let found = with_outcome(msg.key(), |a, o, sso| {
-        a.asserted_identity(o, &host, sso, now())
+    let found = with_outcome(msg, |a, l, sso| {
+        a.asserted_identity(&mut l.outcome, &host, sso, now())
     })?;
     Ok(match found {
         Some(Ok(uri)) => Ok(uri),

@@ -59,6 +59,12 @@ impl<'a> Msg<'a> {
         }
     }
 
+    /// The copy of a transaction's request that tm hands to a failure route: it has a new
+    /// message id, and may run in another worker than the one that authorized the request.
+    pub fn is_failure_route_copy(&self) -> bool {
+        self.raw.msg_flags & bindings::FL_TM_FAKE_REQ != 0
+    }
+
     pub fn is_request(&self) -> bool {
         self.raw.first_line.type_ == bindings::SIP_REQUEST as i32
     }

@@ -12,9 +12,9 @@ use super::bindings::{
 };
 use super::functions::now;
 use super::guard::{guarded, EntryError};
+use super::identity::with_outcome;
 use super::log::report_error;
 use super::msg::Msg;
-use super::worker;
 
 /// Parsed names live as long as the configuration that names them (the whole process):
 /// each distinct name is leaked once, in the main process before fork.
@@ -79,14 +79,12 @@ pub fn get(msg: *mut sip_msg, param: *mut pv_param_t, res: *mut pv_value_t) -> c
         let Some(msg) = (unsafe { Msg::from_ptr(msg) }) else {
             return Ok(0);
         };
-        let key = msg.key();
-        let filled = worker::with_worker(|w| {
-            let worker::Worker {
-                authorizer,
-                sso,
-                last,
-            } = w;
-            let last = last.as_mut().filter(|l| l.key == key)?;
+        // Headers are parsed by sso_authorize; a failure-route copy may need them parsed.
+        let mut msg = msg;
+        if msg.is_failure_route_copy() && !msg.parse_all_headers() {
+            return Ok(0);
+        }
+        let filled = with_outcome(&msg, |authorizer, last, sso| {
             let value = authorizer.variable(&mut last.outcome, var, sso, now())?;
             let (text, int) = match value {
                 VarValue::Text(t) => (t, None),
@@ -105,8 +103,8 @@ pub fn get(msg: *mut sip_msg, param: *mut pv_param_t, res: *mut pv_value_t) -> c
                 None => res.flags = PV_VAL_STR as c_int,
             }
             Some(())
-        })
-        .map_err(|e| EntryError::new(-1, e))?;
+        })?
+        .flatten();
         if filled.is_none() {
             set_null(res);
         }

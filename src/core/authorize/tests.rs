@@ -700,27 +700,29 @@ fn sso_errors_are_counted() {
 
 // ---- local JWT validation ----
 
-// Test-only Ed25519 key pair (openssl genpkey -algorithm ed25519); it protects nothing.
-const TEST_ED_PRIVATE: &str = "MC4CAQAwBQYDK2VwBCIEIE6vIiuapsnVtD3F1vgjds6c+Q4SumY980snzoG9z2Ge";
-const TEST_ED_PUBLIC: &str = "MCowBQYDK2VwAyEAjRt8DGq4Jh/zi9Yblj+NhaN6uKfVk3H8k7c0SU4R13A=";
+// Test-only Ed25519 key pair (tests/data/jwt, shared with jwt.rs); it protects nothing.
+const TEST_ED_PRIVATE: &str = include_str!("../../../tests/data/jwt/ed-private.pem");
+const TEST_ED_PUBLIC: &str = include_str!("../../../tests/data/jwt/ed-public.pem");
 
-fn b64(text: &str) -> Vec<u8> {
+/// The DER inside a one-block PEM text.
+fn pem_der(pem: &str) -> Vec<u8> {
     use base64::Engine as _;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     base64::engine::general_purpose::STANDARD
-        .decode(text)
+        .decode(body)
         .unwrap()
 }
 
 fn ed_jwt(claims: serde_json::Value, kid: Option<&str>) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
     header.kid = kid.map(String::from);
-    let key = jsonwebtoken::EncodingKey::from_ed_der(&b64(TEST_ED_PRIVATE));
+    let key = jsonwebtoken::EncodingKey::from_ed_der(&pem_der(TEST_ED_PRIVATE));
     jsonwebtoken::encode(&header, &claims, &key).unwrap()
 }
 
 fn ed_jwks(kid: &str) -> Vec<u8> {
     use base64::Engine as _;
-    let spki = b64(TEST_ED_PUBLIC);
+    let spki = pem_der(TEST_ED_PUBLIC);
     let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&spki[spki.len() - 32..]);
     serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid,
                                  "use": "sig", "alg": "EdDSA"}]})
@@ -752,10 +754,8 @@ impl SsoApi for JwksSso {
 fn jwt_config(file_keys: bool) -> Config {
     let mut c = config();
     if file_keys {
-        let pem =
-            format!("-----BEGIN PUBLIC KEY-----\n{TEST_ED_PUBLIC}\n-----END PUBLIC KEY-----\n");
         c.jwt_file_keys = Some(std::sync::Arc::new(
-            KeySet::from_file_contents(pem.as_bytes()).unwrap(),
+            KeySet::from_file_contents(TEST_ED_PUBLIC.as_bytes()).unwrap(),
         ));
         c.jwt_key_file = Some("/test/key.pem".into());
     } else {
