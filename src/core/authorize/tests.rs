@@ -1026,3 +1026,116 @@ fn claims_of_a_digest_login_come_from_the_issued_token_once() {
         "Digest logins are not capped"
     );
 }
+
+// ---- success reasons and Bearer lookup (the per-request cost work) ----
+
+/// A REGISTER of alice with the given credential and token headers.
+fn alice_register<'a>(creds: Vec<HeaderRef<'a>>, tokens: Vec<HeaderRef<'a>>) -> AuthRequest<'a> {
+    register(b"<sip:alice@example.com>", creds, tokens)
+}
+
+struct OneUser;
+
+impl SsoApi for OneUser {
+    fn introspect(&mut self, token: &str) -> Result<Introspection, SsoError> {
+        let user = if token.starts_with("bob") {
+            "bob"
+        } else {
+            "alice"
+        };
+        Ok(Introspection {
+            active: true,
+            user: Some(user.into()),
+            exp: None,
+            scope: None,
+            claims: Default::default(),
+        })
+    }
+    fn digest_login(&mut self, _: &DigestLogin) -> Result<LoginOutcome, SsoError> {
+        Err(SsoError::Timeout)
+    }
+}
+
+fn token(value: &'static [u8]) -> Vec<HeaderRef<'static>> {
+    vec![HeaderRef { id: 0, value }]
+}
+
+#[test]
+fn success_reason_only_when_asked() {
+    let mut a = Authorizer::new(config(), shared());
+    let o = a.authorize(
+        &alice_register(vec![], token(b"alice-1")),
+        &mut OneUser,
+        100,
+    );
+    assert_eq!(o.code, Code::TokenOk);
+    let fp = fingerprint("alice-1");
+    assert_eq!(o.reason, format!("token #{fp} accepted for \"alice\""));
+    let o = a.authorize(
+        &alice_register(vec![], token(b"alice-1")),
+        &mut OneUser,
+        100,
+    );
+    assert_eq!(
+        o.reason,
+        format!("token #{fp} accepted for \"alice\" (cached)")
+    );
+
+    a.set_explain_success(false);
+    let o = a.authorize(
+        &alice_register(vec![], token(b"alice-1")),
+        &mut OneUser,
+        100,
+    );
+    assert_eq!(o.code, Code::TokenOk);
+    assert_eq!(o.user.as_deref(), Some("alice"));
+    assert!(o.reason.is_empty());
+    // Failures keep their reason whatever the setting.
+    let o = a.authorize(&alice_register(vec![], token(b"bob-1")), &mut OneUser, 100);
+    assert_eq!(o.code, Code::IdentityMismatch);
+    let fp = fingerprint("bob-1");
+    assert!(o
+        .reason
+        .starts_with(&format!("token #{fp} belongs to \"bob\"")));
+    let o = a.authorize(&alice_register(vec![], vec![]), &mut OneUser, 100);
+    assert_eq!(o.code, Code::NoCredentials);
+    assert!(!o.reason.is_empty());
+}
+
+#[test]
+fn bearer_found_behind_other_schemes() {
+    let mut a = Authorizer::new(config(), shared());
+    let creds = vec![
+        HeaderRef {
+            id: 0,
+            value: b"Digest username=\"alice\", realm=\"other.org\"",
+        },
+        HeaderRef {
+            id: 1,
+            value: b"Basic YWxpY2U6cHc=",
+        },
+        HeaderRef {
+            id: 2,
+            value: b" \tbearer alice-2",
+        },
+    ];
+    let o = a.authorize(&alice_register(creds, vec![]), &mut OneUser, 100);
+    assert_eq!(o.code, Code::TokenOk);
+    assert_eq!(o.source, Some(TokenSource::Bearer));
+    assert_eq!(o.used_headers, vec![2]);
+
+    let creds = vec![
+        HeaderRef {
+            id: 0,
+            value: b"Basic YWxpY2U6cHc=",
+        },
+        HeaderRef {
+            id: 1,
+            value: b"Bearer",
+        },
+    ];
+    let o = a.authorize(&alice_register(creds, vec![]), &mut OneUser, 100);
+    assert_eq!(o.code, Code::InvalidToken);
+    assert_eq!(o.used_headers, vec![1]);
+    assert!(o.reason.contains("malformed Bearer"));
+}
