@@ -883,11 +883,10 @@ impl Authorizer {
                 ));
             }
         }
-        let groups = self.cfg.group_claims.clone();
         let info = self
             .identity(outcome, sso, now)
             .ok_or("no token claims for this request")?;
-        if claims::is_member(&info.claims, &groups, group) {
+        if claims::is_member(&info.claims, &self.cfg.group_claims, group) {
             Ok(())
         } else {
             Err(format!("{user:?} is not in group {group:?}"))
@@ -908,13 +907,13 @@ impl Authorizer {
                 "the request was not authorized by sso_auth".into(),
             ));
         }
-        let claim_name = self.cfg.rpid_claim.clone();
         let info = self
             .identity(outcome, sso, now)
             .ok_or_else(|| AssertError::NoIdentity("no token claims for this request".into()))?;
+        let claim_name = &self.cfg.rpid_claim;
         let value = info
             .claims
-            .get(&claim_name)
+            .get(claim_name)
             .filter(|v| !v.is_null())
             .ok_or_else(|| {
                 AssertError::NoIdentity(format!("the token has no {claim_name:?} claim"))

@@ -159,9 +159,10 @@ fn authorize(
         let msg_key = msg.key();
         // The success line is logged at DBG only: without it the core skips building it.
         let explain_success = log::enabled(L_DBG);
+        let now = now();
         let (decision, reason, new_token, register_limit) = worker::with_worker(|w| {
             w.authorizer.set_explain_success(explain_success);
-            let mut outcome = w.authorizer.authorize(&req, &mut w.sso, now());
+            let mut outcome = w.authorizer.authorize(&req, &mut w.sso, now);
             // Credentials to remove on sso_consume_credentials: the deciding header and any
             // token header (a stale token must not travel on either), in message order.
             let spans = kept
@@ -181,7 +182,7 @@ fn authorize(
             // the script asks for them.
             let new_token = outcome.new_token.clone();
             let decision = outcome.code;
-            let register_limit = w.authorizer.register_limit(&outcome, now());
+            let register_limit = w.authorizer.register_limit(&outcome, now);
             w.last = Some(LastAuth::new(msg_key, outcome, spans));
             (decision, reason, new_token, register_limit)
         })
