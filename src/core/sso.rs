@@ -357,10 +357,7 @@ fn root_store(settings: &SsoSettings, more_https: bool) -> Result<rustls::RootCe
         || [&settings.introspect_url, &settings.token_url]
             .into_iter()
             .flatten()
-            .any(|u| {
-                u.get(..8)
-                    .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-            });
+            .any(|u| is_https(u));
     if any_https {
         let found = rustls_native_certs::load_native_certs();
         roots.add_parsable_certificates(found.certs);
