@@ -226,24 +226,12 @@ def register(r):
     # ---- asserted identity ------------------------------------------------------------
 
     def relay_ident(ctx, user, headers):
-        with r.SipUas() as uas, client(ctx, user, "ident") as c:
-            hdrs = list(headers) + [("X-Test-Relay", uas.hostport)]
-            req = c.build("MESSAGE", uri="sip:relay@" + DOMAIN, to_uri="sip:relay@" + DOMAIN,
-                          headers=hdrs, body=b"hello")
-            c.send(req)
-            fwd, addr = uas.recv_request(3.0)
-            if fwd is None:
-                resp = c.wait_final(req, 1.0)
-                raise Fail("nothing relayed; got %d (X-Auth-Code %s)"
-                           % (resp.status, resp.get("X-Auth-Code")))
-            uas.reply(fwd, addr, 200, "OK")
-            resp = c.wait_final(req, 3.0)
-        return fwd, resp
+        return r._relay(ctx, headers, body=b"hello", user=user, instance="ident")
 
     @case("append_rpid_and_pai_from_claims", instance="ident")
     def t_rpid(ctx):
         tok = token(ctx)
-        fwd, resp = relay_ident(ctx, "alice", [("X-SSO-Token", tok), ("X-Test-Rpid", "1"),
+        fwd = relay_ident(ctx, "alice", [("X-SSO-Token", tok), ("X-Test-Rpid", "1"),
                                                ("X-Test-Pai", "1"), ("X-Test-E164", "1")])
         eq(fwd.get("X-Rpid-Code"), "1", "sso_append_rpid()")
         eq(fwd.get("X-Pai-Code"), "1", "sso_append_pai()")
@@ -253,20 +241,20 @@ def register(r):
            "screen=yes", "relayed Remote-Party-ID")
         eq(fwd.get("P-Asserted-Identity"), "<sip:+14255550101@example.com;user=phone>",
            "relayed P-Asserted-Identity")
-        fwd, resp = relay_ident(ctx, "alice", [("X-SSO-Token", tok), ("X-Test-Rpid", "args")])
+        fwd = relay_ident(ctx, "alice", [("X-SSO-Token", tok), ("X-Test-Rpid", "args")])
         eq(fwd.get("Remote-Party-ID"), "<sip:+14255550101@example.com;user=phone>;screen=no",
            "Remote-Party-ID with prefix/suffix arguments")
 
     @case("asserted_identity_checks_values", instance="ident")
     def t_rpid_values(ctx):
         # bob's claim is a name, not a number: asserted as sip:bob-desk@domain, not E.164
-        fwd, resp = relay_ident(ctx, "bob", [("X-SSO-Token", token(ctx, "bob")),
+        fwd = relay_ident(ctx, "bob", [("X-SSO-Token", token(ctx, "bob")),
                                              ("X-Test-Pai", "1"), ("X-Test-E164", "1")])
         eq(fwd.get("X-Pai-Code"), "1", "sso_append_pai() for bob")
         eq(fwd.get("P-Asserted-Identity"), "<sip:bob-desk@example.com>", "bob's PAI")
         eq(fwd.get("X-E164-Code"), "-1", "sso_is_rpid_user_e164() for bob-desk")
         # carol's claim tries to inject a header: refused (-2), nothing added
-        fwd, resp = relay_ident(ctx, "carol", [("X-SSO-Token", token(ctx, "carol")),
+        fwd = relay_ident(ctx, "carol", [("X-SSO-Token", token(ctx, "carol")),
                                                ("X-Test-Rpid", "1"), ("X-Test-Pai", "1"),
                                                ("X-Test-E164", "1")])
         eq(fwd.get("X-Rpid-Code"), "-2", "sso_append_rpid() with a CRLF in the claim")
@@ -275,7 +263,7 @@ def register(r):
         check(not fwd.has("X-Evil") and not fwd.has("Remote-Party-ID")
               and not fwd.has("P-Asserted-Identity"), "an injected header reached the wire")
         # a token without the claim: -1
-        fwd, resp = relay_ident(ctx, "alice", [("X-SSO-Token", token(
+        fwd = relay_ident(ctx, "alice", [("X-SSO-Token", token(
             ctx, "alice", claims={"phone_number": None})), ("X-Test-Rpid", "1")])
         eq(fwd.get("X-Rpid-Code"), "-1", "sso_append_rpid() without the claim")
         check(not fwd.has("Remote-Party-ID"), "Remote-Party-ID added without a claim")

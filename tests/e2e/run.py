@@ -798,9 +798,10 @@ def t_empty_realm(ctx):
     eq(ds[0].get("realm"), "from.example.org", "MESSAGE realm (From domain)")
 
 
-def _relay(ctx, cred_headers, body=b"relay me"):
-    """MESSAGE to relay@ with the given credential headers; returns the relayed request."""
-    with SipUas() as uas, client(ctx) as c:
+def _relay(ctx, cred_headers, body=b"relay me", user="alice", instance="main"):
+    """MESSAGE from `user` to relay@ with the given credential (and test) headers, through
+    `instance`; returns the relayed request."""
+    with SipUas() as uas, client(ctx, user, instance) as c:
         hdrs = list(cred_headers) + [("X-Test-Relay", uas.hostport), ("X-Keep", "yes")]
         req = c.build("MESSAGE", uri="sip:relay@" + DOMAIN, to_uri="sip:relay@" + DOMAIN,
                       headers=hdrs, body=body)
