@@ -142,6 +142,40 @@ typedef struct cmd_export_ {
 	int flags; /* routes it may be called from */
 } cmd_export_t;
 
+/* ---- async commands (the async() script statement) ---- */
+/* What an async command hands back to the core through the global async_status: a
+ * non-negative fd to watch, or one of these. */
+enum async_ret_code {
+	ASYNC_NO_IO = -8,
+	ASYNC_SYNC,
+	ASYNC_NO_FD,
+	ASYNC_CONTINUE,
+	ASYNC_CHANGE_FD,
+	ASYNC_DONE_CLOSE_FD,
+	ASYNC_DONE_NO_IO,
+	ASYNC_DONE,
+};
+extern int async_status;
+
+typedef struct _async_ctx {
+	void *resume_f;
+#if SSO_ABI >= 400
+	char *resume_f_name; /* 4.0 added it; its tm reads it whenever resume_f is set */
+#endif
+	void *resume_param;
+	void *timeout_f;
+	unsigned int timeout_s;
+} async_ctx;
+
+typedef int (*acmd_function)(struct sip_msg *, async_ctx *ctx, void *, void *, void *, void *,
+		void *, void *, void *, void *);
+
+typedef struct acmd_export_ {
+	const char *name;
+	acmd_function function;
+	struct cmd_param params[MAX_CMD_PARAMS + 1];
+} acmd_export_t;
+
 #define REQUEST_ROUTE 1
 #define FAILURE_ROUTE 2
 #define ONREPLY_ROUTE 4
@@ -218,7 +252,7 @@ struct module_exports {
 	load_function load_f;
 	const dep_export_t *deps;
 	const cmd_export_t *cmds;
-	const void *acmds;
+	const acmd_export_t *acmds;
 	const param_export_t *params;
 	const stat_export_t *stats;
 	const void *mi_cmds;

@@ -8,11 +8,11 @@ use std::ptr::null;
 use crate::core::sso::HttpSso;
 
 use super::bindings::{
-    _str, cmd_export_t, cmd_function, cmd_param, dep_export_t, modparam_dependency_t,
-    module_dependency_t, module_exports, module_exports__bindgen_ty_1, module_type, param_export_t,
-    pv_export_t, scm_version, stat_export_t, stat_var, BRANCH_ROUTE, CMD_PARAM_OPT, CMD_PARAM_STR,
-    DEP_ABORT, FAILURE_ROUTE, INT_PARAM, MAX_MOD_DEPS, REQUEST_ROUTE, STAT_IS_FUNC, STAT_NO_RESET,
-    STR_PARAM, USE_FUNC_PARAM,
+    _str, acmd_export_t, acmd_function, cmd_export_t, cmd_function, cmd_param, dep_export_t,
+    modparam_dependency_t, module_dependency_t, module_exports, module_exports__bindgen_ty_1,
+    module_type, param_export_t, pv_export_t, scm_version, stat_export_t, stat_var, BRANCH_ROUTE,
+    CMD_PARAM_OPT, CMD_PARAM_STR, DEP_ABORT, FAILURE_ROUTE, INT_PARAM, MAX_MOD_DEPS, REQUEST_ROUTE,
+    STAT_IS_FUNC, STAT_NO_RESET, STR_PARAM, USE_FUNC_PARAM,
 };
 use super::functions::*;
 use super::guard::{guarded, EntryError};
@@ -147,6 +147,45 @@ static CMDS: Table<[cmd_export_t; CMD_COUNT]> = Table([
     #[cfg(feature = "panic-test")]
     cmd(c"sso_test_panic", w_sso_test_panic, &[], REQUEST_ROUTE),
     END_CMD,
+]);
+
+type AsyncTrampoline = unsafe extern "C" fn(
+    *mut super::bindings::sip_msg,
+    *mut super::bindings::async_ctx,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+) -> c_int;
+
+const fn acmd(name: &'static CStr, f: AsyncTrampoline, args: &[cmd_param]) -> acmd_export_t {
+    let mut params = [NO_PARAM; 9];
+    let mut i = 0;
+    while i < args.len() {
+        params[i] = args[i];
+        i += 1;
+    }
+    let function: acmd_function = Some(f);
+    acmd_export_t {
+        name: cstr(name),
+        function,
+        params,
+    }
+}
+
+/// The same names as async commands, for `async(sso_authorize("realm"), resume_route)`.
+static ACMDS: Table<[acmd_export_t; 3]> = Table([
+    acmd(c"sso_authorize", wa_sso_authorize, &[STR]),
+    acmd(c"sso_proxy_authorize", wa_sso_proxy_authorize, &[STR]),
+    acmd_export_t {
+        name: null(),
+        function: None,
+        params: [NO_PARAM; 9],
+    },
 ]);
 
 type Setter = unsafe extern "C" fn(u32, *mut c_void) -> c_int;
@@ -340,7 +379,7 @@ pub static exports: Table<module_exports> = Table(module_exports {
     load_f: None,
     deps: &DEPS.0 as *const Deps as *const dep_export_t,
     cmds: &CMDS.0 as *const cmd_export_t,
-    acmds: null(),
+    acmds: &ACMDS.0 as *const acmd_export_t,
     params: &PARAMS.0 as *const param_export_t,
     stats: &STATS.0 as *const stat_export_t,
     mi_cmds: null(),

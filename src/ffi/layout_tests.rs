@@ -94,13 +94,23 @@ macro_rules! facts_of {
         put("offsetof.dep_export_t.md", offset_of!(b::dep_export_t, md) as i64);
         put("offsetof.dep_export_t.mpd", offset_of!(b::dep_export_t, mpd) as i64);
         put("offsetof.struct sig_binds.reply", offset_of!(b::sig_binds, reply) as i64);
+        put("sizeof.acmd_export_t", size_of::<b::acmd_export_t>() as i64);
+        put("offsetof.acmd_export_t.name", offset_of!(b::acmd_export_t, name) as i64);
+        put("offsetof.acmd_export_t.function", offset_of!(b::acmd_export_t, function) as i64);
+        put("offsetof.acmd_export_t.params", offset_of!(b::acmd_export_t, params) as i64);
+        put("sizeof.async_ctx", size_of::<b::async_ctx>() as i64);
+        put("offsetof.async_ctx.resume_f", offset_of!(b::async_ctx, resume_f) as i64);
+        put("offsetof.async_ctx.resume_param", offset_of!(b::async_ctx, resume_param) as i64);
+        put("offsetof.async_ctx.timeout_f", offset_of!(b::async_ctx, timeout_f) as i64);
+        put("offsetof.async_ctx.timeout_s", offset_of!(b::async_ctx, timeout_s) as i64);
 
         constants!(put, b, DEFAULT_DLFLAGS, STR_PARAM, INT_PARAM, USE_FUNC_PARAM, CMD_PARAM_INT, CMD_PARAM_STR, CMD_PARAM_VAR,
             CMD_PARAM_OPT, REQUEST_ROUTE, FAILURE_ROUTE, ONREPLY_ROUTE, BRANCH_ROUTE, SIP_REQUEST, SIP_REPLY,
             METHOD_REGISTER, METHOD_INVITE, HDR_AUTHORIZATION_T, HDR_PROXYAUTH_T, HDR_TO_T, HDR_FROM_T, HDR_OTHER_T,
             HDR_TO_F, HDR_FROM_F, HDR_AUTHORIZATION_F, HDR_PROXYAUTH_F, LUMP_RPL_HDR, L_ALERT, L_CRIT, L_ERR,
             L_WARN, L_NOTICE, L_INFO, L_DBG, STAT_NO_RESET, STAT_IS_FUNC, DEP_SILENT, DEP_WARN, DEP_ABORT,
-            PV_VAL_NULL, PV_VAL_STR, PV_VAL_INT, PV_TYPE_INT);
+            PV_VAL_NULL, PV_VAL_STR, PV_VAL_INT, PV_TYPE_INT, ASYNC_NO_IO, ASYNC_SYNC, ASYNC_NO_FD,
+            ASYNC_CONTINUE, ASYNC_CHANGE_FD, ASYNC_DONE_CLOSE_FD, ASYNC_DONE_NO_IO, ASYNC_DONE);
         put("constants.MOD_TYPE_DEFAULT", b::module_type::MOD_TYPE_DEFAULT as i64);
         put("constants.MOD_TYPE_NULL", b::module_type::MOD_TYPE_NULL as i64);
         f
@@ -149,7 +159,8 @@ fn compare(ours: &BTreeMap<String, i64>, file: &PathBuf) -> (Vec<String>, usize)
                     | "dep_export_t.mpd"
                     | "struct msg_start.type"
                     | "struct msg_start.len"
-            ) {
+            ) && !PROBE_ONLY.iter().any(|p| name.starts_with(p))
+            {
                 bad.push(format!("{key}: not in {}", file.display()));
             }
             continue;
@@ -161,6 +172,10 @@ fn compare(ours: &BTreeMap<String, i64>, file: &PathBuf) -> (Vec<String>, usize)
     }
     (bad, compared)
 }
+
+/// Facts the measured json files do not hold (added after they were measured): checked
+/// against the real headers by the probe, which `make test` always has.
+const PROBE_ONLY: &[&str] = &["async_ctx", "acmd_export_t.", "ASYNC_"];
 
 /// Real headers the probe includes: together they declare every struct and constant the
 /// module's own declarations mirror.
@@ -348,6 +363,16 @@ fn layout_matches_opensips_3_6() {
 #[test]
 fn layout_matches_opensips_4_0() {
     check("4.0", facts_of!(super::bindings::all::abi_400));
+}
+
+#[test]
+fn async_ctx_grew_in_4_0() {
+    // 4.0 inserted resume_f_name after resume_f; its tm dereferences it.
+    let a = facts_of!(super::bindings::all::abi_306);
+    let b = facts_of!(super::bindings::all::abi_400);
+    assert_eq!(a["sizeof.async_ctx"], 32);
+    assert_eq!(b["sizeof.async_ctx"], 40);
+    assert_eq!(b["offsetof.async_ctx.resume_param"], 16);
 }
 
 #[test]

@@ -1580,9 +1580,11 @@ def t_memory(ctx):
 # (in identity_cases.py and jwt_cases.py, registered here so that they run in this order)
 import identity_cases  # noqa: E402
 import jwt_cases  # noqa: E402
+import async_cases  # noqa: E402
 
 identity_cases.register(sys.modules[__name__])
 jwt_cases.register(sys.modules[__name__])
+async_cases.register(sys.modules[__name__])
 
 
 # ---- secrets never reach the log -----------------------------------------------------
