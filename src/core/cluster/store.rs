@@ -6,7 +6,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreFailed;
 
-pub trait Store {
+pub trait Store: Send {
     /// Adds `delta` to the integer at `key` (a missing key counts as 0) and gives it a life of
     /// `ttl_secs`; returns the new value. Atomic in the store: of two callers adding 1 to a
     /// new key, exactly one sees 1.
@@ -17,14 +17,13 @@ pub trait Store {
     fn set(&mut self, key: &str, value: &[u8], ttl_secs: u32) -> Result<(), StoreFailed>;
 }
 
-/// An in-memory store for tests: shared between "nodes" through an `Rc`, with a switch that
+/// An in-memory store for tests: shared between "nodes" through an `Arc`, with a switch that
 /// makes every call fail and an optional delay per call.
 #[cfg(test)]
 pub mod memory {
     use super::*;
-    use std::cell::RefCell;
     use std::collections::HashMap;
-    use std::rc::Rc;
+    use std::sync::{Arc, Mutex, MutexGuard};
     use std::time::Duration;
 
     #[derive(Default)]
@@ -36,11 +35,16 @@ pub mod memory {
     }
 
     #[derive(Clone, Default)]
-    pub struct MemoryStore(pub Rc<RefCell<Shared>>);
+    pub struct MemoryStore(pub Arc<Mutex<Shared>>);
 
     impl MemoryStore {
+        /// The store's state (values, switches, call count).
+        pub fn state(&self) -> MutexGuard<'_, Shared> {
+            self.0.lock().unwrap()
+        }
+
         fn enter(&self) -> Result<(), StoreFailed> {
-            let mut s = self.0.borrow_mut();
+            let mut s = self.state();
             s.calls += 1;
             if !s.delay.is_zero() {
                 std::thread::sleep(s.delay);
@@ -56,7 +60,7 @@ pub mod memory {
     impl Store for MemoryStore {
         fn add(&mut self, key: &str, delta: i32, ttl_secs: u32) -> Result<i64, StoreFailed> {
             self.enter()?;
-            let mut s = self.0.borrow_mut();
+            let mut s = self.state();
             let e = s
                 .values
                 .entry(key.to_string())
@@ -72,13 +76,12 @@ pub mod memory {
 
         fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreFailed> {
             self.enter()?;
-            Ok(self.0.borrow().values.get(key).map(|v| v.0.clone()))
+            Ok(self.state().values.get(key).map(|v| v.0.clone()))
         }
 
         fn set(&mut self, key: &str, value: &[u8], ttl_secs: u32) -> Result<(), StoreFailed> {
             self.enter()?;
-            self.0
-                .borrow_mut()
+            self.state()
                 .values
                 .insert(key.to_string(), (value.to_vec(), ttl_secs));
             Ok(())

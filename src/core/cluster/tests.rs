@@ -55,7 +55,7 @@ fn each_nonce_and_nc_is_claimed_once_across_nodes() {
     assert_eq!(a.claim(&stats, "n2", None, 300, 12), Claim::First);
     assert_eq!(b.claim(&stats, "n2", None, 300, 12), Claim::Used);
     // The TTL handed to the store is the one asked for.
-    let ttls: Vec<u32> = store.0.borrow().values.values().map(|v| v.1).collect();
+    let ttls: Vec<u32> = store.state().values.values().map(|v| v.1).collect();
     assert!(ttls.iter().all(|t| *t == 300), "{ttls:?}");
     assert_eq!(stats.get(Stat::CachedbErrors), 0);
 }
@@ -84,18 +84,18 @@ fn a_down_store_is_logged_once_skipped_and_recovered() {
     let store = MemoryStore::default();
     let mut a = node(&store, count_note);
     let stats = Stats::new().unwrap();
-    store.0.borrow_mut().down = true;
+    store.state().down = true;
     let before = (
         DOWN_NOTES.load(Ordering::SeqCst),
         BACK_NOTES.load(Ordering::SeqCst),
     );
     assert_eq!(a.claim(&stats, "n", Some(1), 300, 100), Claim::Unavailable);
-    let calls = store.0.borrow().calls;
+    let calls = store.state().calls;
     for _ in 0..50 {
         assert_eq!(a.claim(&stats, "n", Some(1), 300, 100), Claim::Unavailable);
         assert!(a.lookup_token(&stats, &[1; 32], 100).is_none());
     }
-    assert_eq!(store.0.borrow().calls, calls, "no call while down");
+    assert_eq!(store.state().calls, calls, "no call while down");
     assert_eq!(stats.get(Stat::CachedbErrors), 1);
     assert_eq!(
         DOWN_NOTES.load(Ordering::SeqCst) - before.0,
@@ -108,7 +108,7 @@ fn a_down_store_is_logged_once_skipped_and_recovered() {
         Claim::Unavailable
     );
     assert_eq!(DOWN_NOTES.load(Ordering::SeqCst) - before.0, 1);
-    store.0.borrow_mut().down = false;
+    store.state().down = false;
     let t = 100 + 2 * health::RETRY_SECS;
     assert_eq!(a.claim(&stats, "n", Some(1), 300, t), Claim::First);
     assert_eq!(BACK_NOTES.load(Ordering::SeqCst) - before.1, 1);
@@ -126,7 +126,7 @@ fn a_slow_store_counts_as_down() {
         ignore,
     );
     let stats = Stats::new().unwrap();
-    store.0.borrow_mut().delay = Duration::from_millis(40);
+    store.state().delay = Duration::from_millis(40);
     // The slow answer is used ...
     assert_eq!(a.claim(&stats, "n", Some(1), 300, 10), Claim::First);
     // ... but nobody waits for the store afterwards.
@@ -209,7 +209,7 @@ fn positive_entries_end_at_exp_and_negatives_are_brief() {
         1000,
         &mut soon,
     );
-    let ttl = store.0.borrow().values.values().next().unwrap().1;
+    let ttl = store.state().values.values().next().unwrap().1;
     assert_eq!(ttl, 10, "min(cache_ttl, exp - now)");
     let mut dead = || -> Result<Introspection, ()> { Ok(inactive()) };
     let _ = through_store(
@@ -247,7 +247,7 @@ fn positive_entries_end_at_exp_and_negatives_are_brief() {
         1000,
         &mut failing,
     );
-    assert_eq!(store.0.borrow().values.len(), 2);
+    assert_eq!(store.state().values.len(), 2);
 }
 
 #[test]
@@ -263,11 +263,7 @@ fn a_planted_entry_never_authenticates() {
         .encode_positive(&key, &alice(), "{}", 5000)
         .unwrap();
     for value in [planted, br#"{"active":true,"username":"alice"}"#.to_vec()] {
-        store
-            .0
-            .borrow_mut()
-            .values
-            .insert(key.clone(), (value, 100));
+        store.state().values.insert(key.clone(), (value, 100));
         let mut refuse = || -> Result<Introspection, ()> { Ok(inactive()) };
         let (got, _) = through_store(
             Some(&mut a),
@@ -310,6 +306,6 @@ fn no_store_or_cache_off_is_plain_introspection() {
         1,
         &mut f,
     );
-    assert_eq!(store.0.borrow().calls, 0, "cache_ttl 0: no store either");
+    assert_eq!(store.state().calls, 0, "cache_ttl 0: no store either");
     assert_eq!(n, 2);
 }
