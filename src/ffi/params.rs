@@ -91,4 +91,6 @@ setters! {
     set_jwt_audience => c"jwt_audience",
     set_jwt_leeway => c"jwt_leeway",
     set_jwks_refresh => c"jwks_refresh",
+    set_cachedb_url => c"cachedb_url",
+    set_cachedb_timeout => c"cachedb_timeout",
 }
