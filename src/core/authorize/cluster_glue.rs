@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use super::*;
-use crate::core::cluster::{self, Claim, Cluster, NonceOrigin, ReplayVerdict};
+use crate::core::cluster::{self, Cluster, NonceOrigin, ReplayVerdict};
 
 impl Authorizer {
     /// Gives this process's store connection to the engine (after fork).
@@ -38,8 +38,7 @@ impl Authorizer {
         let stats = &self.shared.stats;
         // The claim outlives the nonce everywhere: lifetime plus the clock skew nonces allow.
         let ttl = self.cfg.nonce_expire + CLAIM_SKEW_SECS;
-        let claim = cluster.claim(stats, nonce, nc, ttl, now);
-        match cluster::replay_verdict(claim, origin) {
+        match cluster.decide_replay(stats, nonce, nc, ttl, now, origin) {
             ReplayVerdict::Accept => None,
             ReplayVerdict::Replayed => {
                 stats.inc(Stat::ReplaysBlocked);
@@ -49,15 +48,12 @@ impl Authorizer {
                     "nonce reused on another node (replayed credentials or nc not increasing)",
                 ))
             }
-            ReplayVerdict::AskFresh => {
-                debug_assert_eq!(claim, Claim::Unavailable);
-                Some(Outcome::new(
-                    Code::StaleNonce,
-                    Cow::Borrowed(
-                        "shared store unavailable: asking for a fresh nonce this node can vouch for",
-                    ),
-                ))
-            }
+            ReplayVerdict::AskFresh => Some(Outcome::new(
+                Code::StaleNonce,
+                Cow::Borrowed(
+                    "shared store unavailable: asking for a fresh nonce this node can vouch for",
+                ),
+            )),
         }
     }
 

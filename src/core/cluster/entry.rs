@@ -88,17 +88,20 @@ impl Keys {
         }
     }
 
-    fn name(&self, kind: &str, what: &[u8], tail: Option<&str>) -> String {
+    fn tag(&self, kind: &str, what: &[u8]) -> [u8; 16] {
         let mut m = self.names.clone();
         m.update(kind.as_bytes());
         m.update(b"\0");
         m.update(what);
-        let tag = m.finalize().into_bytes();
+        m.finalize().into_bytes()[..16].try_into().unwrap()
+    }
+
+    fn name(kind: &str, tag: &[u8; 16], tail: Option<&str>) -> String {
         let mut key = String::with_capacity(PREFIX.len() + 3 + 32 + 10);
         key.push_str(PREFIX);
         key.push_str(kind);
         key.push(':');
-        hex(&tag[..16], &mut key);
+        hex(tag, &mut key);
         if let Some(t) = tail {
             key.push(':');
             key.push_str(t);
@@ -106,18 +109,29 @@ impl Keys {
         key
     }
 
-    /// The counter that claims one use of (nonce, nc); nc None (no qop) is its own name.
-    pub fn replay_key(&self, nonce: &str, nc: Option<u32>) -> String {
+    /// What names a nonce in the store (the nonce itself never goes there).
+    pub fn replay_tag(&self, nonce: &str) -> [u8; 16] {
+        self.tag("n", nonce.as_bytes())
+    }
+
+    /// The counter that claims one use of a nonce (by its tag) with nc; nc None (no qop) is
+    /// its own name.
+    pub fn replay_key_of(tag: &[u8; 16], nc: Option<u32>) -> String {
         let tail = match nc {
             Some(n) => format!("{n:08x}"),
             None => "-".to_string(),
         };
-        self.name("n", nonce.as_bytes(), Some(&tail))
+        Self::name("n", tag, Some(&tail))
+    }
+
+    /// The counter that claims one use of (nonce, nc).
+    pub fn replay_key(&self, nonce: &str, nc: Option<u32>) -> String {
+        Self::replay_key_of(&self.replay_tag(nonce), nc)
     }
 
     /// Where the verdict on a token lives, from the token's SHA-256.
     pub fn token_key(&self, token_sha256: &[u8; 32]) -> String {
-        self.name("t", token_sha256, None)
+        Self::name("t", &self.tag("t", token_sha256), None)
     }
 
     fn mac(&self, key: &str, body: &[u8]) -> [u8; MAC_LEN] {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::entry::{Cached, EntryError, Keys};
-use self::health::{Change, Gate, Health};
+use self::health::{Change, Deferred, Gate, Health};
 use self::store::{Store, StoreFailed};
 use super::sso::Introspection;
 use super::stats::{Stat, Stats};
@@ -124,8 +124,70 @@ impl Cluster {
             Some(Change::CameBack(secs)) => (self.note)(Note::CameBack(secs)),
             None => {}
         }
+        if ok && self.health.has_backlog() {
+            self.flush_backlog(stats, now);
+        }
         // A slow answer is still a true answer: use it, but the next requests will not wait.
         result.ok()
+    }
+
+    /// Writes the claims of uses accepted while the store was down (any process of the node
+    /// may do it, the first to find the store answering again).
+    fn flush_backlog(&mut self, stats: &Stats, now: u64) {
+        let (store, timeout) = (&mut self.store, self.timeout);
+        let mut failed = false;
+        let mut batch = 0;
+        self.health
+            .flush(crate::core::shm::current_pid(), &mut |claim: &Deferred| {
+                if claim.until <= now {
+                    return true; // the nonce is dead everywhere: nothing to claim
+                }
+                // Bounds what one request waits for; the next store call goes on.
+                batch += 1;
+                if batch > FLUSH_BATCH {
+                    return false;
+                }
+                let key = Keys::replay_key_of(&claim.tag, claim.nc);
+                let started = Instant::now();
+                let ttl = (claim.until - now).min(u64::from(u32::MAX)) as u32;
+                let ok = store.add(&key, 1, ttl).is_ok() && started.elapsed() <= timeout;
+                failed = !ok;
+                ok
+            });
+        if failed {
+            stats.inc(Stat::CachedbErrors);
+            if self.health.report(false, now) == Some(Change::WentDown) {
+                (self.note)(Note::WentDown { slow: false });
+            }
+        }
+    }
+
+    /// The replay decision in shared mode, after this node's table accepted (nonce, nc):
+    /// the store's claim, else (store unavailable) the nonce's origin. A use accepted without
+    /// the store is queued for it; with the queue full the client is asked for a fresh nonce.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide_replay(
+        &mut self,
+        stats: &Stats,
+        nonce: &str,
+        nc: Option<u32>,
+        ttl: u64,
+        now: u64,
+        origin: NonceOrigin,
+    ) -> ReplayVerdict {
+        let claim = self.claim(stats, nonce, nc, ttl, now);
+        let verdict = replay_verdict(claim, origin);
+        if verdict == ReplayVerdict::Accept && claim == Claim::Unavailable {
+            let queued = self.health.defer(Deferred {
+                tag: self.keys.replay_tag(nonce),
+                nc,
+                until: now + ttl,
+            });
+            if !queued {
+                return ReplayVerdict::AskFresh;
+            }
+        }
+        verdict
     }
 
     /// Claims one use of (nonce, nc) for `ttl` seconds.
@@ -204,6 +266,9 @@ impl Cluster {
         self.call(stats, now, |s| s.set(&key, &value, ttl));
     }
 }
+
+/// Most queued claims one store call writes after an outage (each is one store round trip).
+const FLUSH_BATCH: usize = 64;
 
 /// Lifetimes the local cache should give a verdict: (positive, negative) seconds.
 pub type LocalTtls = (u64, u64);

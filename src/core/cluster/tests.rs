@@ -309,3 +309,57 @@ fn no_store_or_cache_off_is_plain_introspection() {
     assert_eq!(store.state().calls, 0, "cache_ttl 0: no store either");
     assert_eq!(n, 2);
 }
+
+#[test]
+fn uses_accepted_during_an_outage_are_claimed_when_the_store_returns() {
+    let store = MemoryStore::default();
+    let (mut a, mut b) = (node(&store, ignore), node(&store, ignore));
+    let stats = Stats::new().unwrap();
+    store.state().down = true;
+    // Node a's own nonce: its table saw every use, so it may accept without the store.
+    use NonceOrigin::*;
+    assert_eq!(
+        a.decide_replay(&stats, "mine", Some(1), 300, 100, Here),
+        ReplayVerdict::Accept
+    );
+    assert_eq!(
+        b.decide_replay(&stats, "mine", Some(1), 300, 100, Elsewhere),
+        ReplayVerdict::AskFresh,
+        "the other node cannot vouch for it"
+    );
+    store.state().down = false;
+    // The first successful call of node a (any process) writes the queued claim ...
+    let t = 100 + health::RETRY_SECS;
+    assert_eq!(
+        a.decide_replay(&stats, "other", Some(1), 300, t, Here),
+        ReplayVerdict::Accept
+    );
+    // ... so after the outage the use made during it is refused on the other node too.
+    assert_eq!(
+        b.decide_replay(&stats, "mine", Some(1), 300, t + 2, Elsewhere),
+        ReplayVerdict::Replayed
+    );
+    assert_eq!(
+        b.decide_replay(&stats, "mine", Some(2), 300, t + 2, Elsewhere),
+        ReplayVerdict::Accept
+    );
+}
+
+#[test]
+fn a_full_backlog_asks_for_a_fresh_nonce() {
+    let store = MemoryStore::default();
+    let mut a = node(&store, ignore);
+    let stats = Stats::new().unwrap();
+    store.state().down = true;
+    for i in 0..health::BACKLOG_SLOTS {
+        let nonce = format!("n{i}");
+        assert_eq!(
+            a.decide_replay(&stats, &nonce, None, 300, 100, NonceOrigin::Here),
+            ReplayVerdict::Accept
+        );
+    }
+    assert_eq!(
+        a.decide_replay(&stats, "one-more", None, 300, 100, NonceOrigin::Here),
+        ReplayVerdict::AskFresh
+    );
+}
