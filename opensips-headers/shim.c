@@ -344,8 +344,13 @@ int sso_shim_cachedb_set(void *con, const char *key, int klen, const char *val, 
 module_dependency_t *alloc_module_dep(enum module_type mod_type, char *mod_name,
 		unsigned int dep_type);
 
+/* in the Rust part: 1 when cachedb_url names a store (an empty value does not) */
+int sso_cachedb_url_is_set(void);
+
 module_dependency_t *sso_shim_cachedb_deps(const param_export_t *param)
 {
 	(void)param;
+	if (!sso_cachedb_url_is_set())
+		return NULL;
 	return alloc_module_dep(MOD_TYPE_CACHEDB, NULL, DEP_ABORT);
 }

@@ -16,13 +16,23 @@ use crate::core::cluster::{Cluster, Note};
 use crate::core::config::Config;
 
 use super::bindings;
-use super::log::{write, L_ERR, L_INFO, L_NOTICE, L_WARN};
+use super::guard::guarded;
+use super::log::{report_error, write, L_ERR, L_INFO, L_NOTICE, L_WARN};
 
 /// Node-wide store health, mapped in mod_init before fork.
 static HEALTH: OnceCell<Arc<Health>> = OnceCell::new();
 
 /// This process's connection (a `cachedb_con *`), opened after fork.
 static CONNECTION: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Asked by the shim's modparam dependency of cachedb_url (right after the parameter was
+/// set): 1 when it names a store, so `cachedb_url = ""` imposes no cachedb module.
+#[no_mangle]
+pub unsafe extern "C" fn sso_cachedb_url_is_set() -> c_int {
+    guarded(c"cachedb_url", 0, report_error, || {
+        Ok(i32::from(super::params::pending_cachedb_url_set()))
+    })
+}
 
 /// Main process, mod_init: binds the engine named by the URL and maps the health words.
 pub fn bind(cfg: &Config) -> Result<(), String> {

@@ -441,9 +441,32 @@ def t_hung(env):
           or "shared store unreachable" in log, "node b did not log the outage")
 
 
+@case("config_cachedb_url_needs_its_engine")
+def t_config(env):
+    ctx = env.ctx
+    # An empty cachedb_url is unset: no cachedb module needed.
+    inst = ctx.instance("empty_url", udp_workers=1,
+                        params='modparam("sso_auth", "cachedb_url", "")\n')
+    check(options_ping(inst.port, 2.0), "node with cachedb_url \"\" does not answer")
+    ctx.retire("empty_url")
+    # A URL whose engine is not loaded stops start-up, naming the parameter or dependency;
+    # the URL's password never reaches the log.
+    try:
+        ctx.instance("no_engine", udp_workers=1,
+                     params='modparam("sso_auth", "cachedb_url", '
+                            '"redis://:s3cr3t-pw@127.0.0.1:1/")\n')
+    except Fail as e:
+        log = ctx.instances["no_engine"].log_text()
+        check("cachedb" in log, "start-up failure without a cachedb line: %s" % e)
+        check("s3cr3t-pw" not in log, "the store password is in the log")
+        ctx.retire("no_engine")
+        return
+    raise Fail("OpenSIPS started with cachedb_url set and no cachedb engine loaded")
+
+
 @case("zz_nodes_alive_no_crash")
 def t_alive(env):
-    for inst in env.ctx.instances.values():
+    for inst in list(env.ctx.instances.values()):
         check(inst.running(), "OpenSIPS '%s' exited" % inst.name)
         check(options_ping(inst.port, 2.0), "OpenSIPS '%s' no longer answers" % inst.name)
         text = inst.log_text()
