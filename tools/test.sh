@@ -97,10 +97,10 @@ for bin in "${ready[@]}"; do
     v_start=$(date +%s)
     export OPENSIPS=$bin SSO_AUTH_MODULE=$mods/sso_auth.so SSO_AUTH_PANIC_MODULE=$mods/sso_auth-panic-test.so
     run_suite "$ver" e2e "$python" tests/e2e/run.py
-    run_suite "$ver" glewlwyd "$python" tests/e2e/glewlwyd.py
-    if [ -f tests/e2e/phones.py ]; then
-        run_suite "$ver" phones "$python" tests/e2e/phones.py
-    fi
+    # A real OAuth2 server, real phones, two nodes sharing Redis.
+    for suite in glewlwyd phones cluster; do
+        [ -f "tests/e2e/$suite.py" ] && run_suite "$ver" "$suite" "$python" "tests/e2e/$suite.py"
+    done
     note "$ver suites' wall time: $(( $(date +%s) - v_start )) s"
     unset OPENSIPS SSO_AUTH_MODULE SSO_AUTH_PANIC_MODULE
 done

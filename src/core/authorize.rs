@@ -155,6 +155,8 @@ pub struct Authorizer {
     /// Whether successes get a `reason` (a fingerprint and a formatted line). Failures always
     /// do: they are logged at INFO and above.
     explain_success: bool,
+    /// The shared store (`cachedb_url`), when this process has one (`cluster_glue.rs`).
+    cluster: Option<super::cluster::Cluster>,
 }
 
 /// Where this worker's JWT keys come from: the key file read at start-up, or the SSO's JWK
@@ -227,6 +229,7 @@ impl Authorizer {
             shared,
             cfg,
             explain_success: true,
+            cluster: None,
         }
     }
 
@@ -255,6 +258,7 @@ impl Authorizer {
         shared: &SharedState,
         id: &TokenId,
         now: u64,
+        cluster: Option<&mut super::cluster::Cluster>,
         verify: &mut dyn FnMut() -> Result<Introspection, SsoError>,
     ) -> Result<(Option<Introspection>, bool), SsoError> {
         let cache = &shared.tokens;
@@ -285,16 +289,13 @@ impl Authorizer {
                 Lookup::Pending | Lookup::Uncached | Lookup::Claimed => {
                     stats.inc(Stat::CacheMisses);
                     let claimed = matches!(looked, Lookup::Claimed);
-                    let answer = verify();
+                    let (answer, (ttl, negative_ttl)) =
+                        Self::second_level(cfg, stats, id, now, cluster, verify);
                     match &answer {
-                        Ok(info) if usable(info, now) => cache.store_positive(
-                            id,
-                            info,
-                            &claims_to_cache(cfg, info),
-                            now,
-                            cfg.cache_ttl,
-                        ),
-                        Ok(_) => cache.store_negative(id, now, cfg.negative_cache_ttl),
+                        Ok(info) if usable(info, now) => {
+                            cache.store_positive(id, info, &claims_to_cache(cfg, info), now, ttl)
+                        }
+                        Ok(_) => cache.store_negative(id, now, negative_ttl),
                         Err(_) if claimed => cache.release(id, now),
                         Err(_) => {}
                     }
@@ -320,7 +321,7 @@ impl Authorizer {
         let (cfg, shared) = (&self.cfg, &*self.shared);
         let stats = &shared.stats;
         if let Some(local) = self.jwt.as_mut().filter(|_| jwt::looks_like_jwt(token)) {
-            return Self::introspect_cached(cfg, shared, id, now, &mut || match local
+            return Self::introspect_cached(cfg, shared, id, now, None, &mut || match local
                 .validate(token, sso, stats, now)
             {
                 Ok(info) => Ok(info),
@@ -337,7 +338,8 @@ impl Authorizer {
             *why = Some("not a JWT, and introspect_url is not set".into());
             return Ok((None, false));
         }
-        Self::introspect_cached(cfg, shared, id, now, &mut || {
+        let cluster = self.cluster.as_mut();
+        Self::introspect_cached(cfg, shared, id, now, cluster, &mut || {
             stats.inc(Stat::SsoRequests);
             let result = sso.introspect(token);
             count_sso_error(stats, &result);
@@ -662,7 +664,12 @@ impl Authorizer {
             .replay
             .record(&creds.nonce, nc, issued + self.cfg.nonce_expire + 1, now)
         {
-            Ok(()) => {}
+            Ok(()) => {
+                // Shared mode: the store decides whether this is the first use cluster-wide.
+                if let Some(refused) = self.cluster_replay_check(&creds.nonce, nc, now) {
+                    return refused;
+                }
+            }
             Err(ReplayError::Replayed) => {
                 self.shared.stats.inc(Stat::ReplaysBlocked);
                 return Outcome::new(
@@ -1069,3 +1076,6 @@ fn describe(e: &SsoError) -> String {
 /// other schemes.
 #[cfg(test)]
 mod tests;
+
+/// The shared store's two hooks (replay claim, second-level token cache).
+mod cluster_glue;

@@ -54,6 +54,10 @@ pub struct Config {
     pub jwks_refresh: u64,
     /// The keys of jwt_key_file, read by `finish` (main process, before fork).
     pub jwt_file_keys: Option<Arc<KeySet>>,
+    /// Shared store for several nodes (OpenSIPS cachedb URL, e.g. `redis://host:6379/`).
+    pub cachedb_url: Option<String>,
+    /// Longest a store call may take before the store counts as down (ms).
+    pub cachedb_timeout_ms: u64,
 }
 
 // Hand-written so that no secret ever reaches a log through `{:?}`.
@@ -93,6 +97,8 @@ impl fmt::Debug for Config {
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_leeway", &self.jwt_leeway)
             .field("jwks_refresh", &self.jwks_refresh)
+            .field("cachedb_url", &self.cachedb_engine())
+            .field("cachedb_timeout_ms", &self.cachedb_timeout_ms)
             .finish()
     }
 }
@@ -131,6 +137,8 @@ impl Default for Config {
             jwt_leeway: 30,
             jwks_refresh: 3600,
             jwt_file_keys: None,
+            cachedb_url: None,
+            cachedb_timeout_ms: 250,
         }
     }
 }
@@ -171,6 +179,7 @@ pub const STRING_PARAMS: &[&str] = &[
     "jwt_algorithms",
     "jwt_issuer",
     "jwt_audience",
+    "cachedb_url",
 ];
 
 /// Names of the integer parameters.
@@ -185,6 +194,7 @@ pub const INT_PARAMS: &[&str] = &[
     "bind_register_to_token",
     "jwt_leeway",
     "jwks_refresh",
+    "cachedb_timeout",
 ];
 
 fn check_url(param: &str, value: &str) -> Result<String, ConfigError> {
@@ -205,6 +215,33 @@ fn check_url(param: &str, value: &str) -> Result<String, ConfigError> {
         return Err(err(
             param,
             "put client credentials in client_id/client_secret, not in the URL",
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// A cachedb URL as OpenSIPS reads it: `engine[:group]://...`, no spaces or control bytes.
+/// The value is never echoed (it may hold the store's password).
+fn check_cachedb_url(value: &str) -> Result<String, ConfigError> {
+    let name = "cachedb_url";
+    if !value.bytes().all(|b| b > 0x20 && b != 0x7f) {
+        return Err(err(name, "contains spaces or control bytes"));
+    }
+    let Some((head, rest)) = value.split_once("://") else {
+        return Err(err(
+            name,
+            "must look like engine://host:port/ (the engine being a loaded cachedb module)",
+        ));
+    };
+    let engine = head.split(':').next().unwrap_or("");
+    let engine_ok = !engine.is_empty()
+        && engine
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !engine_ok || head.split(':').count() > 2 || rest.is_empty() {
+        return Err(err(
+            name,
+            "must look like engine://host:port/ (the engine being a loaded cachedb module)",
         ));
     }
     Ok(value.to_string())
@@ -349,6 +386,13 @@ impl Config {
             }
             "jwt_issuer" => self.jwt_issuer = some(value),
             "jwt_audience" => self.jwt_audience = some(value),
+            "cachedb_url" => {
+                self.cachedb_url = if value.is_empty() {
+                    None
+                } else {
+                    Some(check_cachedb_url(value)?)
+                }
+            }
             _ => return Err(err(name, "unknown string parameter")),
         }
         Ok(())
@@ -399,6 +443,12 @@ impl Config {
                 self.jwks_refresh = v
             }
             "negative_cache_ttl" => self.negative_cache_ttl = v,
+            "cachedb_timeout" => {
+                if v == 0 || v > 10_000 {
+                    return Err(err(name, "must be between 1 and 10000 ms"));
+                }
+                self.cachedb_timeout_ms = v
+            }
             "cache_slots" | "nonce_slots" => {
                 if !(64..=16_777_216).contains(&v) {
                     return Err(err(name, "must be between 64 and 16777216"));
@@ -465,6 +515,13 @@ impl Config {
             );
         }
         Ok(notes)
+    }
+
+    /// The cachedb engine of `cachedb_url` (e.g. "redis"): what logs may show of the URL,
+    /// which can hold a password.
+    pub fn cachedb_engine(&self) -> Option<&str> {
+        let url = self.cachedb_url.as_deref()?;
+        url.split(':').next()
     }
 
     /// Tokens are checked locally when the SSO's JWT keys are configured.
@@ -586,6 +643,38 @@ mod tests {
         assert!(c.set_int("jwt_leeway", 601).is_err());
         assert!(c.set_int("jwks_refresh", 10).is_err());
         assert!(c.set_str("jwt_key_file", "/nonexistent").is_err());
+    }
+
+    #[test]
+    fn cachedb_params() {
+        let mut c = Config::default();
+        assert_eq!(c.cachedb_url, None);
+        assert_eq!(c.cachedb_timeout_ms, 250);
+        c.set_str("cachedb_url", "redis://127.0.0.1:6379/").unwrap();
+        assert_eq!(c.cachedb_engine(), Some("redis"));
+        c.set_str("cachedb_url", "redis:cluster1://:pw@10.0.0.1:6379/")
+            .unwrap();
+        assert_eq!(c.cachedb_engine(), Some("redis"));
+        assert!(!format!("{c:?}").contains("pw@"), "no password in Debug");
+        for bad in [
+            "redis",
+            "127.0.0.1:6379",
+            "://x",
+            "re dis://x",
+            "redis://",
+            "a:b:c://x",
+        ] {
+            let e = c.set_str("cachedb_url", bad).unwrap_err();
+            assert!(
+                e.0.contains("cachedb_url") && !e.0.contains(bad),
+                "{bad}: {e}"
+            );
+        }
+        c.set_str("cachedb_url", "").unwrap();
+        assert_eq!(c.cachedb_url, None);
+        c.set_int("cachedb_timeout", 100).unwrap();
+        assert!(c.set_int("cachedb_timeout", 0).is_err());
+        assert!(c.set_int("cachedb_timeout", 10_001).is_err());
     }
 
     #[test]

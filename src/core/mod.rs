@@ -4,6 +4,7 @@
 pub mod authorize;
 pub mod challenge;
 pub mod claims;
+pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod digest;

@@ -18,7 +18,7 @@ use super::functions::*;
 use super::guard::{guarded, EntryError};
 use super::log::{install_panic_hook, report_error, sso_log, L_INFO, L_NOTICE, L_WARN};
 use super::params::*;
-use super::{params, reply, worker};
+use super::{cachedb, params, reply, worker};
 use crate::core::stats::Stat;
 
 /// Lets tables of raw pointers live in statics: they are written once by the compiler and
@@ -198,7 +198,7 @@ const fn param(name: &'static CStr, kind: u32, f: Setter) -> param_export_t {
     }
 }
 
-static PARAMS: Table<[param_export_t; 31]> = Table([
+static PARAMS: Table<[param_export_t; 33]> = Table([
     param(c"introspect_url", STR_PARAM, set_introspect_url),
     param(c"token_url", STR_PARAM, set_token_url),
     param(c"client_id", STR_PARAM, set_client_id),
@@ -233,6 +233,8 @@ static PARAMS: Table<[param_export_t; 31]> = Table([
     param(c"jwt_audience", STR_PARAM, set_jwt_audience),
     param(c"jwt_leeway", INT_PARAM, set_jwt_leeway),
     param(c"jwks_refresh", INT_PARAM, set_jwks_refresh),
+    param(c"cachedb_url", STR_PARAM, set_cachedb_url),
+    param(c"cachedb_timeout", INT_PARAM, set_cachedb_timeout),
     param_export_t {
         name: null(),
         type_: 0,
@@ -269,6 +271,10 @@ stat_readers! {
     stat_cache_hits => CacheHits,
     stat_cache_misses => CacheMisses,
     stat_replays_blocked => ReplaysBlocked,
+    stat_cachedb_errors => CachedbErrors,
+    stat_cross_node_replays_blocked => CrossNodeReplaysBlocked,
+    stat_cachedb_hits => CachedbHits,
+    stat_cachedb_bad_entries => CachedbBadEntries,
 }
 
 type StatReader = unsafe extern "C" fn(*mut c_void) -> std::ffi::c_ulong;
@@ -281,7 +287,7 @@ const fn stat(name: &'static CStr, f: StatReader) -> stat_export_t {
     }
 }
 
-static STATS: Table<[stat_export_t; 12]> = Table([
+static STATS: Table<[stat_export_t; 16]> = Table([
     stat(c"token_accepted", stat_token_accepted),
     stat(c"token_rejected", stat_token_rejected),
     stat(c"digest_accepted", stat_digest_accepted),
@@ -293,6 +299,13 @@ static STATS: Table<[stat_export_t; 12]> = Table([
     stat(c"cache_hits", stat_cache_hits),
     stat(c"cache_misses", stat_cache_misses),
     stat(c"replays_blocked", stat_replays_blocked),
+    stat(c"cachedb_errors", stat_cachedb_errors),
+    stat(
+        c"cross_node_replays_blocked",
+        stat_cross_node_replays_blocked,
+    ),
+    stat(c"cachedb_hits", stat_cachedb_hits),
+    stat(c"cachedb_bad_entries", stat_cachedb_bad_entries),
     stat_export_t {
         name: null(),
         flags: 0,
@@ -337,7 +350,7 @@ static ITEMS: Table<[pv_export_t; 2]> = Table([
 #[repr(C)]
 pub struct Deps {
     md: [module_dependency_t; MAX_MOD_DEPS as usize],
-    mpd: [modparam_dependency_t; 1],
+    mpd: [modparam_dependency_t; 2],
 }
 
 const NO_DEP: module_dependency_t = module_dependency_t {
@@ -357,10 +370,17 @@ static DEPS: Table<Deps> = Table(Deps {
         };
         md
     },
-    mpd: [modparam_dependency_t {
-        script_param: std::ptr::null_mut(),
-        get_deps_f: std::ptr::null_mut(),
-    }],
+    mpd: [
+        // With cachedb_url set, a cachedb engine module initializes before sso_auth.
+        modparam_dependency_t {
+            script_param: c"cachedb_url".as_ptr() as *mut c_char,
+            get_deps_f: super::bindings::sso_shim_cachedb_deps as *mut c_void,
+        },
+        modparam_dependency_t {
+            script_param: std::ptr::null_mut(),
+            get_deps_f: std::ptr::null_mut(),
+        },
+    ],
 });
 
 #[no_mangle]
@@ -426,6 +446,8 @@ unsafe extern "C" fn mod_init() -> c_int {
         HttpSso::with_jwks_url(cfg.sso_settings(), cfg.jwks_url.as_deref())
             .map_err(|e| EntryError::new(-1, format!("SSO client settings rejected: {e:?}")))?;
         reply::bind_signaling().map_err(|e| EntryError::new(-1, e))?;
+        // Binds the engine only: connections are opened per process after fork.
+        cachedb::bind(&cfg).map_err(|e| EntryError::new(-1, e))?;
         let (cache_slots, nonce_slots) = (cfg.cache_slots, cfg.nonce_slots);
         let shared = worker::freeze(cfg).map_err(|e| EntryError::new(-1, e))?;
         sso_log!(
@@ -440,9 +462,18 @@ unsafe extern "C" fn mod_init() -> c_int {
     })
 }
 
-/// After fork: nothing to do yet; each worker builds its HTTP agent on first use.
-unsafe extern "C" fn child_init(_rank: c_int) -> c_int {
-    guarded(c"child_init", -1, report_error, || Ok(0))
+/// OpenSIPS's rank of its main process (sr_module.h PROC_MAIN).
+const PROC_MAIN: c_int = 0;
+
+/// After fork: this process's cachedb connection (with cachedb_url); each worker builds its
+/// HTTP agent on first use.
+unsafe extern "C" fn child_init(rank: c_int) -> c_int {
+    guarded(c"child_init", -1, report_error, || {
+        if rank != PROC_MAIN {
+            cachedb::connect().map_err(|e| EntryError::new(-1, e))?;
+        }
+        Ok(0)
+    })
 }
 
 unsafe extern "C" fn destroy() {

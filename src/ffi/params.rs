@@ -22,6 +22,15 @@ pub fn take_pending() -> Config {
         .unwrap_or_default()
 }
 
+/// Whether the configuration read so far sets a (non-empty) cachedb_url.
+pub fn pending_cachedb_url_set() -> bool {
+    PENDING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .is_some_and(|c| c.cachedb_url.is_some())
+}
+
 fn apply(name: &'static CStr, kind: modparam_t, val: *mut c_void) -> c_int {
     guarded(name, -1, report_error, || {
         let key = name.to_str().unwrap_or_default();
@@ -91,4 +100,6 @@ setters! {
     set_jwt_audience => c"jwt_audience",
     set_jwt_leeway => c"jwt_leeway",
     set_jwks_refresh => c"jwks_refresh",
+    set_cachedb_url => c"cachedb_url",
+    set_cachedb_timeout => c"cachedb_timeout",
 }

@@ -1085,7 +1085,9 @@ def t_stats_mi(ctx):
     s0 = inst.sso_stats()
     eq(sorted(s0), sorted(["token_accepted", "token_rejected", "digest_accepted",
                            "digest_rejected", "challenges_sent", "sso_requests", "sso_errors",
-                           "sso_timeouts", "cache_hits", "cache_misses", "replays_blocked"]),
+                           "sso_timeouts", "cache_hits", "cache_misses", "replays_blocked",
+                           "cachedb_errors", "cross_node_replays_blocked", "cachedb_hits",
+                           "cachedb_bad_entries"]),
        "statistics of group sso_auth")
     # 1 challenge + 1 Digest login
     with client(ctx) as c:

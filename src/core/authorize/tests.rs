@@ -1139,3 +1139,130 @@ fn bearer_found_behind_other_schemes() {
     assert_eq!(o.used_headers, vec![1]);
     assert!(o.reason.contains("malformed Bearer"));
 }
+
+// ---- shared store (cachedb_url): two nodes, one store ----------------------------------
+
+mod cluster_nodes {
+    use super::*;
+    use crate::core::cluster::health::Health;
+    use crate::core::cluster::store::memory::MemoryStore;
+    use crate::core::cluster::{Cluster, Note};
+
+    fn no_log(_: Note) {}
+
+    /// A node: its own shared tables (its own replay table and cache), the common store.
+    fn node(store: &MemoryStore) -> Authorizer {
+        let cfg = config();
+        let mut a = Authorizer::new(cfg.clone(), shared());
+        a.set_cluster(Cluster::new(
+            cfg.secret.as_deref().unwrap(),
+            cfg.cachedb_timeout_ms,
+            Box::new(store.clone()),
+            std::sync::Arc::new(Health::new().unwrap()),
+            no_log,
+        ));
+        a
+    }
+
+    fn login_sso() -> FakeSso {
+        FakeSso {
+            login_answer: Some(Ok(LoginOutcome::Session {
+                access_token: "t".into(),
+                expires_in: None,
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn send(a: &mut Authorizer, sso: &mut FakeSso, header: &str) -> Outcome {
+        let c = [HeaderRef {
+            id: 1,
+            value: header.as_bytes(),
+        }];
+        a.authorize(
+            &register(b"<sip:alice@example.com>", c.to_vec(), vec![]),
+            sso,
+            NOW,
+        )
+    }
+
+    #[test]
+    fn a_replay_on_the_other_node_is_refused_and_the_next_nc_accepted() {
+        let store = MemoryStore::default();
+        let (mut a, mut b) = (node(&store), node(&store));
+        let mut sso = login_sso();
+        let nonce = a.nonces.issue(NOW, &[4; 12]);
+        let h = digest_header(
+            &a,
+            "alice",
+            "example.com",
+            Some(nonce),
+            Some("auth"),
+            Algorithm::Md5,
+            b"",
+        );
+        assert_eq!(send(&mut a, &mut sso, &h).code, Code::DigestOk);
+        let replay = send(&mut b, &mut sso, &h);
+        assert_eq!(replay.code, Code::BadNonce, "{}", replay.reason);
+        assert_eq!(sso.logins, 1, "the replay never reaches the SSO");
+        assert_eq!(b.stats().get(Stat::CrossNodeReplaysBlocked), 1);
+        assert_eq!(b.stats().get(Stat::ReplaysBlocked), 1);
+        let next = h.replace("nc=00000001", "nc=00000002");
+        assert_eq!(send(&mut b, &mut sso, &next).code, Code::DigestOk);
+        assert_eq!(send(&mut a, &mut sso, &next).code, Code::BadNonce);
+    }
+
+    #[test]
+    fn with_the_store_down_no_replay_passes_and_the_client_is_asked_to_retry() {
+        let store = MemoryStore::default();
+        let (mut a, mut b) = (node(&store), node(&store));
+        let mut sso = login_sso();
+        let h = digest_header(
+            &a,
+            "alice",
+            "example.com",
+            None,
+            Some("auth"),
+            Algorithm::Md5,
+            b"",
+        );
+        assert_eq!(send(&mut a, &mut sso, &h).code, Code::DigestOk);
+        store.state().down = true;
+        let o = send(&mut b, &mut sso, &h);
+        assert_eq!(o.code, Code::StaleNonce, "{}", o.reason);
+        assert_eq!(
+            send(&mut a, &mut sso, &h).code,
+            Code::BadNonce,
+            "local table"
+        );
+        assert_eq!(sso.logins, 1);
+        assert_eq!(b.stats().get(Stat::CachedbErrors), 1);
+    }
+
+    #[test]
+    fn a_token_introspected_on_one_node_is_not_introspected_on_the_other() {
+        let store = MemoryStore::default();
+        let (mut a, mut b) = (node(&store), node(&store));
+        let answer = || FakeSso {
+            tokens: vec![("tok-1".into(), Ok(active("alice", Some(NOW as i64 + 600))))],
+            ..Default::default()
+        };
+        let (mut sso_a, mut sso_b) = (answer(), answer());
+        let t = [HeaderRef {
+            id: 1,
+            value: b"tok-1",
+        }];
+        let req = register(b"<sip:alice@example.com>", vec![], t.to_vec());
+        assert_eq!(a.authorize(&req, &mut sso_a, NOW).code, Code::TokenOk);
+        let o = b.authorize(&req, &mut sso_b, NOW + 1);
+        assert_eq!(o.code, Code::TokenOk, "{}", o.reason);
+        assert_eq!((sso_a.introspections, sso_b.introspections), (1, 0));
+        assert_eq!(b.stats().get(Stat::CachedbHits), 1);
+        // With the store down, the token still works through introspection.
+        store.state().down = true;
+        let mut c = node(&store);
+        let mut sso_c = answer();
+        assert_eq!(c.authorize(&req, &mut sso_c, NOW + 2).code, Code::TokenOk);
+        assert_eq!(sso_c.introspections, 1);
+    }
+}
