@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::challenge::{self, BearerError, QopOffer};
 use super::claims::{self, IdentityValueError, SsoVar};
-use super::config::Config;
+use super::config::{BearerChallenge, Config};
 use super::credentials::{self, Credentials, DigestCredentials};
 use super::digest::{self, Algorithm};
 use super::identity::{self, Aor};
@@ -103,6 +103,12 @@ pub struct Outcome {
     pub reason: Cow<'static, str>,
     /// The token issued after a Digest login was already introspected for its claims.
     pub issued_token_checked: bool,
+    /// The request carried a token (token header or Bearer credentials), good or bad: with
+    /// `bearer_challenge` = when_token, only then does a challenge offer Bearer.
+    pub carried_token: bool,
+    /// The Digest nonce is ours and valid but was already used (not a retransmission): the
+    /// next challenge says `stale=true`, so the client signs again without asking its user.
+    pub nonce_reused: bool,
 }
 
 impl Outcome {
@@ -117,6 +123,8 @@ impl Outcome {
             introspection: None,
             reason: reason.into(),
             issued_token_checked: false,
+            carried_token: false,
+            nonce_reused: false,
         }
     }
 }
@@ -420,6 +428,19 @@ impl Authorizer {
             Some(t) if t.code.is_success() => return t,
             other => other,
         };
+        let carried_token = token_outcome.is_some();
+        let mut o = self.decide_without_token(req, sso, now, token_outcome);
+        o.carried_token = carried_token;
+        o
+    }
+
+    fn decide_without_token(
+        &mut self,
+        req: &AuthRequest,
+        sso: &mut dyn SsoApi,
+        now: u64,
+        token_outcome: Option<Outcome>,
+    ) -> Outcome {
         // No valid token: regular SIP authentication decides when Digest credentials are there.
         match self.try_digest(req, sso, now) {
             Some(d) => {
@@ -665,10 +686,12 @@ impl Authorizer {
             Ok(()) => {}
             Err(ReplayError::Replayed) => {
                 self.shared.stats.inc(Stat::ReplaysBlocked);
-                return Outcome::new(
+                let mut o = Outcome::new(
                     Code::BadNonce,
                     "nonce reused (replayed credentials or nc not increasing)",
                 );
+                o.nonce_reused = true;
+                return o;
             }
             Err(ReplayError::Full) => {
                 return Outcome::new(
@@ -727,7 +750,7 @@ impl Authorizer {
     }
 
     /// Header lines (with CRLF) of a challenge: one Digest challenge per algorithm, then the
-    /// Bearer challenge when token checks are on. `last` is this request's authorization
+    /// Bearer challenge when token checks are on and `bearer_challenge` allows it. `last` is this request's authorization
     /// outcome, if any (stale flag, Bearer error).
     pub fn challenge(
         &self,
@@ -743,7 +766,9 @@ impl Authorizer {
             })?;
         let proxy = spec.placement == Placement::Proxy;
         let nonce = self.nonces.issue(now, random);
-        let stale = last.is_some_and(|o| o.code == Code::StaleNonce);
+        // Expired, or ours and already used: the client may sign again with the same password.
+        // A forged nonce never gets it.
+        let stale = last.is_some_and(|o| o.code == Code::StaleNonce || o.nonce_reused);
         let mut lines = Vec::with_capacity(spec.algorithms.len() + 1);
         for alg in &spec.algorithms {
             lines.push(
@@ -751,7 +776,13 @@ impl Authorizer {
                     .ok_or_else(|| format!("realm {realm:?} cannot be sent in a header"))?,
             );
         }
-        if self.cfg.token_checks() {
+        let offer_bearer = self.cfg.token_checks()
+            && match self.cfg.bearer_challenge {
+                BearerChallenge::Always => true,
+                BearerChallenge::WhenToken => last.is_some_and(|o| o.carried_token),
+                BearerChallenge::Never => false,
+            };
+        if offer_bearer {
             let error = last.and_then(|o| o.bearer_error);
             lines.push(
                 challenge::bearer_challenge(

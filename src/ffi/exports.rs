@@ -159,7 +159,7 @@ const fn param(name: &'static CStr, kind: u32, f: Setter) -> param_export_t {
     }
 }
 
-static PARAMS: Table<[param_export_t; 31]> = Table([
+static PARAMS: Table<[param_export_t; 32]> = Table([
     param(c"introspect_url", STR_PARAM, set_introspect_url),
     param(c"token_url", STR_PARAM, set_token_url),
     param(c"client_id", STR_PARAM, set_client_id),
@@ -172,6 +172,7 @@ static PARAMS: Table<[param_export_t; 31]> = Table([
     param(c"http_timeout", INT_PARAM, set_http_timeout),
     param(c"authz_server", STR_PARAM, set_authz_server),
     param(c"bearer_scope", STR_PARAM, set_bearer_scope),
+    param(c"bearer_challenge", STR_PARAM, set_bearer_challenge),
     param(c"digest_grant_type", STR_PARAM, set_digest_grant_type),
     param(c"cache_ttl", INT_PARAM, set_cache_ttl),
     param(c"tls_ca_file", STR_PARAM, set_tls_ca_file),

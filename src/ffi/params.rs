@@ -73,6 +73,7 @@ setters! {
     set_http_timeout => c"http_timeout",
     set_authz_server => c"authz_server",
     set_bearer_scope => c"bearer_scope",
+    set_bearer_challenge => c"bearer_challenge",
     set_digest_grant_type => c"digest_grant_type",
     set_cache_ttl => c"cache_ttl",
     set_tls_ca_file => c"tls_ca_file",

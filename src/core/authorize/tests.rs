@@ -558,8 +558,11 @@ fn challenge_lines() {
         qop,
         algorithms: algs,
     };
+    // A -7 comes from a token: with the default bearer_challenge (when_token) the Bearer
+    // challenge is there.
     let mismatch = Outcome {
         bearer_error: Some(BearerError::InvalidRequest),
+        carried_token: true,
         ..Outcome::new(Code::IdentityMismatch, "")
     };
     let lines = a.challenge(&spec, Some(&mismatch), NOW, &[0; 12]).unwrap();
@@ -1138,4 +1141,118 @@ fn bearer_found_behind_other_schemes() {
     assert_eq!(o.code, Code::InvalidToken);
     assert_eq!(o.used_headers, vec![1]);
     assert!(o.reason.contains("malformed Bearer"));
+}
+
+#[test]
+fn bearer_challenge_modes() {
+    let spec = || ChallengeSpec {
+        placement: Placement::Www,
+        realm: "example.com",
+        is_register: true,
+        to: None,
+        from: None,
+        qop: QopOffer::Auth,
+        algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+    };
+    let no_creds = Outcome::new(Code::NoCredentials, "");
+    let bad_token = Outcome {
+        bearer_error: Some(BearerError::InvalidToken),
+        carried_token: true,
+        ..Outcome::new(Code::InvalidToken, "")
+    };
+    let bearer_lines = |mode: &str, last: Option<&Outcome>| {
+        let mut c = config();
+        c.set_str("bearer_challenge", mode).unwrap();
+        let a = Authorizer::new(c, shared());
+        let lines = a.challenge(&spec(), last, NOW, &[0; 12]).unwrap();
+        assert!(lines[..2].iter().all(|l| l.contains(": Digest ")));
+        lines
+            .iter()
+            .filter(|l| l.starts_with("WWW-Authenticate: Bearer "))
+            .count()
+    };
+    // Default: Bearer only for a request that carried a token.
+    assert_eq!(bearer_lines("when_token", None), 0);
+    assert_eq!(bearer_lines("when_token", Some(&no_creds)), 0);
+    assert_eq!(bearer_lines("when_token", Some(&bad_token)), 1);
+    assert_eq!(bearer_lines("always", None), 1);
+    assert_eq!(bearer_lines("always", Some(&no_creds)), 1);
+    assert_eq!(bearer_lines("never", Some(&bad_token)), 0);
+
+    // carried_token is set by authorize for a bad token, also with Digest beside it.
+    let mut a = Authorizer::new(config(), shared());
+    let mut sso = FakeSso::default();
+    let o = a.authorize(&alice_register(vec![], token(b"nope")), &mut sso, NOW);
+    assert_eq!(o.code, Code::InvalidToken);
+    assert!(o.carried_token);
+    let o = a.authorize(&alice_register(vec![], vec![]), &mut sso, NOW);
+    assert!(!o.carried_token);
+}
+
+#[test]
+fn reused_nonce_is_challenged_stale_and_forged_is_not() {
+    let mut a = Authorizer::new(config(), shared());
+    let mut sso = FakeSso {
+        login_answer: Some(Ok(LoginOutcome::Session {
+            access_token: "t".into(),
+            expires_in: None,
+        })),
+        ..Default::default()
+    };
+    let nonce = a.nonces.issue(NOW, &[4; 12]);
+    let h = digest_header(
+        &a,
+        "alice",
+        "example.com",
+        Some(nonce.clone()),
+        Some("auth"),
+        Algorithm::Md5,
+        b"",
+    );
+    let c = [HeaderRef {
+        id: 1,
+        value: h.as_bytes(),
+    }];
+    let req = register(b"<sip:alice@example.com>", c.to_vec(), vec![]);
+    assert_eq!(a.authorize(&req, &mut sso, NOW).code, Code::DigestOk);
+    let again = a.authorize(&req, &mut sso, NOW);
+    assert_eq!(again.code, Code::BadNonce);
+    assert!(again.nonce_reused);
+    let spec = ChallengeSpec {
+        placement: Placement::Www,
+        realm: "",
+        is_register: true,
+        to: Some(b"<sip:alice@example.com>"),
+        from: None,
+        qop: QopOffer::Auth,
+        algorithms: vec![Algorithm::Md5],
+    };
+    let lines = a.challenge(&spec, Some(&again), NOW, &[2; 12]).unwrap();
+    assert!(lines[0].contains("stale=true"), "{}", lines[0]);
+
+    let mut forged = nonce.into_bytes();
+    forged[30] = if forged[30] == b'a' { b'b' } else { b'a' };
+    let forged = String::from_utf8(forged).unwrap();
+    let h = digest_header(
+        &a,
+        "alice",
+        "example.com",
+        Some(forged),
+        Some("auth"),
+        Algorithm::Md5,
+        b"",
+    );
+    let c = [HeaderRef {
+        id: 1,
+        value: h.as_bytes(),
+    }];
+    let o = a.authorize(
+        &register(b"<sip:alice@example.com>", c.to_vec(), vec![]),
+        &mut sso,
+        NOW,
+    );
+    assert_eq!(o.code, Code::BadNonce);
+    assert!(!o.nonce_reused);
+    let lines = a.challenge(&spec, Some(&o), NOW, &[3; 12]).unwrap();
+    assert!(!lines[0].contains("stale"), "{}", lines[0]);
 }
