@@ -15,6 +15,7 @@ use super::identity::{self, Aor};
 use super::jwt::{self, JwksCache, JwtError, JwtPolicy, KeySet};
 use super::nonce::{NonceError, NonceKey};
 use super::replay::{ReplayError, ReplayGuard};
+use super::retrans::{Fingerprint, RetransKey, RetransTable, Seen, TransactionId};
 use super::sso::{DigestLogin, Introspection, LoginOutcome, SsoApi, SsoError};
 use super::stats::{Stat, Stats};
 use super::token_cache::{Lookup, SharedTokenCache, TokenId, MAX_CLAIMS_JSON};
@@ -73,6 +74,9 @@ pub struct AuthRequest<'a> {
     /// Headers named like the `token_header` parameter, in order.
     pub token_headers: Vec<HeaderRef<'a>>,
     pub body: &'a [u8],
+    /// Top Via, Call-ID and CSeq, which a retransmission repeats: its Digest request then
+    /// gets the first copy's answer. None: retransmissions are not recognised.
+    pub transaction: Option<TransactionId<'a>>,
 }
 
 /// Where a token came from (reported to the script and the log).
@@ -139,6 +143,7 @@ pub fn fingerprint(secret: &str) -> String {
 pub struct SharedState {
     pub tokens: SharedTokenCache,
     pub replay: ReplayGuard,
+    pub retrans: RetransTable,
     pub stats: Stats,
 }
 
@@ -148,6 +153,7 @@ impl SharedState {
         Ok(SharedState {
             tokens: SharedTokenCache::new(cfg.cache_slots as usize)?,
             replay: ReplayGuard::new(cfg.nonce_slots as usize)?,
+            retrans: RetransTable::new(cfg.retransmission_slots as usize)?,
             stats: Stats::new()?,
         })
     }
@@ -158,6 +164,7 @@ impl SharedState {
 pub struct Authorizer {
     cfg: Config,
     nonces: NonceKey,
+    retrans_key: RetransKey,
     shared: Arc<SharedState>,
     jwt: Option<LocalJwt>,
     /// Whether successes get a `reason` (a fingerprint and a formatted line). Failures always
@@ -231,6 +238,7 @@ impl Authorizer {
         let secret = cfg.secret.clone().unwrap_or_default();
         Authorizer {
             nonces: NonceKey::new(&secret),
+            retrans_key: RetransKey::new(&secret),
             jwt: LocalJwt::from_config(&cfg),
             shared,
             cfg,
@@ -599,13 +607,16 @@ impl Authorizer {
         } else {
             req.realm.to_string()
         };
-        let (header, creds) = req.credential_headers.iter().find_map(|h| {
+        let (header, value, creds) = req.credential_headers.iter().find_map(|h| {
             match credentials::parse_authorization(h.value) {
-                Ok(Credentials::Digest(d)) if d.realm == realm => Some((h.id, d)),
+                Ok(Credentials::Digest(d)) if d.realm == realm => Some((h.id, h.value, d)),
                 _ => None,
             }
         })?;
-        let mut o = self.judge_digest(req, &creds, &realm, aor, sso, now);
+        let fp = req
+            .transaction
+            .map(|t| self.retrans_key.fingerprint(&t, value));
+        let mut o = self.judge_digest(req, &creds, &realm, aor, fp.as_ref(), sso, now);
         o.used_headers.push(header);
         o.source = Some(TokenSource::Digest);
         Some(o)
@@ -617,6 +628,7 @@ impl Authorizer {
         creds: &DigestCredentials,
         realm: &str,
         aor: Result<Aor, &'static str>,
+        fp: Option<&Fingerprint>,
         sso: &mut dyn SsoApi,
         now: u64,
     ) -> Outcome {
@@ -683,8 +695,17 @@ impl Authorizer {
             .replay
             .record(&creds.nonce, nc, issued + self.cfg.nonce_expire + 1, now)
         {
-            Ok(()) => {}
+            Ok(()) => {
+                if let Some(fp) = fp {
+                    // Retransmissions of this request wait for its answer meanwhile.
+                    let until = now + self.cfg.http_timeout_ms.div_ceil(1000) + 2;
+                    self.shared.retrans.begin(fp, now, until);
+                }
+            }
             Err(ReplayError::Replayed) => {
+                if let Some(o) = fp.and_then(|fp| self.retransmitted(fp, &creds.username, now)) {
+                    return o;
+                }
                 self.shared.stats.inc(Stat::ReplaysBlocked);
                 let mut o = Outcome::new(
                     Code::BadNonce,
@@ -719,7 +740,23 @@ impl Authorizer {
             body_hash,
         };
         let user = creds.username.clone();
-        match self.count_sso(sso.digest_login(&login)) {
+        let answer = self.count_sso(sso.digest_login(&login));
+        if let Some(fp) = fp {
+            let retrans = &self.shared.retrans;
+            match &answer {
+                Ok(LoginOutcome::Session { access_token, .. }) => {
+                    retrans.finish(fp, Code::DigestOk as i8, Some(access_token), now)
+                }
+                Ok(LoginOutcome::InvalidGrant) => {
+                    retrans.finish(fp, Code::WrongCredentials as i8, None, now)
+                }
+                Ok(LoginOutcome::UnknownUser) => {
+                    retrans.finish(fp, Code::UnknownUser as i8, None, now)
+                }
+                Err(_) => retrans.abandon(fp, now),
+            }
+        }
+        match answer {
             Ok(LoginOutcome::Session { access_token, .. }) => {
                 let reason = if self.explain_success {
                     Cow::Owned(format!(
@@ -746,6 +783,39 @@ impl Authorizer {
                 Code::Error,
                 format!("Digest login of {user:?} failed: {}", describe(&e)),
             ),
+        }
+    }
+
+    /// The answer given to the first copy of a retransmitted request, waiting for it while
+    /// that copy is still with the SSO (at most http_timeout). None: not a retransmission
+    /// (or its answer is not known), so the request counts as a replay.
+    fn retransmitted(&self, fp: &Fingerprint, user: &str, now: u64) -> Option<Outcome> {
+        let budget = Duration::from_millis(self.cfg.http_timeout_ms + 200);
+        let mut started: Option<Instant> = None;
+        loop {
+            match self.shared.retrans.lookup(fp, now) {
+                Seen::Unknown => return None,
+                Seen::Pending if started.get_or_insert_with(Instant::now).elapsed() < budget => {
+                    std::thread::sleep(PENDING_POLL)
+                }
+                Seen::Pending => return None,
+                Seen::Done(code, token) => {
+                    let code = match code {
+                        2 => Code::DigestOk,
+                        -1 => Code::UnknownUser,
+                        _ => Code::WrongCredentials,
+                    };
+                    let mut o = Outcome::new(
+                        code,
+                        "retransmission of a Digest request: the first copy's answer again",
+                    );
+                    if code == Code::DigestOk {
+                        o.new_token = token;
+                        o.user = Some(user.to_string());
+                    }
+                    return Some(o);
+                }
+            }
         }
     }
 

@@ -58,6 +58,8 @@ pub struct Config {
     pub negative_cache_ttl: u64,
     pub cache_slots: u64,
     pub nonce_slots: u64,
+    /// Answers to Digest requests kept for their retransmissions.
+    pub retransmission_slots: u64,
     pub tls_ca_file: Option<String>,
     /// Claims holding group names, in the order sso_is_user_in looks at them.
     pub group_claims: Vec<String>,
@@ -105,6 +107,7 @@ impl fmt::Debug for Config {
             .field("negative_cache_ttl", &self.negative_cache_ttl)
             .field("cache_slots", &self.cache_slots)
             .field("nonce_slots", &self.nonce_slots)
+            .field("retransmission_slots", &self.retransmission_slots)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("group_claims", &self.group_claims)
             .field("rpid_claim", &self.rpid_claim)
@@ -143,6 +146,7 @@ impl Default for Config {
             negative_cache_ttl: 5,
             cache_slots: 8192,
             nonce_slots: 262_144,
+            retransmission_slots: 4096,
             tls_ca_file: None,
             group_claims: ["groups", "roles", "scope"].map(String::from).into(),
             rpid_claim: "phone_number".to_string(),
@@ -209,6 +213,7 @@ pub const INT_PARAMS: &[&str] = &[
     "negative_cache_ttl",
     "cache_slots",
     "nonce_slots",
+    "retransmission_slots",
     "bind_register_to_token",
     "jwt_leeway",
     "jwks_refresh",
@@ -430,14 +435,14 @@ impl Config {
                 self.jwks_refresh = v
             }
             "negative_cache_ttl" => self.negative_cache_ttl = v,
-            "cache_slots" | "nonce_slots" => {
+            "cache_slots" | "nonce_slots" | "retransmission_slots" => {
                 if !(64..=16_777_216).contains(&v) {
                     return Err(err(name, "must be between 64 and 16777216"));
                 }
-                if name == "cache_slots" {
-                    self.cache_slots = v
-                } else {
-                    self.nonce_slots = v
+                match name {
+                    "cache_slots" => self.cache_slots = v,
+                    "nonce_slots" => self.nonce_slots = v,
+                    _ => self.retransmission_slots = v,
                 }
             }
             _ => return Err(err(name, "unknown integer parameter")),

@@ -9,6 +9,7 @@ use crate::core::authorize::{
     challenge_options, AuthRequest, ChallengeSpec, Code, HeaderRef, Placement,
 };
 use crate::core::config::Config;
+use crate::core::retrans::TransactionId;
 use crate::core::text::is_header_safe;
 
 use super::bindings::{
@@ -136,6 +137,9 @@ pub(super) fn auth_request<'a>(
         credential_headers,
         token_headers,
         body: if has_credentials { msg.body() } else { &[] },
+        transaction: msg
+            .transaction_parts()
+            .map(|(via, call_id, cseq)| TransactionId { via, call_id, cseq }),
     };
     Ok((req, kept))
 }

@@ -59,6 +59,22 @@ impl<'a> Msg<'a> {
         }
     }
 
+    /// Bodies of the top Via, Call-ID and CSeq headers (parsed already), which a
+    /// retransmission repeats byte for byte. None when one is missing.
+    pub fn transaction_parts(&self) -> Option<(&'a [u8], &'a [u8], &'a [u8])> {
+        let body = |h: *mut hdr_field| {
+            // SAFETY: h_via1/callid/cseq are null or headers of this message.
+            unsafe { h.as_ref() }
+                .map(|h| bytes(&h.body))
+                .filter(|b| !b.is_empty())
+        };
+        Some((
+            body(self.raw.h_via1)?,
+            body(self.raw.callid)?,
+            body(self.raw.cseq)?,
+        ))
+    }
+
     /// The copy of a transaction's request that tm hands to a failure route: it has a new
     /// message id, and may run in another worker than the one that authorized the request.
     pub fn is_failure_route_copy(&self) -> bool {

@@ -80,6 +80,7 @@ setters! {
     set_negative_cache_ttl => c"negative_cache_ttl",
     set_cache_slots => c"cache_slots",
     set_nonce_slots => c"nonce_slots",
+    set_retransmission_slots => c"retransmission_slots",
     set_group_claims => c"group_claims",
     set_rpid_claim => c"rpid_claim",
     set_rpid_prefix => c"rpid_prefix",
