@@ -537,6 +537,60 @@ def t_pjsua2(ctx):
     check_unregistered(ctx, "alice")
 
 
+@case("retransmissions_absorbed_slow_sso")
+def t_retransmissions(ctx):
+    """A lossy network and an SSO slower than T1: the Digest REGISTER is sent again at 0.5 s
+    and 1.5 s while the SSO takes 1.5 s. tm (t_newtran in the example) absorbs the copies:
+    one 200 OK with the token, no 401 in between, one SSO login. A copy sent after the
+    answer gets the same 200 and token from tm; one sent after tm's transaction is gone
+    (6 s) gets them from the module. The same credentials in a new request are refused and
+    challenged with stale=true."""
+    sso = ctx.sso
+    mark = ctx.mark()
+    with SipClient(ctx.os.port, user="carol", domain=DOMAIN) as c:
+        _q, r = c.request("REGISTER", expires=600)
+        eq(r.status, 401, "REGISTER without credentials")
+        ch = r.digest_challenges()[0]
+        value, _ = digest_credentials(ch, "REGISTER", "sip:%s" % DOMAIN, "carol", "carolpw")
+        req = c.build("REGISTER", headers=[("Authorization", value)], expires=600)
+        sso.delay = 1.5
+        try:
+            c.send(req)
+            time.sleep(0.5)
+            c.send(req)
+            time.sleep(1.0)
+            c.send(req)
+            first = c.wait_final(req, 5.0)
+        finally:
+            sso.delay = 0
+        eq(first.status, 200, "answer to the slow Digest REGISTER")
+        tok = first.get("X-SSO-Token")
+        check(tok, "200 OK without X-SSO-Token")
+        stray = c.recv(0.5)
+        check(stray is None, "a second answer to copies absorbed by tm: %s"
+              % (stray.status if stray else None))
+        c.send(req)
+        again = c.wait_final(req, 2.0)
+        eq((again.status, again.get("X-SSO-Token")), (200, tok), "copy after the answer (tm)")
+        time.sleep(6.0)
+        c.send(req)
+        late = c.wait_final(req, 3.0)
+        eq((late.status, late.get("X-SSO-Token")), (200, tok),
+           "copy 6 s later, tm's transaction gone (the module's retransmission table)")
+        _q, replay = c.request("REGISTER", headers=[("Authorization", value)], expires=600)
+        eq(replay.status, 401, "same credentials in a new request")
+        new = replay.digest_challenges()
+        check(new and (new[0].get("stale") or "").lower() == "true",
+              "challenge after a reused nonce without stale=true")
+        # re-signed with the fresh nonce, without asking anybody: accepted
+        value2, _ = digest_credentials(new[0], "REGISTER", "sip:%s" % DOMAIN, "carol",
+                                       "carolpw")
+        _q, ok = c.request("REGISTER", headers=[("Authorization", value2)], expires=0)
+        eq(ok.status, 200, "re-signed request after stale=true")
+    logins = ctx.logins(mark, user="carol")
+    eq(len(logins), 2, "SSO Digest logins (one per request, none for the copies)")
+
+
 # --------------------------------------------------------------------------------------
 # Runner
 # --------------------------------------------------------------------------------------

@@ -633,6 +633,76 @@ def t_nonce_replay(ctx):
     eq(ctx.sso.count("token") - n, 0, "/token calls for the replay")
 
 
+@case("digest_retransmission_same_answer")
+def t_retransmission(ctx):
+    """A UDP retransmission of an accepted Digest REGISTER (same bytes: top Via, Call-ID,
+    CSeq, credentials) gets code 2 and the same token again, without a second SSO login; the
+    same credentials with another branch or CSeq are a replay: -8, challenged stale=true."""
+    sso = ctx.sso
+    with client(ctx) as c:
+        _r, ds = challenge_for(c)
+        req, resp, _info = digest_request(c, "REGISTER", "alicepw", ds[0])
+        expect(resp, 200, 2, "first copy")
+        tok = resp.get("X-SSO-Token")
+        check(tok, "first 200 OK without a token")
+        n = sso.count("token")
+        for i in range(3):
+            c.send(req)                      # the very same datagram
+            again = c.wait_final(req)
+            expect(again, 200, 2, "retransmission #%d" % (i + 1))
+            eq(again.get("X-SSO-Token"), tok, "token in the answer to retransmission #%d"
+               % (i + 1))
+        eq(sso.count("token") - n, 0, "/token calls for the retransmissions")
+        hdr = [h for h in req.headers if h[0] == "Authorization"]
+        # new branch and CSeq (a new request with the old credentials)
+        _q, replay = c.request("REGISTER", headers=hdr)
+        expect(replay, 401, -8, "same credentials in a new request")
+        ch = replay.digest_challenges()
+        check(ch, "no Digest challenge after a replay")
+        eq((ch[0].get("stale") or "").lower(), "true", "stale flag after a reused nonce")
+        check(not replay.has("X-SSO-Token"), "a replay got a token")
+        # new branch, same CSeq
+        again = c.build("REGISTER", headers=hdr, cseq=req.cseq)
+        c.send(again)
+        replay = c.wait_final(again)
+        expect(replay, 401, -8, "same credentials and CSeq, other branch")
+    eq(sso.count("token") - n, 0, "/token calls for the replays")
+
+
+@case("digest_retransmission_while_sso_waits")
+def t_retransmission_pending(ctx):
+    """The SSO takes 0.9 s (http_timeout is 1 s here): retransmissions sent at T1 (0.5 s)
+    and just after reach other workers while the first copy still waits. They wait for its
+    answer and get the same 200 and token (this test configuration has no tm transaction to
+    absorb them)."""
+    sso = ctx.sso
+    with client(ctx) as c:
+        _r, ds = challenge_for(c)
+        probe = c.build("REGISTER")
+        c.cseq -= 1
+        value, _info = digest_credentials(ds[0], "REGISTER", probe.uri, "alice", "alicepw")
+        req = c.build("REGISTER", headers=[("Authorization", value)])
+        n = sso.count("token")
+        sso.delay = 0.9
+        try:
+            c.send(req)
+            time.sleep(0.5)
+            c.send(req)
+            time.sleep(0.2)
+            c.send(req)
+            answers = [c.wait_final(req, 6.0) for _ in range(3)]
+        finally:
+            sso.delay = 0
+    for i, a in enumerate(answers):
+        expect(a, 200, 2, "copy #%d" % (i + 1))
+    toks = {a.get("X-SSO-Token") for a in answers}
+    eq(len(toks), 1, "distinct tokens in the three answers")
+    check(None not in toks, "an answer without a token")
+    eq(sso.count("token") - n, 1, "/token calls for one request sent three times")
+    workers = sorted({a.get("X-Worker") for a in answers})
+    note("answered by workers %s", workers)
+
+
 @case("digest_stale_nonce", instance="short")
 def t_stale(ctx):
     with client(ctx, instance="short") as c:
