@@ -591,6 +591,94 @@ def t_retransmissions(ctx):
     eq(len(logins), 2, "SSO Digest logins (one per request, none for the copies)")
 
 
+def ws_client(ctx, user):
+    from ws_sip import WsSipClient, WsError
+    try:
+        return WsSipClient(ctx.os.ws_port, user=user, domain=DOMAIN)
+    except (WsError, OSError) as e:
+        raise Fail("WebSocket connection to proto_ws (port %d): %s" % (ctx.os.ws_port, e))
+
+
+@case("ws_digest_login_token_in_200")
+def t_ws_digest(ctx):
+    """A WebSocket client without a token: 401 with Digest only (default bearer_challenge),
+    Digest login, the new token in the 200 OK."""
+    mark = ctx.mark()
+    c = ws_client(ctx, "alice")
+    try:
+        _q, r = c.request("REGISTER", expires=600)
+        eq(r.status, 401, "REGISTER over WebSocket without credentials")
+        check(r.digest_challenges(), "401 without a Digest challenge")
+        check(not r.bearer_challenges(),
+              "Bearer offered to a request without a token (bearer_challenge=when_token)")
+        value, info = digest_credentials(r.digest_challenges()[0], "REGISTER",
+                                         "sip:%s" % DOMAIN, "alice", "alicepw")
+        _q, r = c.request("REGISTER", headers=[("Authorization", value)], expires=0)
+        eq(r.status, 200, "Digest REGISTER over WebSocket")
+        tok = r.get("X-SSO-Token")
+        check(tok, "200 OK over WebSocket without X-SSO-Token")
+    finally:
+        c.close()
+    logins = ctx.logins(mark, user="alice", method="REGISTER")
+    eq(len(logins), 1, "SSO Digest logins")
+    eq(logins[0].get("response"), info["response"], "Digest response the SSO verified")
+    check(tok in ctx.sso.tokens and ctx.sso.tokens[tok]["username"] == "alice",
+          "the token in the 200 OK is not the one the SSO issued for alice")
+
+
+@case("ws_bearer_token_accepted")
+def t_ws_bearer(ctx):
+    """A WebRTC-style client: Authorization: Bearer on REGISTER, Proxy-Authorization: Bearer
+    on a MESSAGE to bob (relayed to bob without the credentials)."""
+    tok = ctx.sso.issue_token("alice")
+    mark, cmark = ctx.mark(), ctx.callee.mark()
+    c = ws_client(ctx, "alice")
+    try:
+        _q, r = c.request("REGISTER", headers=[("Authorization", "Bearer " + tok)], expires=0)
+        eq(r.status, 200, "REGISTER over WebSocket with a Bearer token")
+        check(not r.has("X-SSO-Token"), "a token-authorized REGISTER got a new token")
+        _q, r = c.request("MESSAGE", to_uri="sip:bob@%s" % DOMAIN, body=b"hello bob",
+                          headers=[("Proxy-Authorization", "Bearer " + tok)])
+        eq(r.status, 200, "MESSAGE over WebSocket with a Bearer token, relayed to bob")
+    finally:
+        c.close()
+    intro = [f for e, f, _h in ctx.sso_log()[mark:] if e == "introspect"]
+    check(intro and all(f.get("token") == tok for f in intro),
+          "the SSO did not introspect exactly the Bearer token (%d introspections)" % len(intro))
+    eq(len(ctx.logins(mark)), 0, "SSO Digest logins for token requests")
+    check(wait_for(lambda: "MESSAGE" in ctx.callee.methods(cmark), 2), "bob got no MESSAGE")
+    with ctx.callee.lock:
+        msg = [x for m, _f, x in ctx.callee.seen[cmark:] if m == "MESSAGE"][0]
+    check(not msg.has("Proxy-Authorization"), "the MESSAGE relayed to bob carries the token")
+
+
+@case("ws_bad_bearer_401_bearer_challenge")
+def t_ws_bad_bearer(ctx):
+    """An expired or unknown Bearer token over WebSocket: 401 with the Bearer challenge
+    (error="invalid_token", authz_server) next to the Digest ones."""
+    mark = ctx.mark()
+    c = ws_client(ctx, "alice")
+    try:
+        _q, r = c.request("REGISTER", headers=[("Authorization", "Bearer not-a-real-token")],
+                          expires=600)
+        eq(r.status, 401, "REGISTER over WebSocket with a bad Bearer token")
+        b = r.bearer_challenges()
+        check(b, "no Bearer challenge for a request that carried a token")
+        eq(b[0].get("error"), "invalid_token", "Bearer error")
+        eq(b[0].get("realm"), DOMAIN, "Bearer realm")
+        eq(b[0].get("authz_server"), "https://sso.example.com/", "Bearer authz_server")
+        check(r.digest_challenges(), "no Digest challenge next to the Bearer one")
+        tok = ctx.sso.issue_token("alice", lifetime=-10)
+        _q, r = c.request("REGISTER", headers=[("Authorization", "Bearer " + tok)], expires=600)
+        eq(r.status, 401, "REGISTER over WebSocket with an expired Bearer token")
+        eq((r.bearer_challenges() or [None])[0] and r.bearer_challenges()[0].get("error"),
+           "invalid_token", "Bearer error for an expired token")
+    finally:
+        c.close()
+    intro = [f.get("token") for e, f, _h in ctx.sso_log()[mark:] if e == "introspect"]
+    check("not-a-real-token" in intro, "the SSO was not asked about the bad token")
+
+
 # --------------------------------------------------------------------------------------
 # Runner
 # --------------------------------------------------------------------------------------
