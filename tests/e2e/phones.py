@@ -167,19 +167,22 @@ class Callee:
 class Example:
     """OpenSIPS running examples/opensips.cfg (rendered for this machine)."""
 
-    def __init__(self, binary, modules_dir, module, workdir, sso):
+    def __init__(self, binary, modules_dir, module, workdir, sso, name="opensips",
+                 variant=None):
         self.binary = binary
         self.workdir = Path(workdir)
         mods = self.workdir / "modules"
-        mods.mkdir()
-        for so in Path(modules_dir).glob("*.so"):
-            (mods / so.name).symlink_to(so)
-        shutil.copy2(module, mods / "sso_auth.so")
+        if not mods.exists():
+            mods.mkdir()
+            for so in Path(modules_dir).glob("*.so"):
+                (mods / so.name).symlink_to(so)
+            shutil.copy2(module, mods / "sso_auth.so")
         self.port = free_udp_port()
         self.ws_port = free_tcp_port()
-        self.cfg = self.workdir / "opensips.cfg"
-        self.cfg.write_text(render_example_cfg(mods, self.port, self.ws_port, sso.url))
-        self.logpath = self.workdir / "opensips.log"
+        self.cfg = self.workdir / ("%s.cfg" % name)
+        text = render_example_cfg(mods, self.port, self.ws_port, sso.url)
+        self.cfg.write_text(variant(text) if variant else text)
+        self.logpath = self.workdir / ("%s.log" % name)
         self.proc = None
 
     def start(self):
@@ -237,12 +240,37 @@ class Example:
         return "\n".join(self.log_text(since).splitlines()[-lines:])
 
 
+def challenge_variant(text):
+    """The example with its challenges changed to qop="auth,auth-int" and nonces living 3 s:
+    the other challenge forms the module sends (both qops, stale=true), tried on the phones."""
+    for fn in ("sso_challenge", "sso_proxy_challenge"):
+        old = '%s("", "auth", "$var(algorithms)")' % fn
+        check(old in text, "examples/opensips.cfg no longer calls %s" % old)
+        text = text.replace(old, '%s("", "auth,auth-int", "$var(algorithms)")' % fn)
+    text, n = re.subn(r'^(modparam\("sso_auth", "secret", .*)$',
+                      r'\1\nmodparam("sso_auth", "nonce_expire", 3)', text, flags=re.M)
+    check(n == 1, "examples/opensips.cfg sets no secret")
+    return text
+
+
 class Ctx:
-    def __init__(self, example, sso, workdir):
+    def __init__(self, example, sso, workdir, make_example=None):
         self.os = example
         self.sso = sso
         self.workdir = Path(workdir)
         self.callee = None
+        self._make = make_example
+        self._variant = None
+
+    def variant(self):
+        """The second OpenSIPS (challenge_variant), started on first use."""
+        if self._variant is None:
+            self._variant = self._make("variant", challenge_variant).start()
+        return self._variant
+
+    def stop_variant(self):
+        if self._variant is not None:
+            self._variant.stop()
 
     def logins(self, since, user=None, method=None):
         """The Digest logins (/token requests) the SSO got since `since` (a sso.log index)."""
@@ -342,22 +370,42 @@ def check_unregistered(ctx, user, domain=DOMAIN):
           % (user, status))
 
 
-@case("baresip_register_call_unregister")
-def t_baresip(ctx):
-    exe = need("baresip", "baresip-core")
-    d = ctx.workdir / "baresip"
+def write_baresip(d, proxy_port):
+    """baresip's config directory: one account (alice, outbound proxy = OpenSIPS), no sound
+    card (a sine source, audio written to /dev/null)."""
     d.mkdir(exist_ok=True)
-    port = free_udp_port()
     (d / "accounts").write_text(
         '<sip:alice@%s>;auth_pass=alicepw;outbound="sip:127.0.0.1:%d";regint=600\n'
-        % (DOMAIN, ctx.os.port))
+        % (DOMAIN, proxy_port))
     (d / "config").write_text("\n".join([
-        "sip_listen 127.0.0.1:%d" % port,
+        "sip_listen 127.0.0.1:%d" % free_udp_port(),
         "module_path /usr/lib/baresip/modules",
         "module g711.so", "module ausine.so", "module aufile.so",
         "module_app account.so", "module_app menu.so",
         "audio_source ausine,440", "audio_player aufile,/dev/null",
         "audio_alert aufile,/dev/null", ""]))
+
+
+def linphonerc(proxy_port):
+    """linphonec's configuration: alice with OpenSIPS as outbound proxy (the account's route);
+    the realm is the domain of the identity. Without the two register_only_* keys set to 0
+    the account never registered here."""
+    return "\n".join([
+        "[sip]", "sip_port=%d" % free_udp_port(), "sip_tcp_port=0", "sip_tls_port=0",
+        "default_proxy=0", "register_only_when_network_is_up=0",
+        "register_only_when_upnp_is_ok=0",
+        "[video]", "enabled=0",
+        "[auth_info_0]", "username=alice", "passwd=alicepw", "realm=%s" % DOMAIN,
+        "[proxy_0]", "reg_proxy=sip:127.0.0.1:%d" % proxy_port,
+        "reg_route=sip:127.0.0.1:%d;lr" % proxy_port,
+        "reg_identity=sip:alice@%s" % DOMAIN, "reg_expires=600", "reg_sendregister=1", ""])
+
+
+@case("baresip_register_call_unregister")
+def t_baresip(ctx):
+    exe = need("baresip", "baresip-core")
+    d = ctx.workdir / "baresip"
+    write_baresip(d, ctx.os.port)
     mark, cmark = ctx.mark(), ctx.callee.mark()
     # -t: quit after that many seconds, hanging up and unregistering on the way out.
     out = subprocess.run([exe, "-f", str(d), "-t", "5", "-e", "/dial sip:bob@%s" % DOMAIN],
@@ -417,17 +465,7 @@ def t_linphone(ctx):
     # Without this directory linphonec silently opens no SIP port.
     (home / ".local/share/linphone").mkdir(parents=True, exist_ok=True)
     rc = home / "linphonerc"
-    # The outbound proxy is the account's route; the realm is the domain of the identity.
-    # Without the two register_only_* keys set to 0 the account never registered here.
-    rc.write_text("\n".join([
-        "[sip]", "sip_port=%d" % free_udp_port(), "sip_tcp_port=0", "sip_tls_port=0",
-        "default_proxy=0", "register_only_when_network_is_up=0",
-        "register_only_when_upnp_is_ok=0",
-        "[video]", "enabled=0",
-        "[auth_info_0]", "username=alice", "passwd=alicepw", "realm=%s" % DOMAIN,
-        "[proxy_0]", "reg_proxy=sip:127.0.0.1:%d" % ctx.os.port,
-        "reg_route=sip:127.0.0.1:%d;lr" % ctx.os.port,
-        "reg_identity=sip:alice@%s" % DOMAIN, "reg_expires=600", "reg_sendregister=1", ""]))
+    rc.write_text(linphonerc(ctx.os.port))
     env = dict(os.environ, HOME=str(home))
     mark, cmark = ctx.mark(), ctx.callee.mark()
     p = Pty([exe, "-c", str(rc), "-d", "0"], env)
@@ -591,6 +629,90 @@ def t_retransmissions(ctx):
     eq(len(logins), 2, "SSO Digest logins (one per request, none for the copies)")
 
 
+def check_variant_logins(ctx, inst, mark, since, user, phone, reuses_nonce):
+    """On the variant: the phone answered a qop="auth,auth-int" challenge and unregistered
+    after its nonce had gone stale. A phone that signs the un-REGISTER with its cached nonce
+    (`reuses_nonce`) gets -3 and stale=true, and must sign again by itself; the others start
+    with a fresh challenge."""
+    got = ctx.logins(mark, user=user, method="REGISTER")
+    check(len(got) >= 2, "%s: SSO Digest REGISTER logins %d, expected 2 (register and "
+          "un-REGISTER)" % (phone, len(got)))
+    qops = sorted({f.get("qop") or "none" for f in got})
+    stale = "nonce expired -> -3" in inst.log_text(since)
+    if reuses_nonce:
+        check(stale, "%s: its un-REGISTER never hit a stale nonce" % phone)
+    check_unregistered_on(ctx, inst, user)
+    note("%s chose qop %s from qop=\"auth,auth-int\"; %s"
+         % (phone, "/".join(qops), "re-signed after stale=true" if stale else
+            "un-REGISTER signed a fresh challenge (no stale nonce reused)"))
+
+
+def check_unregistered_on(ctx, inst, user):
+    tok = ctx.sso.issue_token("carol")
+    with SipClient(inst.port, user="carol", domain=DOMAIN) as c:
+        _q, r = c.request("MESSAGE", to_uri="sip:%s@%s" % (user, DOMAIN),
+                          headers=[("X-SSO-Token", tok)], body=b"still there?")
+    check(r.status == 404, "%s still registered (MESSAGE got %d)" % (user, r.status))
+
+
+@case("challenge_forms_pjsua2")
+def t_forms_pjsua2(ctx):
+    probe = subprocess.run([sys.executable, "-c", "import pjsua2"], capture_output=True,
+                           timeout=30)
+    if probe.returncode != 0:
+        raise Skip("PJSUA2 not importable: pip install pjsua2-python")
+    inst = ctx.variant()
+    mark, since = ctx.mark(), inst.log_size()
+    r = subprocess.run([sys.executable, str(HERE / "pjsua2_ua.py"), "--proxy",
+                        "127.0.0.1:%d" % inst.port, "--user", "alice", "--password", "alicepw",
+                        "--domain", DOMAIN, "--callee", "-", "--register-only", "4"],
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0, "PJSUA2 on the variant: %s" % (r.stdout + r.stderr)[-1500:])
+    check_variant_logins(ctx, inst, mark, since, "alice", "PJSUA2", False)
+    inst.alive("challenge_forms_pjsua2")
+
+
+@case("challenge_forms_linphonec")
+def t_forms_linphone(ctx):
+    exe = need("linphonec", "linphone-cli")
+    inst = ctx.variant()
+    home = ctx.workdir / "linphone-home-variant"
+    (home / ".local/share/linphone").mkdir(parents=True, exist_ok=True)
+    rc = home / "linphonerc"
+    rc.write_text(linphonerc(inst.port))
+    mark, since = ctx.mark(), inst.log_size()
+    p = Pty([exe, "-c", str(rc), "-d", "0"], dict(os.environ, HOME=str(home)))
+    try:
+        check(wait_for(lambda: ctx.logins(mark, "alice", "REGISTER"), 10),
+              "linphonec's REGISTER never reached the SSO: %s" % p.text()[-1500:])
+        time.sleep(4)
+        p.send("unregister")
+        check(wait_for(lambda: len(ctx.logins(mark, "alice", "REGISTER")) >= 2, 8),
+              "linphonec's un-REGISTER never reached the SSO: %s" % p.text()[-1500:])
+        time.sleep(0.3)
+        p.send("quit")
+        p.proc.wait(10)
+    finally:
+        p.close()
+    check_variant_logins(ctx, inst, mark, since, "alice", "linphonec", True)
+    inst.alive("challenge_forms_linphonec")
+
+
+@case("challenge_forms_baresip")
+def t_forms_baresip(ctx):
+    exe = need("baresip", "baresip-core")
+    inst = ctx.variant()
+    d = ctx.workdir / "baresip-variant"
+    write_baresip(d, inst.port)
+    mark, since = ctx.mark(), inst.log_size()
+    out = subprocess.run([exe, "-f", str(d), "-t", "5"], capture_output=True, text=True,
+                         timeout=30)
+    check(re.search(r"alice@%s: .*200 OK" % re.escape(DOMAIN), out.stdout + out.stderr),
+          "baresip did not register on the variant: %s" % (out.stdout + out.stderr)[-1500:])
+    check_variant_logins(ctx, inst, mark, since, "alice", "baresip", False)
+    inst.alive("challenge_forms_baresip")
+
+
 def ws_client(ctx, user):
     from ws_sip import WsSipClient, WsError
     try:
@@ -724,7 +846,8 @@ def main(argv=None):
     sso = SsoServer().start()
     example = Example(binary, mdir, module, work, sso)
     passed = failed = skipped = 0
-    ctx = Ctx(example, sso, work)
+    ctx = Ctx(example, sso, work, lambda name, variant: Example(
+        binary, mdir, module, work, sso, name=name, variant=variant))
     try:
         try:
             example.start()
@@ -760,6 +883,7 @@ def main(argv=None):
     finally:
         if ctx.callee:
             ctx.callee.stop()
+        ctx.stop_variant()
         example.stop()
         sso.stop()
     if os.environ.get("E2E_KEEP") == "1" or failed:

@@ -62,6 +62,8 @@ def main():
     ap.add_argument("--domain", required=True)
     ap.add_argument("--callee", required=True)
     ap.add_argument("--log-level", type=int, default=1)
+    ap.add_argument("--register-only", type=float, metavar="SECONDS",
+                    help="only REGISTER, wait SECONDS (the nonce goes stale), un-REGISTER")
     args = ap.parse_args()
 
     ep = pj.Endpoint()
@@ -115,6 +117,15 @@ def main():
         digest = hashlib.sha256(acc.token.encode()).hexdigest() if acc.token else None
         say(step="register", ok=good, code=acc.reg_code, token_sha256=digest)
         ok &= good
+
+        if args.register_only is not None:
+            pump(lambda: False, args.register_only)
+            acc.reg_code = None
+            acc.setRegistration(False)
+            pump(lambda: acc.reg_code is not None, 6)
+            good = acc.reg_code == 200
+            say(step="unregister", ok=good, code=acc.reg_code)
+            return 0 if ok and good else 1
 
         call = Call(acc)
         prm = pj.CallOpParam(True)
