@@ -703,6 +703,54 @@ def t_retransmission_pending(ctx):
     note("answered by workers %s", workers)
 
 
+INSTANCES["when_token"] = lambda ctx: dict(
+    udp_workers=2, params='modparam("sso_auth", "bearer_challenge", "when_token")')
+INSTANCES["never"] = lambda ctx: dict(
+    udp_workers=2, params='modparam("sso_auth", "bearer_challenge", "never")')
+
+
+@case("bearer_challenge_when_token", instance="when_token")
+def t_bearer_when_token(ctx):
+    """The default: Digest-only phones never see a Bearer challenge; a request that carried
+    a token (header or Bearer credentials), good or bad, gets it."""
+    with client(ctx, instance="when_token") as c:
+        r, _ds = challenge_for(c)
+        check(not r.bearer_challenges(), "Bearer offered to a REGISTER without a token")
+        r, _ds = challenge_for(c, "INVITE")
+        check(not r.bearer_challenges(), "Bearer offered to an INVITE without a token")
+        _q, r = c.request("REGISTER", headers=[("X-SSO-Token", random_token())])
+        expect(r, 401, -6, "unknown token in the header")
+        eq(bearer(r).get("error"), "invalid_token", "Bearer error")
+        check(r.digest_challenges(), "no Digest challenge next to the Bearer one")
+        _q, r = c.request("REGISTER", headers=[("Authorization", "Bearer " + random_token())])
+        expect(r, 401, -6, "unknown Bearer token")
+        eq(bearer(r).get("error"), "invalid_token", "Bearer error")
+        tok = ctx.sso.issue_token("bob")
+        _q, r = c.request("MESSAGE", headers=[("Proxy-Authorization", "Bearer " + tok)],
+                          body=b"hi")
+        expect(r, 407, -7, "another user's token on a MESSAGE")
+        b = r.bearer_challenges("Proxy-Authenticate")
+        check(b and b[0].get("error") == "invalid_request",
+              "407 for another user's token without Bearer error=invalid_request")
+        # a wrong Digest password next to nothing else: Digest only again
+        _r, ds = challenge_for(c)
+        _q, r, _i = digest_request(c, "REGISTER", "wrong", ds[0])
+        expect(r, 401, -2, "wrong password")
+        check(not r.bearer_challenges(), "Bearer offered after a Digest-only failure")
+
+
+@case("bearer_challenge_never", instance="never")
+def t_bearer_never(ctx):
+    with client(ctx, instance="never") as c:
+        _q, r = c.request("REGISTER", headers=[("X-SSO-Token", random_token())])
+        expect(r, 401, -6, "unknown token")
+        check(not r.bearer_challenges(), "Bearer challenge with bearer_challenge=never")
+        check(r.digest_challenges(), "no Digest challenge")
+        tok = login_token(ctx)   # tokens still work (main instance issued it)
+        _q, r = c.request("REGISTER", headers=[("X-SSO-Token", tok)])
+        expect(r, 200, 1, "a valid token with bearer_challenge=never")
+
+
 @case("digest_stale_nonce", instance="short")
 def t_stale(ctx):
     with client(ctx, instance="short") as c:
