@@ -54,6 +54,7 @@ PANIC_MODULE := target/panic-test/release/libsso_auth.so
 
 e2e: build panic-build
 	SSO_AUTH_PANIC_MODULE=$(CURDIR)/$(PANIC_MODULE) $(PYTHON) tests/e2e/run.py
+	$(PYTHON) tests/e2e/phones.py
 	$(PYTHON) tests/e2e/glewlwyd.py
 
 panic-build:
