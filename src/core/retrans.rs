@@ -42,12 +42,17 @@ struct Remembered {
 const _: () = assert!(std::mem::size_of::<Remembered>() == 24 + MAX_TOKEN_LEN);
 const _: () = assert!(std::mem::size_of::<Remembered>() % 8 == 0);
 
-/// The parts of a request that a retransmission repeats byte for byte.
+/// The parts of a request that a retransmission repeats byte for byte, and where it came
+/// from: a copy sent from another address is not a retransmission (its answer would go to
+/// that address).
 #[derive(Debug, Clone, Copy)]
 pub struct TransactionId<'a> {
     pub via: &'a [u8],
     pub call_id: &'a [u8],
     pub cseq: &'a [u8],
+    /// Transport, address family, source address (zero-padded) and port, as the FFI layer
+    /// encodes them.
+    pub source: [u8; 20],
 }
 
 /// Derives lookup ids and sealing keys from the module secret.
@@ -74,7 +79,7 @@ impl RetransKey {
         let derive = |label: &[u8]| {
             let mut mac = self.keyed.clone();
             mac.update(label);
-            for part in [t.via, t.call_id, t.cseq, credentials] {
+            for part in [&t.source[..], t.via, t.call_id, t.cseq, credentials] {
                 mac.update(&(part.len() as u32).to_be_bytes());
                 mac.update(part);
             }
@@ -254,6 +259,7 @@ mod tests {
             via: branch,
             call_id: b"call-1@host",
             cseq,
+            source: [1; 20],
         }
     }
 
@@ -303,6 +309,7 @@ mod tests {
                 via: b"ab",
                 call_id: b"c",
                 cseq: b"1",
+                source: [0; 20],
             },
             b"x",
         );
@@ -311,10 +318,20 @@ mod tests {
                 via: b"a",
                 call_id: b"bc",
                 cseq: b"1",
+                source: [0; 20],
             },
             b"x",
         );
         assert_ne!(a.id, b.id);
+        // The same datagram from another address or port is another request.
+        let mut moved = tid(b"SIP/2.0/UDP h;branch=z9hG4bK1", b"2 REGISTER");
+        moved.source[19] ^= 1;
+        t.finish(&fp, 2, Some("tok-123"), 300);
+        assert_eq!(t.lookup(&fp, 301), Seen::Done(2, Some("tok-123".into())));
+        assert_eq!(
+            t.lookup(&k.fingerprint(&moved, b"Digest a"), 301),
+            Seen::Unknown
+        );
     }
 
     #[test]

@@ -139,7 +139,12 @@ pub(super) fn auth_request<'a>(
         body: if has_credentials { msg.body() } else { &[] },
         transaction: msg
             .transaction_parts()
-            .map(|(via, call_id, cseq)| TransactionId { via, call_id, cseq }),
+            .map(|(via, call_id, cseq)| TransactionId {
+                via,
+                call_id,
+                cseq,
+                source: msg.source(),
+            }),
     };
     Ok((req, kept))
 }

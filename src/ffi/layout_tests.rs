@@ -56,7 +56,7 @@ macro_rules! facts_of {
             last_header => "last_header", parsed_flag => "parsed_flag", h_via1 => "h_via1", callid => "callid",
             to => "to", cseq => "cseq", from => "from", contact => "contact", maxforwards => "maxforwards",
             route => "route", authorization => "authorization", expires => "expires", proxy_auth => "proxy_auth",
-            unparsed => "unparsed", buf => "buf", len => "len", new_uri => "new_uri",
+            unparsed => "unparsed", rcv => "rcv", buf => "buf", len => "len", new_uri => "new_uri",
             msg_flags => "msg_flags");
         let u = offset_of!(b::msg_start, u) as i64;
         put("offsetof.struct msg_start.type", offset_of!(b::msg_start, type_) as i64);

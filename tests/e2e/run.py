@@ -636,8 +636,9 @@ def t_nonce_replay(ctx):
 @case("digest_retransmission_same_answer")
 def t_retransmission(ctx):
     """A UDP retransmission of an accepted Digest REGISTER (same bytes: top Via, Call-ID,
-    CSeq, credentials) gets code 2 and the same token again, without a second SSO login; the
-    same credentials with another branch or CSeq are a replay: -8, challenged stale=true."""
+    CSeq, credentials, from the same address) gets code 2 and the same token again, without a
+    second SSO login; the same bytes from another address, or the same credentials with
+    another branch or CSeq, are a replay: -8, challenged stale=true."""
     sso = ctx.sso
     with client(ctx) as c:
         _r, ds = challenge_for(c)
@@ -653,6 +654,13 @@ def t_retransmission(ctx):
             eq(again.get("X-SSO-Token"), tok, "token in the answer to retransmission #%d"
                % (i + 1))
         eq(sso.count("token") - n, 0, "/token calls for the retransmissions")
+        # the very same bytes from another address: somebody who captured the datagram; the
+        # token must not go to it
+        with client(ctx) as thief:
+            thief.sock.sendto(req.data, thief.server)
+            stolen = thief.wait_final(req)
+        expect(stolen, 401, -8, "the datagram resent from another port")
+        check(not stolen.has("X-SSO-Token"), "a copy from another address got the token")
         hdr = [h for h in req.headers if h[0] == "Authorization"]
         # new branch and CSeq (a new request with the old credentials)
         _q, replay = c.request("REGISTER", headers=hdr)

@@ -1288,6 +1288,7 @@ fn retransmission_gets_the_same_answer_and_a_replay_does_not() {
             via,
             call_id: b"abc@host",
             cseq,
+            source: [7; 20],
         });
         r
     };
@@ -1344,6 +1345,7 @@ fn retransmission_waits_for_the_first_copy() {
         via: b"v",
         call_id: b"c",
         cseq: b"1 REGISTER",
+        source: [0; 20],
     };
     let fp = key.fingerprint(&t, b"Digest x");
     assert!(shared.retrans.begin(&fp, NOW, NOW + 4));
@@ -1355,6 +1357,7 @@ fn retransmission_waits_for_the_first_copy() {
                 via: b"v",
                 call_id: b"c",
                 cseq: b"1 REGISTER",
+                source: [0; 20],
             },
             b"Digest x",
         );
