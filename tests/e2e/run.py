@@ -618,6 +618,8 @@ def t_forged_nonce(ctx):
     expect(resp, 401, -8, "forged nonce")
     eq(ctx.sso.count("token") - n, 0, "/token calls for a forged nonce")
     check(resp.digest_challenges(), "no new challenge after a forged nonce")
+    check(all(d.get("stale") is None for d in resp.digest_challenges()),
+          "stale=true after a forged nonce")
 
 
 @case("digest_nonce_replay")
