@@ -713,6 +713,21 @@ def t_forms_baresip(ctx):
     inst.alive("challenge_forms_baresip")
 
 
+@case("challenge_forms_sipsak")
+def t_forms_sipsak(ctx):
+    exe = need("sipsak", "sipsak")
+    inst = ctx.variant()
+    base = [exe, "-s", "sip:alice@localhost", "-p", "127.0.0.1:%d" % inst.port,
+            "-l", str(free_udp_port()), "-u", "alice", "-a", "alicepw", "-vv", "-U"]
+    mark, since = ctx.mark(), inst.log_size()
+    for expires in ("600", "0"):
+        r = subprocess.run(base + ["-x", expires], capture_output=True, text=True, timeout=30)
+        check(r.returncode == 0 and "tests completed successful" in r.stdout,
+              "sipsak -x %s on the variant: %s" % (expires, (r.stdout + r.stderr)[-1500:]))
+    check_variant_logins(ctx, inst, mark, since, "alice", "sipsak", False)
+    inst.alive("challenge_forms_sipsak")
+
+
 def ws_client(ctx, user):
     from ws_sip import WsSipClient, WsError
     try:
