@@ -162,7 +162,158 @@ fn compare(ours: &BTreeMap<String, i64>, file: &PathBuf) -> (Vec<String>, usize)
     (bad, compared)
 }
 
+/// Real headers the probe includes: together they declare every struct and constant the
+/// module's own declarations mirror.
+const PROBE_HEADERS: &[&str] = &[
+    "sr_module.h",
+    "sr_module_deps.h",
+    "cmds.h",
+    "route.h",
+    "dprint.h",
+    "ip_addr.h",
+    "statistics.h",
+    "pvar.h",
+    "usr_avp.h",
+    "data_lump.h",
+    "data_lump_rpl.h",
+    "async.h",
+    "cachedb/cachedb.h",
+    "mi/mi.h",
+    "parser/msg_parser.h",
+    "parser/parse_to.h",
+    "parser/hf.h",
+    "modules/signaling/signaling.h",
+];
+
+/// Builds of OpenSIPS from source made by `tools/build-opensips.sh` (one folder per version,
+/// with `include/` and `defs.txt`), for the given major.minor line.
+fn probe_builds(line: &str) -> Vec<PathBuf> {
+    let cache = std::env::var_os("OPENSIPS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/opensips"));
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&format!("{line}.")))
+                        && p.join("include/sr_module.h").is_file()
+                        && p.join("defs.txt").is_file()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// C expression that measures one fact key ("sizeof.X", "offsetof.T.a.b", "constants.N").
+fn c_expression(key: &str) -> String {
+    let (section, name) = key.split_once('.').unwrap();
+    match section {
+        "sizeof" => format!("(long long)sizeof({name})"),
+        "offsetof" => {
+            // The type is everything before the first '.' after an optional "struct " prefix.
+            let (prefix, rest) = match name.strip_prefix("struct ") {
+                Some(r) => ("struct ", r),
+                None => ("", name),
+            };
+            let (ty, member) = rest.split_once('.').unwrap();
+            format!("(long long)offsetof({prefix}{ty}, {member})")
+        }
+        "constants" => format!("(long long)({name})"),
+        other => panic!("unknown fact section {other}"),
+    }
+}
+
+/// Compiles a probe against a real OpenSIPS build's headers with its -D flags, runs it and
+/// returns what it measured for every key of `ours`.
+fn probe(build: &std::path::Path, ours: &BTreeMap<String, i64>) -> BTreeMap<String, i64> {
+    let work = std::env::temp_dir().join(format!(
+        "sso-abi-probe-{}-{}",
+        std::process::id(),
+        build.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::create_dir_all(&work).unwrap();
+    let mut c = String::from("#include <stddef.h>\n#include <stdio.h>\n");
+    for h in PROBE_HEADERS {
+        c.push_str(&format!("#include \"{h}\"\n"));
+    }
+    c.push_str("int main(void) {\n");
+    for key in ours.keys() {
+        c.push_str(&format!(
+            "    printf(\"%s=%lld\\n\", \"{key}\", {});\n",
+            c_expression(key)
+        ));
+    }
+    c.push_str("    return 0;\n}\n");
+    let src = work.join("probe.c");
+    let exe = work.join("probe");
+    std::fs::write(&src, c).unwrap();
+    let defs = std::fs::read_to_string(build.join("defs.txt")).unwrap();
+    let include = build.join("include");
+    let out = std::process::Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(defs.split_whitespace())
+        .arg(format!("-I{}", include.display()))
+        .arg("-w")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("a C compiler (cc) for the layout probe");
+    assert!(
+        out.status.success(),
+        "layout probe does not compile against {} (a field or constant the module declares is \
+         not in the real headers):\n{}",
+        include.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = std::process::Command::new(&exe).output().unwrap();
+    assert!(run.status.success(), "layout probe failed to run");
+    let _ = std::fs::remove_dir_all(&work);
+    String::from_utf8(run.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.rsplit_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+/// The stronger check: the module's declarations against a probe compiled with the real
+/// headers of each version built from source. Skipped loudly when none is built.
+fn check_with_probe(line: &str, ours: &BTreeMap<String, i64>) {
+    let builds = probe_builds(line);
+    if builds.is_empty() {
+        println!(
+            "SKIPPED header probe for OpenSIPS {line}: no build from source \
+             (run `make opensips`); the measured facts files remain the check"
+        );
+        return;
+    }
+    for build in builds {
+        let measured = probe(&build, ours);
+        let bad: Vec<String> = ours
+            .iter()
+            .filter(|(k, v)| measured.get(*k) != Some(v))
+            .map(|(k, v)| format!("{k}: ours {v}, real headers {:?}", measured.get(k)))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "ABI drift against the headers of {}:\n{}",
+            build.display(),
+            bad.join("\n")
+        );
+        println!(
+            "layout OK against a probe compiled with {} ({} values)",
+            build.join("include").display(),
+            measured.len()
+        );
+    }
+}
+
 fn check(line: &str, ours: BTreeMap<String, i64>) {
+    check_with_probe(line, &ours);
     let files = facts_files(line);
     if files.is_empty() {
         println!(
