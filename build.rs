@@ -199,7 +199,7 @@ fn generate_bindings(headers: &Path, abi: &str, dest: &Path) {
         .header(headers.join("sso_opensips.h").to_string_lossy())
         .clang_arg(format!("-I{}", headers.display()))
         .clang_arg(format!("-DSSO_ABI={abi}"))
-        .allowlist_type("async_ctx|acmd_export_t|acmd_function|async_ret_code|sip_msg|hdr_field|msg_start|_str|str|sso_hdr_type|module_exports|cmd_export_t|param_export_t|stat_export_t|dep_export_t|module_dependency_t|modparam_dependency_t|sig_binds|lump_rpl|load_sig_f|param_func_t|stat_function|pv_export_t|pv_spec_t|pv_value_t|pv_param_t|pv_name_t|pv_index_t|int_str|pv_getf_t|pv_parse_name_f|cachedb_con|cachedb_funcs")
+        .allowlist_type("async_ctx|acmd_export_t|acmd_function|async_ret_code|sip_msg|sso_rcv_head|hdr_field|msg_start|_str|str|sso_hdr_type|module_exports|cmd_export_t|param_export_t|stat_export_t|dep_export_t|module_dependency_t|modparam_dependency_t|sig_binds|lump_rpl|load_sig_f|param_func_t|stat_function|pv_export_t|pv_spec_t|pv_value_t|pv_param_t|pv_name_t|pv_index_t|int_str|pv_getf_t|pv_parse_name_f|cachedb_con|cachedb_funcs")
         .allowlist_function("find_export|add_lump_rpl|del_lump|sso_shim_.*")
         .allowlist_var("async_status|ASYNC_.*|CACHEDB_CAP_.*|HDR_.*|METHOD_.*|SIP_REQUEST|SIP_REPLY|CMD_PARAM_.*|REQUEST_ROUTE|FAILURE_ROUTE|ONREPLY_ROUTE|BRANCH_ROUTE|STR_PARAM|INT_PARAM|USE_FUNC_PARAM|DEP_.*|MAX_MOD_DEPS|MAX_CMD_PARAMS|LUMP_RPL_HDR|L_.*|DEFAULT_DLFLAGS|STAT_NO_RESET|STAT_IS_FUNC|MOD_TYPE_.*|PV_VAL_.*|PV_TYPE_INT|FL_TM_FAKE_REQ")
         .rustified_enum("module_type")

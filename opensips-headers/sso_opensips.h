@@ -79,6 +79,18 @@ struct msg_start {
 
 #include "sip_msg_layout.h"
 
+/* The first members of struct receive_info, the same in 3.4, 3.6 and 4.0: two struct ip_addr
+ * (af, len, 16 address bytes of which `len` are set), the ports and the protocol. */
+struct sso_rcv_head {
+	unsigned int src_af;
+	unsigned int src_len;
+	unsigned char src_addr[16];
+	unsigned char _dst_ip[24];
+	unsigned short src_port;
+	unsigned short dst_port;
+	int proto;
+};
+
 struct sip_msg {
 	unsigned int id;
 	struct msg_start first_line;
@@ -105,7 +117,9 @@ struct sip_msg {
 	struct hdr_field *proxy_auth;
 	char _opaque_before_unparsed[SSO_MSG_UNPARSED_OFFSET - (SSO_MSG_CALLID_OFFSET + 14 * 8)];
 	char *unparsed;     /* first byte not parsed yet: the end of headers once all are */
-	char _opaque_before_buf[SSO_MSG_BUF_OFFSET - (SSO_MSG_UNPARSED_OFFSET + 8)];
+	char _opaque_before_rcv[SSO_MSG_RCV_OFFSET - (SSO_MSG_UNPARSED_OFFSET + 8)];
+	struct sso_rcv_head rcv; /* the start of struct receive_info: where the request came from */
+	char _opaque_before_buf[SSO_MSG_BUF_OFFSET - (SSO_MSG_RCV_OFFSET + 56)];
 	char *buf;          /* the message as received */
 	unsigned int len;
 	str new_uri;        /* the rewritten Request-URI, when the script changed it */

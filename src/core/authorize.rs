@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use super::challenge::{self, BearerError, QopOffer};
 use super::claims::{self, IdentityValueError, SsoVar};
-use super::config::Config;
+use super::config::{BearerChallenge, Config};
 use super::credentials::{self, Credentials, DigestCredentials};
 use super::digest::{self, Algorithm};
 use super::identity::{self, Aor};
 use super::jwt::{self, JwksCache, JwtError, JwtPolicy, KeySet};
 use super::nonce::{NonceError, NonceKey};
 use super::replay::{ReplayError, ReplayGuard};
+use super::retrans::{Fingerprint, RetransKey, RetransTable, Seen, TransactionId};
 use super::sso::{DigestLogin, Introspection, LoginOutcome, SsoApi, SsoError};
 use super::stats::{Stat, Stats};
 use super::token_cache::{Lookup, SharedTokenCache, TokenId, MAX_CLAIMS_JSON};
@@ -73,6 +74,9 @@ pub struct AuthRequest<'a> {
     /// Headers named like the `token_header` parameter, in order.
     pub token_headers: Vec<HeaderRef<'a>>,
     pub body: &'a [u8],
+    /// Top Via, Call-ID and CSeq, which a retransmission repeats: its Digest request then
+    /// gets the first copy's answer. None: retransmissions are not recognised.
+    pub transaction: Option<TransactionId<'a>>,
 }
 
 /// Where a token came from (reported to the script and the log).
@@ -103,6 +107,12 @@ pub struct Outcome {
     pub reason: Cow<'static, str>,
     /// The token issued after a Digest login was already introspected for its claims.
     pub issued_token_checked: bool,
+    /// The request carried a token (token header or Bearer credentials), good or bad: with
+    /// `bearer_challenge` = when_token, only then does a challenge offer Bearer.
+    pub carried_token: bool,
+    /// The Digest nonce is ours and valid but was already used (not a retransmission): the
+    /// next challenge says `stale=true`, so the client signs again without asking its user.
+    pub nonce_reused: bool,
 }
 
 impl Outcome {
@@ -117,6 +127,8 @@ impl Outcome {
             introspection: None,
             reason: reason.into(),
             issued_token_checked: false,
+            carried_token: false,
+            nonce_reused: false,
         }
     }
 }
@@ -131,6 +143,7 @@ pub fn fingerprint(secret: &str) -> String {
 pub struct SharedState {
     pub tokens: SharedTokenCache,
     pub replay: ReplayGuard,
+    pub retrans: RetransTable,
     pub stats: Stats,
 }
 
@@ -140,6 +153,7 @@ impl SharedState {
         Ok(SharedState {
             tokens: SharedTokenCache::new(cfg.cache_slots as usize)?,
             replay: ReplayGuard::new(cfg.nonce_slots as usize)?,
+            retrans: RetransTable::new(cfg.retransmission_slots as usize)?,
             stats: Stats::new()?,
         })
     }
@@ -150,6 +164,7 @@ impl SharedState {
 pub struct Authorizer {
     cfg: Config,
     nonces: NonceKey,
+    retrans_key: RetransKey,
     shared: Arc<SharedState>,
     jwt: Option<LocalJwt>,
     /// Whether successes get a `reason` (a fingerprint and a formatted line). Failures always
@@ -225,6 +240,7 @@ impl Authorizer {
         let secret = cfg.secret.clone().unwrap_or_default();
         Authorizer {
             nonces: NonceKey::new(&secret),
+            retrans_key: RetransKey::new(&secret),
             jwt: LocalJwt::from_config(&cfg),
             shared,
             cfg,
@@ -422,6 +438,19 @@ impl Authorizer {
             Some(t) if t.code.is_success() => return t,
             other => other,
         };
+        let carried_token = token_outcome.is_some();
+        let mut o = self.decide_without_token(req, sso, now, token_outcome);
+        o.carried_token = carried_token;
+        o
+    }
+
+    fn decide_without_token(
+        &mut self,
+        req: &AuthRequest,
+        sso: &mut dyn SsoApi,
+        now: u64,
+        token_outcome: Option<Outcome>,
+    ) -> Outcome {
         // No valid token: regular SIP authentication decides when Digest credentials are there.
         match self.try_digest(req, sso, now) {
             Some(d) => {
@@ -580,24 +609,30 @@ impl Authorizer {
         } else {
             req.realm.to_string()
         };
-        let (header, creds) = req.credential_headers.iter().find_map(|h| {
+        let (header, value, creds) = req.credential_headers.iter().find_map(|h| {
             match credentials::parse_authorization(h.value) {
-                Ok(Credentials::Digest(d)) if d.realm == realm => Some((h.id, d)),
+                Ok(Credentials::Digest(d)) if d.realm == realm => Some((h.id, h.value, d)),
                 _ => None,
             }
         })?;
-        let mut o = self.judge_digest(req, &creds, &realm, aor, sso, now);
+        let fp = req
+            .transaction
+            .map(|t| self.retrans_key.fingerprint(&t, value));
+        let mut o = self.judge_digest(req, &creds, &realm, aor, fp.as_ref(), sso, now);
         o.used_headers.push(header);
         o.source = Some(TokenSource::Digest);
         Some(o)
     }
 
+    // The retransmission fingerprint joined the inputs; bundling them would only move them.
+    #[allow(clippy::too_many_arguments)]
     fn judge_digest(
         &mut self,
         req: &AuthRequest,
         creds: &DigestCredentials,
         realm: &str,
         aor: Result<Aor, &'static str>,
+        fp: Option<&Fingerprint>,
         sso: &mut dyn SsoApi,
         now: u64,
     ) -> Outcome {
@@ -669,13 +704,23 @@ impl Authorizer {
                 if let Some(refused) = self.cluster_replay_check(&creds.nonce, nc, now) {
                     return refused;
                 }
+                if let Some(fp) = fp {
+                    // Retransmissions of this request wait for its answer meanwhile.
+                    let until = now + self.cfg.http_timeout_ms.div_ceil(1000) + 2;
+                    self.shared.retrans.begin(fp, now, until);
+                }
             }
             Err(ReplayError::Replayed) => {
+                if let Some(o) = fp.and_then(|fp| self.retransmitted(fp, &creds.username, now)) {
+                    return o;
+                }
                 self.shared.stats.inc(Stat::ReplaysBlocked);
-                return Outcome::new(
+                let mut o = Outcome::new(
                     Code::BadNonce,
                     "nonce reused (replayed credentials or nc not increasing)",
                 );
+                o.nonce_reused = true;
+                return o;
             }
             Err(ReplayError::Full) => {
                 return Outcome::new(
@@ -703,7 +748,23 @@ impl Authorizer {
             body_hash,
         };
         let user = creds.username.clone();
-        match self.count_sso(sso.digest_login(&login)) {
+        let answer = self.count_sso(sso.digest_login(&login));
+        if let Some(fp) = fp {
+            let retrans = &self.shared.retrans;
+            match &answer {
+                Ok(LoginOutcome::Session { access_token, .. }) => {
+                    retrans.finish(fp, Code::DigestOk as i8, Some(access_token), now)
+                }
+                Ok(LoginOutcome::InvalidGrant) => {
+                    retrans.finish(fp, Code::WrongCredentials as i8, None, now)
+                }
+                Ok(LoginOutcome::UnknownUser) => {
+                    retrans.finish(fp, Code::UnknownUser as i8, None, now)
+                }
+                Err(_) => retrans.abandon(fp, now),
+            }
+        }
+        match answer {
             Ok(LoginOutcome::Session { access_token, .. }) => {
                 let reason = if self.explain_success {
                     Cow::Owned(format!(
@@ -733,8 +794,41 @@ impl Authorizer {
         }
     }
 
+    /// The answer given to the first copy of a retransmitted request, waiting for it while
+    /// that copy is still with the SSO (at most http_timeout). None: not a retransmission
+    /// (or its answer is not known), so the request counts as a replay.
+    fn retransmitted(&self, fp: &Fingerprint, user: &str, now: u64) -> Option<Outcome> {
+        let budget = Duration::from_millis(self.cfg.http_timeout_ms + 200);
+        let mut started: Option<Instant> = None;
+        loop {
+            match self.shared.retrans.lookup(fp, now) {
+                Seen::Unknown => return None,
+                Seen::Pending if started.get_or_insert_with(Instant::now).elapsed() < budget => {
+                    std::thread::sleep(PENDING_POLL)
+                }
+                Seen::Pending => return None,
+                Seen::Done(code, token) => {
+                    let code = match code {
+                        2 => Code::DigestOk,
+                        -1 => Code::UnknownUser,
+                        _ => Code::WrongCredentials,
+                    };
+                    let mut o = Outcome::new(
+                        code,
+                        "retransmission of a Digest request: the first copy's answer again",
+                    );
+                    if code == Code::DigestOk {
+                        o.new_token = token;
+                        o.user = Some(user.to_string());
+                    }
+                    return Some(o);
+                }
+            }
+        }
+    }
+
     /// Header lines (with CRLF) of a challenge: one Digest challenge per algorithm, then the
-    /// Bearer challenge when token checks are on. `last` is this request's authorization
+    /// Bearer challenge when token checks are on and `bearer_challenge` allows it. `last` is this request's authorization
     /// outcome, if any (stale flag, Bearer error).
     pub fn challenge(
         &self,
@@ -750,7 +844,9 @@ impl Authorizer {
             })?;
         let proxy = spec.placement == Placement::Proxy;
         let nonce = self.nonces.issue(now, random);
-        let stale = last.is_some_and(|o| o.code == Code::StaleNonce);
+        // Expired, or ours and already used: the client may sign again with the same password.
+        // A forged nonce never gets it.
+        let stale = last.is_some_and(|o| o.code == Code::StaleNonce || o.nonce_reused);
         let mut lines = Vec::with_capacity(spec.algorithms.len() + 1);
         for alg in &spec.algorithms {
             lines.push(
@@ -758,7 +854,13 @@ impl Authorizer {
                     .ok_or_else(|| format!("realm {realm:?} cannot be sent in a header"))?,
             );
         }
-        if self.cfg.token_checks() {
+        let offer_bearer = self.cfg.token_checks()
+            && match self.cfg.bearer_challenge {
+                BearerChallenge::Always => true,
+                BearerChallenge::WhenToken => last.is_some_and(|o| o.carried_token),
+                BearerChallenge::Never => false,
+            };
+        if offer_bearer {
             let error = last.and_then(|o| o.bearer_error);
             lines.push(
                 challenge::bearer_challenge(

@@ -11,6 +11,28 @@ use super::jwt::{self, KeySet};
 use super::sso::SsoSettings;
 use super::text::{is_header_safe, is_quoted_safe};
 
+/// When `sso_challenge` / `sso_proxy_challenge` add a Bearer challenge (token checks on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerChallenge {
+    /// In every challenge (RFC 8898 clients only: many Digest-only phones fail on it).
+    Always,
+    /// Only when the challenged request carried a token (header or Bearer credentials).
+    WhenToken,
+    /// Never: Digest only.
+    Never,
+}
+
+impl BearerChallenge {
+    pub fn parse(s: &str) -> Option<BearerChallenge> {
+        match s.trim() {
+            "always" => Some(BearerChallenge::Always),
+            "when_token" => Some(BearerChallenge::WhenToken),
+            "never" => Some(BearerChallenge::Never),
+            _ => None,
+        }
+    }
+}
+
 /// Shortest accepted nonce MAC key.
 pub const MIN_SECRET_LEN: usize = 32;
 
@@ -29,11 +51,15 @@ pub struct Config {
     pub http_timeout_ms: u64,
     pub authz_server: Option<String>,
     pub bearer_scope: Option<String>,
+    /// When a challenge carries the Bearer scheme next to Digest.
+    pub bearer_challenge: BearerChallenge,
     pub digest_grant_type: String,
     pub cache_ttl: u64,
     pub negative_cache_ttl: u64,
     pub cache_slots: u64,
     pub nonce_slots: u64,
+    /// Answers to Digest requests kept for their retransmissions.
+    pub retransmission_slots: u64,
     pub tls_ca_file: Option<String>,
     /// Claims holding group names, in the order sso_is_user_in looks at them.
     pub group_claims: Vec<String>,
@@ -79,11 +105,13 @@ impl fmt::Debug for Config {
             .field("http_timeout_ms", &self.http_timeout_ms)
             .field("authz_server", &self.authz_server)
             .field("bearer_scope", &self.bearer_scope)
+            .field("bearer_challenge", &self.bearer_challenge)
             .field("digest_grant_type", &self.digest_grant_type)
             .field("cache_ttl", &self.cache_ttl)
             .field("negative_cache_ttl", &self.negative_cache_ttl)
             .field("cache_slots", &self.cache_slots)
             .field("nonce_slots", &self.nonce_slots)
+            .field("retransmission_slots", &self.retransmission_slots)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("group_claims", &self.group_claims)
             .field("rpid_claim", &self.rpid_claim)
@@ -118,11 +146,13 @@ impl Default for Config {
             http_timeout_ms: 2000,
             authz_server: None,
             bearer_scope: None,
+            bearer_challenge: BearerChallenge::WhenToken,
             digest_grant_type: "urn:sso-auth:grant-type:sip-digest".to_string(),
             cache_ttl: 60,
             negative_cache_ttl: 5,
             cache_slots: 8192,
             nonce_slots: 262_144,
+            retransmission_slots: 4096,
             tls_ca_file: None,
             group_claims: ["groups", "roles", "scope"].map(String::from).into(),
             rpid_claim: "phone_number".to_string(),
@@ -168,6 +198,7 @@ pub const STRING_PARAMS: &[&str] = &[
     "realm_prefix",
     "authz_server",
     "bearer_scope",
+    "bearer_challenge",
     "digest_grant_type",
     "tls_ca_file",
     "group_claims",
@@ -191,6 +222,7 @@ pub const INT_PARAMS: &[&str] = &[
     "negative_cache_ttl",
     "cache_slots",
     "nonce_slots",
+    "retransmission_slots",
     "bind_register_to_token",
     "jwt_leeway",
     "jwks_refresh",
@@ -332,6 +364,10 @@ impl Config {
                 }
                 self.bearer_scope = some(value)
             }
+            "bearer_challenge" => {
+                self.bearer_challenge = BearerChallenge::parse(value)
+                    .ok_or_else(|| err(name, "must be \"always\", \"when_token\" or \"never\""))?
+            }
             "digest_grant_type" => {
                 if value.is_empty() || !value.bytes().all(|b| b > 0x20 && b != 0x7f) {
                     return Err(err(name, "must be a non-empty URI or name without spaces"));
@@ -449,14 +485,14 @@ impl Config {
                 }
                 self.cachedb_timeout_ms = v
             }
-            "cache_slots" | "nonce_slots" => {
+            "cache_slots" | "nonce_slots" | "retransmission_slots" => {
                 if !(64..=16_777_216).contains(&v) {
                     return Err(err(name, "must be between 64 and 16777216"));
                 }
-                if name == "cache_slots" {
-                    self.cache_slots = v
-                } else {
-                    self.nonce_slots = v
+                match name {
+                    "cache_slots" => self.cache_slots = v,
+                    "nonce_slots" => self.nonce_slots = v,
+                    _ => self.retransmission_slots = v,
                 }
             }
             _ => return Err(err(name, "unknown integer parameter")),
@@ -560,6 +596,24 @@ mod tests {
         assert_eq!(c.cache_ttl, 60);
         assert!(!c.use_domain);
         assert_eq!(c.digest_grant_type, "urn:sso-auth:grant-type:sip-digest");
+        assert_eq!(c.bearer_challenge, BearerChallenge::WhenToken);
+    }
+
+    #[test]
+    fn bearer_challenge_values() {
+        let mut c = Config::default();
+        for (text, want) in [
+            ("always", BearerChallenge::Always),
+            ("never", BearerChallenge::Never),
+            (" when_token ", BearerChallenge::WhenToken),
+        ] {
+            c.set_str("bearer_challenge", text).unwrap();
+            assert_eq!(c.bearer_challenge, want);
+        }
+        for bad in ["", "Always", "yes", "1", "when-token"] {
+            let e = c.set_str("bearer_challenge", bad).unwrap_err();
+            assert!(e.0.contains("bearer_challenge"), "{bad:?}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod jwt;
 pub mod nonce;
 pub mod replay;
+pub mod retrans;
 pub mod shm;
 pub mod sso;
 pub mod stats;

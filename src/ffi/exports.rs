@@ -198,7 +198,7 @@ const fn param(name: &'static CStr, kind: u32, f: Setter) -> param_export_t {
     }
 }
 
-static PARAMS: Table<[param_export_t; 33]> = Table([
+static PARAMS: Table<[param_export_t; 35]> = Table([
     param(c"introspect_url", STR_PARAM, set_introspect_url),
     param(c"token_url", STR_PARAM, set_token_url),
     param(c"client_id", STR_PARAM, set_client_id),
@@ -211,12 +211,14 @@ static PARAMS: Table<[param_export_t; 33]> = Table([
     param(c"http_timeout", INT_PARAM, set_http_timeout),
     param(c"authz_server", STR_PARAM, set_authz_server),
     param(c"bearer_scope", STR_PARAM, set_bearer_scope),
+    param(c"bearer_challenge", STR_PARAM, set_bearer_challenge),
     param(c"digest_grant_type", STR_PARAM, set_digest_grant_type),
     param(c"cache_ttl", INT_PARAM, set_cache_ttl),
     param(c"tls_ca_file", STR_PARAM, set_tls_ca_file),
     param(c"negative_cache_ttl", INT_PARAM, set_negative_cache_ttl),
     param(c"cache_slots", INT_PARAM, set_cache_slots),
     param(c"nonce_slots", INT_PARAM, set_nonce_slots),
+    param(c"retransmission_slots", INT_PARAM, set_retransmission_slots),
     param(c"group_claims", STR_PARAM, set_group_claims),
     param(c"rpid_claim", STR_PARAM, set_rpid_claim),
     param(c"rpid_prefix", STR_PARAM, set_rpid_prefix),
@@ -448,15 +450,19 @@ unsafe extern "C" fn mod_init() -> c_int {
         reply::bind_signaling().map_err(|e| EntryError::new(-1, e))?;
         // Binds the engine only: connections are opened per process after fork.
         cachedb::bind(&cfg).map_err(|e| EntryError::new(-1, e))?;
-        let (cache_slots, nonce_slots) = (cfg.cache_slots, cfg.nonce_slots);
+        let (cache_slots, nonce_slots, retrans_slots) =
+            (cfg.cache_slots, cfg.nonce_slots, cfg.retransmission_slots);
         let shared = worker::freeze(cfg).map_err(|e| EntryError::new(-1, e))?;
         sso_log!(
             L_INFO,
-            "shared memory: token cache {} entries ({} KiB), replay table {} nonces ({} KiB)",
+            "shared memory: token cache {} entries ({} KiB), replay table {} nonces ({} KiB), \
+             retransmission table {} answers ({} KiB)",
             cache_slots,
             shared.tokens.bytes() / 1024,
             nonce_slots,
-            shared.replay.bytes() / 1024
+            shared.replay.bytes() / 1024,
+            retrans_slots,
+            shared.retrans.bytes() / 1024
         );
         Ok(0)
     })

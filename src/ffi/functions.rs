@@ -9,6 +9,7 @@ use crate::core::authorize::{
     challenge_options, AuthRequest, ChallengeSpec, Code, HeaderRef, Placement,
 };
 use crate::core::config::Config;
+use crate::core::retrans::TransactionId;
 use crate::core::sso::{DigestLogin, Introspection, LoginOutcome, SsoApi, SsoError};
 use crate::core::text::is_header_safe;
 
@@ -137,6 +138,14 @@ pub(super) fn auth_request<'a>(
         credential_headers,
         token_headers,
         body: if has_credentials { msg.body() } else { &[] },
+        transaction: msg
+            .transaction_parts()
+            .map(|(via, call_id, cseq)| TransactionId {
+                via,
+                call_id,
+                cseq,
+                source: msg.source(),
+            }),
     };
     Ok((req, kept))
 }
