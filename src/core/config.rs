@@ -54,6 +54,14 @@ pub struct Config {
     pub jwks_refresh: u64,
     /// The keys of jwt_key_file, read by `finish` (main process, before fork).
     pub jwt_file_keys: Option<Arc<KeySet>>,
+    /// This node's name in its nonces; None: every start is a node of its own.
+    pub node_id: Option<String>,
+    /// As registrar's `case_sensitive`: false lowercases the user part before comparing.
+    pub case_sensitive: bool,
+    /// Every token (introspected or JWT) must list this in its `aud`.
+    pub audience: Option<String>,
+    /// Scopes every token must hold (all of them).
+    pub required_scope: Vec<String>,
 }
 
 // Hand-written so that no secret ever reaches a log through `{:?}`.
@@ -93,6 +101,10 @@ impl fmt::Debug for Config {
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_leeway", &self.jwt_leeway)
             .field("jwks_refresh", &self.jwks_refresh)
+            .field("node_id", &self.node_id)
+            .field("case_sensitive", &self.case_sensitive)
+            .field("audience", &self.audience)
+            .field("required_scope", &self.required_scope)
             .finish()
     }
 }
@@ -131,6 +143,10 @@ impl Default for Config {
             jwt_leeway: 30,
             jwks_refresh: 3600,
             jwt_file_keys: None,
+            node_id: None,
+            case_sensitive: false,
+            audience: None,
+            required_scope: Vec::new(),
         }
     }
 }
@@ -171,6 +187,9 @@ pub const STRING_PARAMS: &[&str] = &[
     "jwt_algorithms",
     "jwt_issuer",
     "jwt_audience",
+    "node_id",
+    "audience",
+    "required_scope",
 ];
 
 /// Names of the integer parameters.
@@ -185,6 +204,7 @@ pub const INT_PARAMS: &[&str] = &[
     "bind_register_to_token",
     "jwt_leeway",
     "jwks_refresh",
+    "case_sensitive",
 ];
 
 fn check_url(param: &str, value: &str) -> Result<String, ConfigError> {
@@ -349,6 +369,37 @@ impl Config {
             }
             "jwt_issuer" => self.jwt_issuer = some(value),
             "jwt_audience" => self.jwt_audience = some(value),
+            "node_id" => {
+                if value.len() > 128 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(err(
+                        name,
+                        "must be at most 128 printable ASCII characters, without spaces",
+                    ));
+                }
+                self.node_id = some(value)
+            }
+            "audience" => {
+                if value.bytes().any(|b| b < 0x20 || b == 0x7f) {
+                    return Err(err(name, "contains control bytes"));
+                }
+                self.audience = some(value)
+            }
+            "required_scope" => {
+                if !value
+                    .bytes()
+                    .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+                {
+                    return Err(err(
+                        name,
+                        "scopes are printable ASCII without quotes or backslashes (RFC 6749 3.3)",
+                    ));
+                }
+                self.required_scope = value
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
             _ => return Err(err(name, "unknown string parameter")),
         }
         Ok(())
@@ -391,6 +442,12 @@ impl Config {
                     return Err(err(name, "must be at most 600 seconds"));
                 }
                 self.jwt_leeway = v
+            }
+            "case_sensitive" => {
+                if v > 1 {
+                    return Err(err(name, "must be 0 or 1"));
+                }
+                self.case_sensitive = v == 1
             }
             "jwks_refresh" => {
                 if v < 60 {

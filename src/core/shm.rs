@@ -226,6 +226,12 @@ impl<V: Copy> SharedTable<V> {
         ((h1 % n) as usize, (h2 % n) as usize)
     }
 
+    /// The indexes (0..capacity/WAYS) of the two buckets `update` locks for `key`.
+    pub fn buckets_for(&self, key: &[u8; 16]) -> (usize, usize) {
+        let key = if *key == [0; 16] { [1; 16] } else { *key };
+        self.buckets_of(&key)
+    }
+
     fn bucket_ptr(&self, index: usize) -> *mut Bucket<V> {
         assert!(index < self.buckets);
         // SAFETY: index < buckets, and the region holds `buckets` buckets.
@@ -323,6 +329,11 @@ impl SharedCounters {
 
     pub fn get(&self, index: usize) -> u64 {
         self.cell(index).load(Ordering::Relaxed)
+    }
+
+    /// Raises the counter to `v` if it is lower.
+    pub fn raise(&self, index: usize, v: u64) {
+        self.cell(index).fetch_max(v, Ordering::Relaxed);
     }
 }
 
