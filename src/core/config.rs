@@ -654,4 +654,29 @@ mod tests {
         assert!(!text.contains("topsecretvalue"));
         assert!(!text.contains(&"z".repeat(40)));
     }
+
+    #[test]
+    fn security_review_params() {
+        let mut c = Config::default();
+        assert_eq!((c.node_id.as_deref(), c.case_sensitive), (None, false));
+        assert!(c.audience.is_none() && c.required_scope.is_empty());
+        c.set_str("node_id", "sip-a.example.com").unwrap();
+        assert_eq!(c.node_id.as_deref(), Some("sip-a.example.com"));
+        assert!(c.set_str("node_id", "has space").is_err());
+        assert!(c.set_str("node_id", &"n".repeat(129)).is_err());
+        c.set_str("node_id", "").unwrap();
+        assert_eq!(c.node_id, None);
+        c.set_int("case_sensitive", 1).unwrap();
+        assert!(c.case_sensitive);
+        assert!(c.set_int("case_sensitive", 2).is_err());
+        c.set_str("audience", "opensips").unwrap();
+        assert_eq!(c.audience.as_deref(), Some("opensips"));
+        assert!(c.set_str("audience", "a\nb").is_err());
+        c.set_str("required_scope", " sip  voice ").unwrap();
+        assert_eq!(c.required_scope, ["sip", "voice"]);
+        assert!(c.set_str("required_scope", "sip \"x\"").is_err());
+        c.set_str("required_scope", "").unwrap();
+        assert!(c.required_scope.is_empty());
+        assert!(STRING_PARAMS.contains(&"node_id") && INT_PARAMS.contains(&"case_sensitive"));
+    }
 }

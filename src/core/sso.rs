@@ -1702,4 +1702,76 @@ u0057AMOm4QOH/q2v+xm/jFEdsmx9aQ=
         ));
         assert!(srv.seen().is_empty());
     }
+
+    /// Issue 14 item 10: name resolution is bounded by the call's deadline. A lookup that
+    /// hangs times out at the deadline; the next call waits for the same lookup instead of
+    /// starting another one; a finished lookup answers; IP literals skip the resolver.
+    #[test]
+    fn resolver_honours_the_deadline() {
+        use std::sync::atomic::AtomicUsize;
+        let started = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(Mutex::new(false));
+        let (s2, r2) = (started.clone(), release.clone());
+        let lookup: Arc<Lookup> = Arc::new(move |netloc: &str| {
+            s2.fetch_add(1, Ordering::SeqCst);
+            while !*r2.lock().unwrap() {
+                thread::sleep(Duration::from_millis(5));
+            }
+            Ok(vec![format!(
+                "127.0.0.1:{}",
+                netloc.rsplit(':').next().unwrap()
+            )
+            .parse()
+            .unwrap()])
+        });
+        let deadline = Arc::new(Mutex::new(None));
+        let r = BoundedResolver::with_lookup(deadline.clone(), Duration::from_secs(5), lookup);
+        for _ in 0..3 {
+            *deadline.lock().unwrap() = Some(Instant::now() + Duration::from_millis(100));
+            let t = Instant::now();
+            let e = ureq::Resolver::resolve(&r, "sso.example.net:8443").unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+            assert!(
+                t.elapsed() < Duration::from_millis(300),
+                "{:?}",
+                t.elapsed()
+            );
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 1, "one lookup for one name");
+        assert_eq!(r.pending_names(), 1);
+        *release.lock().unwrap() = true;
+        *deadline.lock().unwrap() = Some(Instant::now() + Duration::from_secs(2));
+        let addrs = ureq::Resolver::resolve(&r, "sso.example.net:8443").unwrap();
+        assert_eq!(addrs, vec!["127.0.0.1:8443".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(r.pending_names(), 0);
+        assert_eq!(
+            ureq::Resolver::resolve(&r, "192.0.2.7:443").unwrap(),
+            vec!["192.0.2.7:443".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            ureq::Resolver::resolve(&r, "[2001:db8::1]:443").unwrap(),
+            vec!["[2001:db8::1]:443".parse::<SocketAddr>().unwrap()]
+        );
+    }
+
+    /// A request started with its budget already spent is not sent at all.
+    #[test]
+    fn spent_budget_sends_nothing() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut sso = HttpSso::new(SsoSettings {
+            introspect_url: Some(format!("http://127.0.0.1:{port}/introspect")),
+            token_url: None,
+            client_id: None,
+            client_secret: None,
+            timeout: Duration::from_secs(2),
+            tls_ca_file: None,
+            digest_grant_type: "x".into(),
+        })
+        .unwrap();
+        sso.set_deadline(Some(Instant::now()));
+        assert_eq!(sso.introspect("t"), Err(SsoError::Timeout));
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_err(), "nothing connected");
+    }
 }
