@@ -51,7 +51,7 @@ impl ReplayGuard {
     }
 
     pub fn bytes(&self) -> usize {
-        self.table.bytes()
+        self.table.bytes() + self.burned.bytes()
     }
 
     /// Records one use of `nonce` (issued at `issued`, valid until `expires_at`) with counter

@@ -402,6 +402,11 @@ impl SharedCounters {
         self.cell(index).load(Ordering::Relaxed)
     }
 
+    /// Bytes of shared memory the counters use.
+    pub fn bytes(&self) -> usize {
+        self.region.len()
+    }
+
     /// Raises the counter to `v` if it is lower.
     pub fn raise(&self, index: usize, v: u64) {
         self.cell(index).fetch_max(v, Ordering::Relaxed);
