@@ -1,70 +1,82 @@
 # sso_auth: build, install and test the OpenSIPS module.
 #
-#   make             build sso_auth.so for the OpenSIPS found via $OPENSIPS or PATH
+#   make             build sso_auth.so for the target OpenSIPS (see below)
 #   make install     copy it into that OpenSIPS's modules directory (MODULES_DIR= overrides)
-#   make test        unit + layout tests, then the end-to-end suite against that OpenSIPS
-#   make demo        build, install into a scratch modules dir, run OpenSIPS + reference SSO, play the story
+#   make opensips    build every supported OpenSIPS from the tarballs in OPENSIPS_SRC_DIR
+#                    into OPENSIPS_CACHE (default target/opensips/<version>/)
+#   make test        unit + layout tests, then the end-to-end suites against each OpenSIPS
+#   make e2e         the end-to-end suites against the target OpenSIPS only
+#   make demo        build, run OpenSIPS + the reference SSO and play the story
 #   make bench       benchmark (not part of CI)
 #   make memcheck    core unit tests under valgrind memcheck
 #   make fuzz        run the fuzz targets (cargo-fuzz; RUSTC_BOOTSTRAP=1 on a stable toolchain)
+#
+# The target OpenSIPS: $OPENSIPS when set; else the newest version built from the tarballs
+# (built on first use); else `opensips` on PATH. `make test` without OPENSIPS tests every
+# version the tarballs provide.
 
 CARGO ?= cargo
 PYTHON ?= python3
-# The OpenSIPS the module is built for: $OPENSIPS, else `opensips` on PATH.
-OPENSIPS ?= $(shell command -v opensips 2>/dev/null)
-export OPENSIPS
+OPENSIPS_SRC_DIR ?= $(abspath $(CURDIR)/../shared/opensips-src)
+OPENSIPS_CACHE ?= $(CURDIR)/target/opensips
+export OPENSIPS_SRC_DIR OPENSIPS_CACHE
+
+# Resolved only by the targets that need one binary (a recipe-time lookup, so `make test`
+# and `make opensips` never trigger it).
+TARGET_OPENSIPS = $${OPENSIPS:-$$(tools/build-opensips.sh --newest || command -v opensips)}
 
 MODULE := target/release/libsso_auth.so
 OUT := target/sso_auth.so
 
-# Modules directory of the target OpenSIPS: <prefix>/lib64/opensips/modules or
+# Modules directory of an OpenSIPS binary: <prefix>/lib64/opensips/modules or
 # <prefix>/lib/opensips/modules next to <prefix>/sbin/opensips, or Debian's multiarch path.
-OPENSIPS_PREFIX = $(patsubst %/,%,$(dir $(patsubst %/,%,$(dir $(OPENSIPS)))))
-MODULES_DIR ?= $(firstword $(wildcard \
-	$(OPENSIPS_PREFIX)/lib64/opensips/modules \
-	$(OPENSIPS_PREFIX)/lib/opensips/modules \
-	$(OPENSIPS_PREFIX)/lib/x86_64-linux-gnu/opensips/modules))
+MODULES_DIR_OF = p=$$(dirname $$(dirname "$$bin")); for d in lib64/opensips/modules lib/opensips/modules lib/x86_64-linux-gnu/opensips/modules; do [ -d "$$p/$$d" ] && { echo "$$p/$$d"; break; }; done
 
-.PHONY: all build install uninstall test unit e2e panic-build demo bench fuzz memcheck clean
+.PHONY: all build install uninstall opensips deps test-deps test unit e2e demo bench fuzz memcheck clean
 
 all: build
 
-build:
-	$(CARGO) build --release
-	cp $(MODULE) $(OUT)
-	@echo "built $(OUT) for $${OPENSIPS:-<no OpenSIPS found: newest supported ABI>}"
+deps:
+	@tools/deps.sh build
+
+test-deps:
+	@tools/deps.sh test
+
+opensips: deps
+	tools/build-opensips.sh
+
+build: deps
+	bin=$(TARGET_OPENSIPS); OPENSIPS="$$bin" $(CARGO) build --release && cp $(MODULE) $(OUT) \
+		&& echo "built $(OUT) for $${bin:-<no OpenSIPS found: newest supported ABI>}"
 
 install: build
-	@test -n "$(MODULES_DIR)" || { echo "cannot find the modules directory of '$(OPENSIPS)'; run: make install MODULES_DIR=/path/to/opensips/modules"; exit 1; }
-	install -m 0644 $(OUT) $(MODULES_DIR)/sso_auth.so
-	@echo "installed $(MODULES_DIR)/sso_auth.so"
+	bin=$(TARGET_OPENSIPS); dir=$${MODULES_DIR:-$$($(MODULES_DIR_OF))}; \
+	test -n "$$dir" || { echo "cannot find the modules directory of '$$bin'; run: make install MODULES_DIR=/path/to/opensips/modules"; exit 1; }; \
+	install -m 0644 $(OUT) "$$dir/sso_auth.so" && echo "installed $$dir/sso_auth.so"
 
 uninstall:
-	@test -n "$(MODULES_DIR)" || { echo "cannot find the modules directory; run: make uninstall MODULES_DIR=..."; exit 1; }
-	rm -f $(MODULES_DIR)/sso_auth.so
-	@echo "removed $(MODULES_DIR)/sso_auth.so"
+	bin=$(TARGET_OPENSIPS); dir=$${MODULES_DIR:-$$($(MODULES_DIR_OF))}; \
+	test -n "$$dir" || { echo "cannot find the modules directory; run: make uninstall MODULES_DIR=..."; exit 1; }; \
+	rm -f "$$dir/sso_auth.so" && echo "removed $$dir/sso_auth.so"
 
-test: unit e2e
+# Unit + layout tests once, then each OpenSIPS (OPENSIPS=, else every tarball version).
+test: test-deps
+	tools/test.sh
 
 unit:
 	$(CARGO) test
 
-# The e2e suite also gets a build with the test-only `panic-test` feature, to prove the guard.
-PANIC_MODULE := target/panic-test/release/libsso_auth.so
+# The end-to-end suites against one OpenSIPS (the target one).
+e2e: deps
+	OPENSIPS=$(TARGET_OPENSIPS) tools/test.sh --e2e-only
 
-e2e: build panic-build
-	SSO_AUTH_PANIC_MODULE=$(CURDIR)/$(PANIC_MODULE) $(PYTHON) tests/e2e/run.py
-	$(PYTHON) tests/e2e/glewlwyd.py
-
-panic-build:
-	$(CARGO) build --release --features panic-test --target-dir target/panic-test
-
-demo: build
-	$(PYTHON) examples/demo.py
+demo: deps
+	bin=$(TARGET_OPENSIPS); test -n "$$bin" || { echo "no OpenSIPS: set OPENSIPS= or OPENSIPS_SRC_DIR= (see README)"; exit 2; }; \
+	OPENSIPS="$$bin" $(CARGO) build --release && cp $(MODULE) $(OUT) && OPENSIPS="$$bin" $(PYTHON) examples/demo.py
 
 bench: build
 	$(CARGO) bench --bench core_paths --bench jwt_vs_introspection
-	$(PYTHON) bench/run.py
+	OPENSIPS=$(TARGET_OPENSIPS) $(PYTHON) bench/run.py
 
 fuzz:
 	cd fuzz && ./run.sh

@@ -11,6 +11,8 @@ Scenarios (every one a REGISTER answered by registrar's save("location"), usrloc
     c  token, per call   X-SSO-Token: bench-alice-<run>-<n>: one introspection per REGISTER
     d  sso_auth Digest   REGISTER -> 401 -> REGISTER+Digest -> SSO /token -> 200 + token
     e  auth_db Digest    the same exchange with OpenSIPS auth + auth_db over db_text
+    f  d + cachedb_url   scenario d with the shared store on (a Redis of the run's own,
+                         cachedb_redis): every login also claims its (nonce, nc) there
 
 For each scenario the call rate is stepped up (doubling, then bisection) and the highest
 rate that passes is reported. A step passes when
@@ -28,7 +30,8 @@ Environment:
     OPENSIPS          sbin/opensips to use (else `opensips` on PATH)
     SSO_AUTH_MODULE   the module (else target/sso_auth.so, else target/release/libsso_auth.so)
     BENCH_QUICK       1 = short steps, fewer refinements
-    BENCH_SCENARIOS   subset, e.g. "a,e"
+    BENCH_SCENARIOS   subset, e.g. "a,e" (f needs redis-server and cachedb_redis.so; without
+                      them it is left out with a note)
     BENCH_STEP_SECONDS  length of one step (default 12, quick 2)
     BENCH_UDP_WORKERS OpenSIPS udp_workers (default 4)
     BENCH_KEEP        1 = keep the work directory (configs, logs, sipp traces)
@@ -91,6 +94,8 @@ SCENARIOS = {
               auth="sso", probe="digest_sso"),
     "e": dict(title="e. auth_db Digest (401 + db_text)", xml="e_native_digest.xml",
               auth="native", probe="digest_native"),
+    "f": dict(title="f. sso_auth Digest + cachedb_url (Redis)", xml="d_sso_digest.xml",
+              auth="sso", probe="digest_sso", cachedb=True),
 }
 
 
@@ -343,6 +348,27 @@ def percentile(sorted_vals, q):
     return sorted_vals[min(len(sorted_vals) - 1, int(q * len(sorted_vals)))]
 
 
+def free_tcp_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_tcp(port, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as c:
+                c.sendall(b"PING\r\n")
+                if c.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not answer on port %d" % port)
+
+
 # --------------------------------------------------------------------------------------
 # OpenSIPS
 # --------------------------------------------------------------------------------------
@@ -381,6 +407,16 @@ modparam("sso_auth", "token_header", "X-SSO-Token")
 # with -3 ("replay table full") from a few hundred logins/s on; 30 s is auth's default.
 modparam("sso_auth", "nonce_expire", 30)
 modparam("sso_auth", "nonce_slots", 1048576)
+"""
+
+# Scenario f: the shared store (README "Running several nodes"), with the short cachedb_redis
+# timeouts the README recommends.
+CFG_CACHEDB = """
+loadmodule "cachedb_redis.so"
+modparam("cachedb_redis", "connect_timeout", 100)
+modparam("cachedb_redis", "query_timeout", 100)
+modparam("sso_auth", "cachedb_url", "redis://127.0.0.1:{redis_port}/")
+modparam("sso_auth", "cachedb_timeout", 250)
 """
 
 CFG_NATIVE = """
@@ -841,7 +877,7 @@ def main():
     version, version_line = opensips_version(binary)
     modules_dir = find_modules_dir(binary)
     module = find_module()
-    selected = [s.strip() for s in (os.environ.get("BENCH_SCENARIOS") or "a,b,c,d,e").split(",")
+    selected = [s.strip() for s in (os.environ.get("BENCH_SCENARIOS") or "a,b,c,d,e,f").split(",")
                 if s.strip()]
     for s in selected:
         if s not in SCENARIOS:
@@ -851,6 +887,14 @@ def main():
         selected = [s for s in selected if SCENARIOS[s]["auth"] != "sso"]
     if shutil.which("sipp") is None:
         sys.exit("sipp not found on PATH (Debian package sip-tester)")
+    early_notes = []
+    if "f" in selected and (shutil.which("redis-server") is None
+                            or not (modules_dir / "cachedb_redis.so").exists()):
+        why = ("redis-server not installed" if shutil.which("redis-server") is None
+               else "no cachedb_redis.so in %s" % modules_dir)
+        log("scenario f left out: %s" % why)
+        early_notes.append("scenario f (Digest with cachedb_url) not run: %s" % why)
+        selected = [s for s in selected if s != "f"]
 
     workdir = Path(tempfile.mkdtemp(prefix="sso-bench-"))
     mpath = workdir / "modules"
@@ -871,7 +915,8 @@ def main():
     fixed_token = "bench-fixed-" + secrets.token_hex(16)      # registered up front
     sso = None
     results = {}
-    notes = []
+    notes = early_notes
+    redis = None
     sso_latency = None
     commands = {}
     try:
@@ -883,6 +928,14 @@ def main():
                 "p50 %.3f ms, p99 %.3f ms" % (sso.url, n, sso_latency[0], sso_latency[1]))
             sso.stats(reset=True)
             commands["sso"] = " ".join(sso.cmd)
+        if any(SCENARIOS[s].get("cachedb") for s in selected):
+            redis_port = free_tcp_port()
+            redis = spawn(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                           "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            wait_tcp(redis_port)
+            commands["redis"] = " ".join(redis.args)
+            log("redis-server on 127.0.0.1:%d (scenario f)" % redis_port)
 
         for key in selected:
             scen = SCENARIOS[key]
@@ -892,6 +945,8 @@ def main():
                 cfg += CFG_SSO.format(module=module_copy, sso=sso.url, client_id=CLIENT_ID,
                                       client_secret=CLIENT_SECRET,
                                       secret=secrets.token_hex(24))
+                if scen.get("cachedb"):
+                    cfg += CFG_CACHEDB.format(redis_port=redis_port)
             elif scen["auth"] == "native":
                 cfg += CFG_NATIVE.format(dbdir=dbdir)
             cfg += CFG_ROUTE.format(auth=AUTH_BLOCK[scen["auth"]])
@@ -949,6 +1004,8 @@ def main():
     finally:
         if sso:
             sso.stop()
+        if redis is not None:
+            kill_proc(redis)
         kill_all()
 
     text = report(version, version_line, binary, module, results, sso_latency, commands,
@@ -1038,9 +1095,9 @@ def report(version, version_line, binary, module, results, sso_latency, commands
             light, cpu, others))
     L.append("")
     L.append("cps = calls per second; one call = one REGISTER for a, b, c, two REGISTERs "
-             "(401, then 200) for d and e. p50/p99 = response time of the latency probe "
+             "(401, then 200) for d, e and f. p50/p99 = response time of the latency probe "
              "(%.0f exchanges/s beside sipp, timed with a µs clock): first REGISTER sent -> "
-             "200 OK received, the whole exchange for d and e. failures = calls without "
+             "200 OK received, the whole exchange for d, e and f. failures = calls without "
              "their 200 OK (sipp and probe) / all calls of the step. OpenSIPS CPU µs/call = "
              "CPU time of all OpenSIPS processes during the step / answered calls (it includes "
              "fixed costs such as timer processes, which weigh more at low rates). other load "
@@ -1064,7 +1121,11 @@ def report(version, version_line, binary, module, results, sso_latency, commands
         ratio = rn / rd
         L.append("* %s = %d / %d = **%.2f** — target >= %.2f: %s"
                  % (label, rn, rd, ratio, target, "met" if ratio >= target else "NOT met"))
-    for num, den, label in (("b", "a", "b vs a"), ("d", "e", "d vs e")):
+    if rate("d") and rate("f"):
+        L.append("* f/d (Digest login with cachedb_url vs without, same run) = %d / %d = "
+                 "**%.2f**" % (rate("f"), rate("d"), rate("f") / rate("d")))
+    for num, den, label in (("b", "a", "b vs a"), ("d", "e", "d vs e"),
+                            ("f", "d", "f vs d (cachedb_url)")):
         pair = cpu_pair(results.get(num), results.get(den))
         if pair:
             rate_, cn, cd = pair

@@ -87,6 +87,7 @@ fn bench(c: &mut Criterion) {
         credential_headers: creds,
         token_headers: tokens,
         body: b"",
+        transaction: None,
     };
     let token_req = request(
         vec![HeaderRef {

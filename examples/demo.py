@@ -3,13 +3,13 @@
 
 Installs the freshly built module into a scratch modules directory (a copy of the target
 OpenSIPS's stock modules plus sso_auth.so), starts the reference SSO and OpenSIPS with
-examples/opensips.cfg (only mpath, the listening port and the SSO URLs are adapted), then plays:
+examples/opensips.cfg (only mpath, the listening ports and the SSO URLs are adapted), then plays:
 
-  1. REGISTER without credentials          -> 401 with Digest and Bearer challenges
+  1. REGISTER without credentials          -> 401 with the Digest challenges
   2. REGISTER with Digest credentials      -> the SSO verifies them, opens a session:
                                               200 OK carrying X-SSO-Token
   3. REGISTER with that token              -> 200 OK (introspection)
-  4. REGISTER with a bad token             -> 401, Bearer error="invalid_token"
+  4. REGISTER with a bad token             -> 401 with Digest and Bearer error="invalid_token"
 
 Python 3.11 standard library only.
 """
@@ -66,6 +66,22 @@ def free_port(kind=socket.SOCK_DGRAM):
         return s.getsockname()[1]
 
 
+def render_example_cfg(mods, sip_port, ws_port, sso_url, log_level=None):
+    """examples/opensips.cfg as it would run here: only mpath, the listening sockets, the SSO
+    URLs and logging (stderr instead of syslog) are changed. Used by tests/e2e/phones.py too."""
+    cfg = (REPO / "examples" / "opensips.cfg").read_text()
+    cfg = re.sub(r'^mpath\s*=.*$', 'mpath = "%s/"' % mods, cfg, flags=re.M)
+    cfg = re.sub(r'^socket\s*=\s*udp:.*$', "socket = udp:127.0.0.1:%d" % sip_port, cfg,
+                 flags=re.M)
+    cfg = re.sub(r'^socket\s*=\s*ws:.*$', "socket = ws:127.0.0.1:%d" % ws_port, cfg, flags=re.M)
+    cfg = cfg.replace("http://127.0.0.1:8900", sso_url)
+    cfg = re.sub(r'^syslog_enabled\s*=.*$', "syslog_enabled = no", cfg, flags=re.M)
+    cfg = re.sub(r'^stderror_enabled\s*=.*$', "stderror_enabled = yes", cfg, flags=re.M)
+    if log_level is not None:
+        cfg = re.sub(r'^log_level\s*=.*$', "log_level = %d" % log_level, cfg, flags=re.M)
+    return cfg
+
+
 def show(resp, headers=("WWW-Authenticate", "X-SSO-Token")):
     colour = GREEN if resp.status == 200 else RED
     say("   <- %sSIP/2.0 %d %s%s" % (colour, resp.status, resp.reason, RESET))
@@ -90,12 +106,7 @@ def main():
     say("%s== reference SSO on %s (users alice/alicepw, bob/bobpw)%s" % (BOLD, sso.url, RESET))
 
     sip_port = free_port()
-    cfg = (REPO / "examples" / "opensips.cfg").read_text()
-    cfg = re.sub(r'^mpath\s*=.*$', 'mpath = "%s/"' % mods, cfg, flags=re.M)
-    cfg = re.sub(r'^socket\s*=.*$', "socket = udp:127.0.0.1:%d" % sip_port, cfg, flags=re.M)
-    cfg = cfg.replace("http://127.0.0.1:8900", sso.url)
-    cfg = re.sub(r'^syslog_enabled\s*=.*$', "syslog_enabled = no", cfg, flags=re.M)
-    cfg = re.sub(r'^stderror_enabled\s*=.*$', "stderror_enabled = yes", cfg, flags=re.M)
+    cfg = render_example_cfg(mods, sip_port, free_port(socket.SOCK_STREAM), sso.url)
     (work / "opensips.cfg").write_text(cfg)
     log = open(work / "opensips.log", "w")
     proc = subprocess.Popen([binary, "-F", "-f", str(work / "opensips.cfg")], stdout=log,

@@ -6,6 +6,7 @@
  */
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include "sso_opensips.h"
@@ -82,6 +83,15 @@ extern void *(*gen_pkg_malloc)(void *blk, unsigned long size, const char *file,
 #else
 extern void *(*gen_pkg_malloc)(void *blk, unsigned long size);
 #define sso_pkg_malloc(sz) gen_pkg_malloc(mem_block, (sz))
+#endif
+
+#ifdef SSO_DBG_MALLOC
+extern void (*gen_pkg_free)(void *blk, void *p, const char *file, const char *func,
+		unsigned int line);
+#define sso_pkg_free(p) gen_pkg_free(mem_block, (p), "sso_auth", __func__, __LINE__)
+#else
+extern void (*gen_pkg_free)(void *blk, void *p);
+#define sso_pkg_free(p) gen_pkg_free(mem_block, (p))
 #endif
 
 /* ---- request lumps ---- */
@@ -288,4 +298,102 @@ int sso_shim_cap_register_expires(struct sip_msg *msg, unsigned int max)
 		}
 	}
 	return changed;
+}
+
+/* ---- cachedb (cachedb_url) ----
+ * Bound once in the main process (the functions live in the engine module, mapped before
+ * fork); each process opens its own connection after fork. */
+static cachedb_funcs sso_cdb;
+static str sso_cdb_url;
+
+int sso_shim_cachedb_bind(const char *url, int len)
+{
+	char *copy;
+
+	if (!url || len <= 0)
+		return -1;
+	copy = malloc((size_t)len + 1);
+	if (!copy)
+		return -1;
+	memcpy(copy, url, (size_t)len);
+	copy[len] = 0;
+	sso_cdb_url.s = copy;
+	sso_cdb_url.len = len;
+	if (cachedb_bind_mod(&sso_cdb_url, &sso_cdb) < 0)
+		return -1;
+	if (!sso_cdb.init || !sso_cdb.get || !sso_cdb.set || !sso_cdb.add
+			|| (sso_cdb.capability & (CACHEDB_CAP_GET | CACHEDB_CAP_SET | CACHEDB_CAP_ADD))
+				!= (CACHEDB_CAP_GET | CACHEDB_CAP_SET | CACHEDB_CAP_ADD))
+		return -2;
+	return 0;
+}
+
+void *sso_shim_cachedb_connect(void)
+{
+	if (!sso_cdb.init || !sso_cdb_url.s)
+		return NULL;
+	return sso_cdb.init(&sso_cdb_url);
+}
+
+int sso_shim_cachedb_add(void *con, const char *key, int klen, int delta, int expires,
+		long long *new_val)
+{
+	str k = { (char *)key, klen };
+	int v = 0;
+
+	if (!con || !sso_cdb.add || sso_cdb.add((cachedb_con *)con, &k, delta, expires, &v) < 0)
+		return -1;
+	*new_val = v;
+	return 0;
+}
+
+int sso_shim_cachedb_get(void *con, const char *key, int klen, char *buf, int cap, int *len)
+{
+	str k = { (char *)key, klen };
+	str v = { NULL, 0 };
+	int rc;
+
+	*len = 0;
+	if (!con || !sso_cdb.get)
+		return -1;
+	rc = sso_cdb.get((cachedb_con *)con, &k, &v);
+	if (rc == -2)
+		return 1;
+	if (rc < 0) {
+		if (v.s)
+			sso_pkg_free(v.s);
+		return -1;
+	}
+	if (v.s && v.len > 0) {
+		memcpy(buf, v.s, (size_t)(v.len < cap ? v.len : cap));
+		*len = v.len;
+	}
+	if (v.s)
+		sso_pkg_free(v.s);
+	return 0;
+}
+
+int sso_shim_cachedb_set(void *con, const char *key, int klen, const char *val, int vlen,
+		int expires)
+{
+	str k = { (char *)key, klen };
+	str v = { (char *)val, vlen };
+
+	if (!con || !sso_cdb.set)
+		return -1;
+	return sso_cdb.set((cachedb_con *)con, &k, &v, expires) < 0 ? -1 : 0;
+}
+
+module_dependency_t *alloc_module_dep(enum module_type mod_type, char *mod_name,
+		unsigned int dep_type);
+
+/* in the Rust part: 1 when cachedb_url names a store (an empty value does not) */
+int sso_cachedb_url_is_set(void);
+
+module_dependency_t *sso_shim_cachedb_deps(const param_export_t *param)
+{
+	(void)param;
+	if (!sso_cachedb_url_is_set())
+		return NULL;
+	return alloc_module_dep(MOD_TYPE_CACHEDB, NULL, DEP_ABORT);
 }

@@ -79,6 +79,18 @@ struct msg_start {
 
 #include "sip_msg_layout.h"
 
+/* The first members of struct receive_info, the same in 3.4, 3.6 and 4.0: two struct ip_addr
+ * (af, len, 16 address bytes of which `len` are set), the ports and the protocol. */
+struct sso_rcv_head {
+	unsigned int src_af;
+	unsigned int src_len;
+	unsigned char src_addr[16];
+	unsigned char _dst_ip[24];
+	unsigned short src_port;
+	unsigned short dst_port;
+	int proto;
+};
+
 struct sip_msg {
 	unsigned int id;
 	struct msg_start first_line;
@@ -105,7 +117,9 @@ struct sip_msg {
 	struct hdr_field *proxy_auth;
 	char _opaque_before_unparsed[SSO_MSG_UNPARSED_OFFSET - (SSO_MSG_CALLID_OFFSET + 14 * 8)];
 	char *unparsed;     /* first byte not parsed yet: the end of headers once all are */
-	char _opaque_before_buf[SSO_MSG_BUF_OFFSET - (SSO_MSG_UNPARSED_OFFSET + 8)];
+	char _opaque_before_rcv[SSO_MSG_RCV_OFFSET - (SSO_MSG_UNPARSED_OFFSET + 8)];
+	struct sso_rcv_head rcv; /* the start of struct receive_info: where the request came from */
+	char _opaque_before_buf[SSO_MSG_BUF_OFFSET - (SSO_MSG_RCV_OFFSET + 56)];
 	char *buf;          /* the message as received */
 	unsigned int len;
 	str new_uri;        /* the rewritten Request-URI, when the script changed it */
@@ -142,6 +156,40 @@ typedef struct cmd_export_ {
 	int flags; /* routes it may be called from */
 } cmd_export_t;
 
+/* ---- async commands (the async() script statement) ---- */
+/* What an async command hands back to the core through the global async_status: a
+ * non-negative fd to watch, or one of these. */
+enum async_ret_code {
+	ASYNC_NO_IO = -8,
+	ASYNC_SYNC,
+	ASYNC_NO_FD,
+	ASYNC_CONTINUE,
+	ASYNC_CHANGE_FD,
+	ASYNC_DONE_CLOSE_FD,
+	ASYNC_DONE_NO_IO,
+	ASYNC_DONE,
+};
+extern int async_status;
+
+typedef struct _async_ctx {
+	void *resume_f;
+#if SSO_ABI >= 400
+	char *resume_f_name; /* 4.0 added it; its tm reads it whenever resume_f is set */
+#endif
+	void *resume_param;
+	void *timeout_f;
+	unsigned int timeout_s;
+} async_ctx;
+
+typedef int (*acmd_function)(struct sip_msg *, async_ctx *ctx, void *, void *, void *, void *,
+		void *, void *, void *, void *);
+
+typedef struct acmd_export_ {
+	const char *name;
+	acmd_function function;
+	struct cmd_param params[MAX_CMD_PARAMS + 1];
+} acmd_export_t;
+
 #define REQUEST_ROUTE 1
 #define FAILURE_ROUTE 2
 #define ONREPLY_ROUTE 4
@@ -170,7 +218,7 @@ typedef struct stat_export_ {
 #define STAT_IS_FUNC 8
 typedef unsigned long (*stat_function)(void *ctx);
 
-enum module_type { MOD_TYPE_NULL = 0, MOD_TYPE_DEFAULT = 1 };
+enum module_type { MOD_TYPE_NULL = 0, MOD_TYPE_DEFAULT = 1, MOD_TYPE_SQLDB = 2, MOD_TYPE_CACHEDB = 3 };
 
 #define MAX_MOD_DEPS 10
 #define DEP_SILENT 1
@@ -218,7 +266,7 @@ struct module_exports {
 	load_function load_f;
 	const dep_export_t *deps;
 	const cmd_export_t *cmds;
-	const void *acmds;
+	const acmd_export_t *acmds;
 	const param_export_t *params;
 	const stat_export_t *stats;
 	const void *mi_cmds;
@@ -331,6 +379,50 @@ struct sig_binds {
 };
 typedef int (*load_sig_f)(struct sig_binds *sigb);
 
+/* ---- cachedb API (cachedb/cachedb.h, cachedb_con.h, cachedb_cap.h) ----
+ * Only add, get and set are called; the other members are there for the layout, which
+ * differs between versions: 3.6 inserted iter_keys after sub. */
+typedef struct {
+	str url;
+	void *data;
+} cachedb_con;
+
+typedef struct cachedb_funcs_t {
+	cachedb_con *(*init)(str *url);
+	void (*destroy)(cachedb_con *con);
+	int (*get)(cachedb_con *con, str *attr, str *val); /* val->s in pkg memory, caller frees */
+	int (*get_counter)(cachedb_con *con, str *attr, int *val);
+	int (*set)(cachedb_con *con, str *attr, str *val, int expires);
+	int (*remove)(cachedb_con *con, str *attr);
+	int (*_remove)(cachedb_con *con, str *attr, const str *key);
+	int (*add)(cachedb_con *con, str *attr, int val, int expires, int *new_val);
+	int (*sub)(cachedb_con *con, str *attr, int val, int expires, int *new_val);
+#if SSO_ABI >= 306
+	int (*iter_keys)(cachedb_con *con, int (*kv_func)(const str *key, const str *value));
+#endif
+	void *raw_query;
+	void *truncate;
+	void *db_query_trans;
+	void *db_free_trans;
+	void *db_insert_trans;
+	void *db_delete_trans;
+	void *db_update_trans;
+	void *query;
+	void *update;
+	void *map_get;
+	void *map_set;
+	void *map_remove;
+	void *is_replicated;
+	int capability;
+} cachedb_funcs;
+
+/* capability bits the module needs (the same values in every supported version) */
+#define CACHEDB_CAP_GET (1 << 0)
+#define CACHEDB_CAP_SET (1 << 1)
+#define CACHEDB_CAP_ADD (1 << 3)
+
+int cachedb_bind_mod(str *url, cachedb_funcs *funcs);
+
 /* logging levels */
 #define L_ALERT -3
 #define L_CRIT -2
@@ -354,5 +446,20 @@ int sso_shim_append_header(struct sip_msg *msg, const char *text, int len);
    Contact expires parameters, and an expires parameter for contacts with neither), where
    registrar will read it. Returns how many values it changed, or -1. */
 int sso_shim_cap_register_expires(struct sip_msg *msg, unsigned int max);
+
+/* cachedb_url: binds the engine (main process, mod_init). 0 bound; -1 no such engine loaded;
+   -2 the engine lacks get/set/add. */
+int sso_shim_cachedb_bind(const char *url, int len);
+/* Opens this process's connection (after fork). NULL on failure. */
+void *sso_shim_cachedb_connect(void);
+/* The three calls; 0 on success, -1 on failure. get: 1 when the key does not exist; the value
+   is copied into buf (at most cap bytes) and its full length stored in *len. */
+int sso_shim_cachedb_add(void *con, const char *key, int klen, int delta, int expires,
+		long long *new_val);
+int sso_shim_cachedb_get(void *con, const char *key, int klen, char *buf, int cap, int *len);
+int sso_shim_cachedb_set(void *con, const char *key, int klen, const char *val, int vlen,
+		int expires);
+/* modparam dependency of cachedb_url: any cachedb module initializes before sso_auth. */
+module_dependency_t *sso_shim_cachedb_deps(const param_export_t *param);
 
 #endif

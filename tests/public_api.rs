@@ -66,6 +66,7 @@ fn challenge_then_login() {
         }],
         token_headers: vec![],
         body: b"",
+        transaction: None,
     };
     let outcome = auth.authorize(&req, &mut AlwaysSession, now + 5);
     assert_eq!(outcome.code, Code::DigestOk, "{}", outcome.reason);

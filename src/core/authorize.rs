@@ -8,13 +8,15 @@ use std::time::{Duration, Instant};
 
 use super::challenge::{self, BearerError, QopOffer};
 use super::claims::{self, IdentityValueError, SsoVar};
-use super::config::Config;
+use super::cluster::NonceOrigin;
+use super::config::{BearerChallenge, Config};
 use super::credentials::{self, Credentials, DigestCredentials};
 use super::digest::{self, Algorithm};
 use super::identity::{self, Aor};
 use super::jwt::{self, JwksCache, JwtError, JwtPolicy, KeySet};
-use super::nonce::{self, NonceError, NonceKey};
+use super::nonce::{self, Issuer, NonceError, NonceKey};
 use super::replay::{ReplayError, ReplayGuard};
+use super::retrans::{Fingerprint, RetransKey, RetransTable, Seen, TransactionId};
 use super::sso::{DigestLogin, Introspection, LoginOutcome, SsoApi, SsoError};
 use super::stats::{Stat, Stats};
 use super::text::trim_lws;
@@ -74,6 +76,9 @@ pub struct AuthRequest<'a> {
     /// Headers named like the `token_header` parameter, in order.
     pub token_headers: Vec<HeaderRef<'a>>,
     pub body: &'a [u8],
+    /// Top Via, Call-ID and CSeq, which a retransmission repeats: its Digest request then
+    /// gets the first copy's answer. None: retransmissions are not recognised.
+    pub transaction: Option<TransactionId<'a>>,
 }
 
 /// Where a token came from (reported to the script and the log).
@@ -110,6 +115,12 @@ pub struct Outcome {
     /// The realm of the Digest credentials that decided (the domain of a plain Digest
     /// username under use_domain).
     pub realm: Option<String>,
+    /// The request carried a token (token header or Bearer credentials), good or bad: with
+    /// `bearer_challenge` = when_token, only then does a challenge offer Bearer.
+    pub carried_token: bool,
+    /// The Digest nonce is ours and valid but was already used (not a retransmission): the
+    /// next challenge says `stale=true`, so the client signs again without asking its user.
+    pub nonce_reused: bool,
 }
 
 impl Outcome {
@@ -135,6 +146,8 @@ impl Outcome {
             reason: reason.into(),
             issued_token_checked: false,
             realm: None,
+            carried_token: false,
+            nonce_reused: false,
         }
     }
 }
@@ -149,6 +162,7 @@ pub fn fingerprint(secret: &str) -> String {
 pub struct SharedState {
     pub tokens: SharedTokenCache,
     pub replay: ReplayGuard,
+    pub retrans: RetransTable,
     pub stats: Stats,
     /// Random per start of the instance, the same in every worker: nonces carry it, so a
     /// nonce issued before a restart (whose uses the new replay table does not know) is
@@ -165,6 +179,7 @@ impl SharedState {
         Ok(SharedState {
             tokens: SharedTokenCache::new(cfg.cache_slots as usize)?,
             replay: ReplayGuard::new(cfg.nonce_slots as usize)?,
+            retrans: RetransTable::new(cfg.retransmission_slots as usize)?,
             stats: Stats::new()?,
             start_tag,
         })
@@ -176,6 +191,7 @@ impl SharedState {
 pub struct Authorizer {
     cfg: Config,
     nonces: NonceKey,
+    retrans_key: RetransKey,
     shared: Arc<SharedState>,
     jwt: Option<LocalJwt>,
     /// Whether successes get a `reason` (a fingerprint and a formatted line). Failures always
@@ -184,6 +200,8 @@ pub struct Authorizer {
     /// End of the running call's budget (http_timeout from its start): every SSO request
     /// and every wait for another worker's request ends by then.
     deadline: Instant,
+    /// The shared store (`cachedb_url`), when this process has one (`cluster_glue.rs`).
+    cluster: Option<super::cluster::Cluster>,
 }
 
 /// Where this worker's JWT keys come from: the key file read at start-up, or the SSO's JWK
@@ -258,11 +276,13 @@ impl Authorizer {
         };
         Authorizer {
             nonces: NonceKey::new(&secret, node, shared.start_tag),
+            retrans_key: RetransKey::new(&secret),
             jwt: LocalJwt::from_config(&cfg),
             shared,
             cfg,
             explain_success: true,
             deadline: Instant::now(),
+            cluster: None,
         }
     }
 
@@ -294,6 +314,9 @@ impl Authorizer {
     /// Introspection through the shared cache: a hit, or one SSO call for the whole instance
     /// (other workers asking at the same moment wait for it). Ok(None): the cache remembers
     /// the token as not active.
+    // An associated function (it runs inside closures that borrow the engine's fields), so
+    // the exp grace, the call's deadline and the store come in as arguments.
+    #[allow(clippy::too_many_arguments)]
     fn introspect_cached(
         cfg: &Config,
         shared: &SharedState,
@@ -301,6 +324,7 @@ impl Authorizer {
         now: u64,
         grace: u64,
         deadline: Instant,
+        cluster: Option<&mut super::cluster::Cluster>,
         verify: &mut dyn FnMut() -> Result<Introspection, SsoError>,
     ) -> Result<(Option<Introspection>, bool), SsoError> {
         let cache = &shared.tokens;
@@ -334,16 +358,13 @@ impl Authorizer {
                 Lookup::Uncached | Lookup::Claimed => {
                     stats.inc(Stat::CacheMisses);
                     let claimed = matches!(looked, Lookup::Claimed);
-                    let answer = verify();
+                    let (answer, (ttl, negative_ttl)) =
+                        Self::second_level(cfg, stats, id, now, cluster, verify);
                     match &answer {
-                        Ok(info) if usable(info, now, grace) => cache.store_positive(
-                            id,
-                            info,
-                            &claims_to_cache(cfg, info),
-                            now,
-                            cfg.cache_ttl,
-                        ),
-                        Ok(_) => cache.store_negative(id, now, cfg.negative_cache_ttl),
+                        Ok(info) if usable(info, now, grace) => {
+                            cache.store_positive(id, info, &claims_to_cache(cfg, info), now, ttl)
+                        }
+                        Ok(_) => cache.store_negative(id, now, negative_ttl),
                         Err(_) if claimed => cache.release(id, now),
                         Err(_) => {}
                     }
@@ -371,8 +392,15 @@ impl Authorizer {
         if let Some(local) = self.jwt.as_mut().filter(|_| jwt::looks_like_jwt(token)) {
             let grace = cfg.jwt_leeway;
             let deadline = self.deadline;
-            return Self::introspect_cached(cfg, shared, id, now, grace, deadline, &mut || {
-                match local.validate(token, sso, stats, now) {
+            return Self::introspect_cached(
+                cfg,
+                shared,
+                id,
+                now,
+                grace,
+                deadline,
+                None,
+                &mut || match local.validate(token, sso, stats, now) {
                     Ok(info) => Ok(info),
                     Err(JwtError::NoKeys(m)) => Err(SsoError::Unreachable(format!(
                         "no JWT keys to check the token with: {m}"
@@ -381,14 +409,16 @@ impl Authorizer {
                         *why = Some(e.to_string());
                         Ok(not_active())
                     }
-                }
-            });
+                },
+            );
         }
         if cfg.introspect_url.is_none() {
             *why = Some("not a JWT, and introspect_url is not set".into());
             return Ok((None, false));
         }
-        Self::introspect_cached(cfg, shared, id, now, 0, self.deadline, &mut || {
+        let deadline = self.deadline;
+        let cluster = self.cluster.as_mut();
+        Self::introspect_cached(cfg, shared, id, now, 0, deadline, cluster, &mut || {
             stats.inc(Stat::SsoRequests);
             let result = sso.introspect(token);
             count_sso_error(stats, &result);
@@ -492,6 +522,19 @@ impl Authorizer {
             Some(t) if t.code.is_success() => return t,
             other => other,
         };
+        let carried_token = token_outcome.is_some();
+        let mut o = self.decide_without_token(req, sso, now, token_outcome);
+        o.carried_token = carried_token;
+        o
+    }
+
+    fn decide_without_token(
+        &mut self,
+        req: &AuthRequest,
+        sso: &mut dyn SsoApi,
+        now: u64,
+        token_outcome: Option<Outcome>,
+    ) -> Outcome {
         // No valid token: regular SIP authentication decides when Digest credentials are there.
         match self.try_digest(req, sso, now) {
             Some(d) => {
@@ -658,25 +701,31 @@ impl Authorizer {
         } else {
             req.realm.to_string()
         };
-        let (header, creds) = req.credential_headers.iter().find_map(|h| {
+        let (header, value, creds) = req.credential_headers.iter().find_map(|h| {
             match credentials::parse_authorization(h.value) {
-                Ok(Credentials::Digest(d)) if d.realm == realm => Some((h.id, d)),
+                Ok(Credentials::Digest(d)) if d.realm == realm => Some((h.id, h.value, d)),
                 _ => None,
             }
         })?;
-        let mut o = self.judge_digest(req, &creds, &realm, aor, sso, now);
+        let fp = req
+            .transaction
+            .map(|t| self.retrans_key.fingerprint(&t, value));
+        let mut o = self.judge_digest(req, &creds, &realm, aor, fp.as_ref(), sso, now);
         o.used_headers.push(header);
         o.source = Some(TokenSource::Digest);
         o.realm = Some(realm);
         Some(o)
     }
 
+    // The retransmission fingerprint joined the inputs; bundling them would only move them.
+    #[allow(clippy::too_many_arguments)]
     fn judge_digest(
         &mut self,
         req: &AuthRequest,
         creds: &DigestCredentials,
         realm: &str,
         aor: Result<Aor, &'static str>,
+        fp: Option<&Fingerprint>,
         sso: &mut dyn SsoApi,
         now: u64,
     ) -> Outcome {
@@ -700,20 +749,8 @@ impl Authorizer {
                 );
             }
         }
-        let issued = match self.nonces.verify(&creds.nonce, now, self.cfg.nonce_expire) {
-            Ok(info) => {
-                // The nonce names the algorithm and qop its challenge offered: an answer
-                // with others was altered on the way (a downgrade) or is not an answer to it.
-                if info.algorithm != algorithm
-                    || !nonce::qop_allowed(info.qop, creds.qop.as_deref())
-                {
-                    return Outcome::new(
-                        Code::BadNonce,
-                        "Digest answer uses another algorithm or qop than its nonce was issued for",
-                    );
-                }
-                info.issued
-            }
+        let info = match self.nonces.verify(&creds.nonce, now, self.cfg.nonce_expire) {
+            Ok(info) => info,
             Err(NonceError::Forged) => {
                 return Outcome::new(
                     Code::BadNonce,
@@ -721,19 +758,35 @@ impl Authorizer {
                 )
             }
             Err(NonceError::Expired) => return Outcome::new(Code::StaleNonce, "nonce expired"),
-            Err(NonceError::OtherNode) => {
+        };
+        // The nonce names the algorithm and qop its challenge offered: an answer with others
+        // was altered on the way (a downgrade) or is not an answer to it.
+        if info.algorithm != algorithm || !nonce::qop_allowed(info.qop, creds.qop.as_deref()) {
+            return Outcome::new(
+                Code::BadNonce,
+                "Digest answer uses another algorithm or qop than its nonce was issued for",
+            );
+        }
+        // A nonce of another node or of an earlier start of this one: this node's replay
+        // table has not seen its uses. Only the shared store (cachedb_url) can tell whether
+        // it was used; without one, the client is asked to sign a local nonce (stale=true).
+        let origin = match (info.issuer, self.cluster.is_some()) {
+            (Issuer::Here, _) => NonceOrigin::Here,
+            (_, true) => NonceOrigin::Elsewhere,
+            (Issuer::OtherNode, false) => {
                 return Outcome::new(
                     Code::StaleNonce,
                     "nonce issued by another node (or, without node_id, before this start)",
                 )
             }
-            Err(NonceError::EarlierStart) => {
+            (Issuer::EarlierStart, false) => {
                 return Outcome::new(
                     Code::StaleNonce,
                     "nonce issued before this node's last start",
                 )
             }
         };
+        let issued = info.issued;
         let aor = match aor {
             Ok(a) => a,
             Err(why) => return Outcome::new(Code::Error, why),
@@ -769,13 +822,28 @@ impl Authorizer {
             issued.saturating_add(self.cfg.nonce_expire + 1),
             now,
         ) {
-            Ok(()) => {}
+            Ok(()) => {
+                // Shared mode: the store decides whether this is the first use cluster-wide.
+                if let Some(refused) = self.cluster_replay_check(&creds.nonce, nc, now, origin) {
+                    return refused;
+                }
+                if let Some(fp) = fp {
+                    // Retransmissions of this request wait for its answer meanwhile.
+                    let until = now + self.cfg.http_timeout_ms.div_ceil(1000) + 2;
+                    self.shared.retrans.begin(fp, now, until);
+                }
+            }
             Err(ReplayError::Replayed) => {
+                if let Some(o) = fp.and_then(|fp| self.retransmitted(fp, &creds.username, now)) {
+                    return o;
+                }
                 self.shared.stats.inc(Stat::ReplaysBlocked);
-                return Outcome::new(
+                let mut o = Outcome::new(
                     Code::BadNonce,
                     "nonce reused (replayed credentials or nc not increasing)",
                 );
+                o.nonce_reused = true;
+                return o;
             }
             Err(ReplayError::Full) => {
                 return Outcome::new(
@@ -803,7 +871,23 @@ impl Authorizer {
             body_hash,
         };
         let user = creds.username.clone();
-        match self.count_sso(sso.digest_login(&login)) {
+        let answer = self.count_sso(sso.digest_login(&login));
+        if let Some(fp) = fp {
+            let retrans = &self.shared.retrans;
+            match &answer {
+                Ok(LoginOutcome::Session { access_token, .. }) => {
+                    retrans.finish(fp, Code::DigestOk as i8, Some(access_token), now)
+                }
+                Ok(LoginOutcome::InvalidGrant) => {
+                    retrans.finish(fp, Code::WrongCredentials as i8, None, now)
+                }
+                Ok(LoginOutcome::UnknownUser) => {
+                    retrans.finish(fp, Code::UnknownUser as i8, None, now)
+                }
+                Err(_) => retrans.abandon(fp, now),
+            }
+        }
+        match answer {
             Ok(LoginOutcome::Session { access_token, .. }) => {
                 let reason = if self.explain_success {
                     Cow::Owned(format!(
@@ -833,8 +917,41 @@ impl Authorizer {
         }
     }
 
+    /// The answer given to the first copy of a retransmitted request, waiting for it while
+    /// that copy is still with the SSO (at most http_timeout). None: not a retransmission
+    /// (or its answer is not known), so the request counts as a replay.
+    fn retransmitted(&self, fp: &Fingerprint, user: &str, now: u64) -> Option<Outcome> {
+        let budget = Duration::from_millis(self.cfg.http_timeout_ms + 200);
+        let mut started: Option<Instant> = None;
+        loop {
+            match self.shared.retrans.lookup(fp, now) {
+                Seen::Unknown => return None,
+                Seen::Pending if started.get_or_insert_with(Instant::now).elapsed() < budget => {
+                    std::thread::sleep(PENDING_POLL)
+                }
+                Seen::Pending => return None,
+                Seen::Done(code, token) => {
+                    let code = match code {
+                        2 => Code::DigestOk,
+                        -1 => Code::UnknownUser,
+                        _ => Code::WrongCredentials,
+                    };
+                    let mut o = Outcome::new(
+                        code,
+                        "retransmission of a Digest request: the first copy's answer again",
+                    );
+                    if code == Code::DigestOk {
+                        o.new_token = token;
+                        o.user = Some(user.to_string());
+                    }
+                    return Some(o);
+                }
+            }
+        }
+    }
+
     /// Header lines (with CRLF) of a challenge: one Digest challenge per algorithm, then the
-    /// Bearer challenge when token checks are on. `last` is this request's authorization
+    /// Bearer challenge when token checks are on and `bearer_challenge` allows it. `last` is this request's authorization
     /// outcome, if any (stale flag, Bearer error).
     pub fn challenge(
         &self,
@@ -849,7 +966,9 @@ impl Authorizer {
                 "no realm: empty realm argument and no usable To/From host".to_string()
             })?;
         let proxy = spec.placement == Placement::Proxy;
-        let stale = last.is_some_and(|o| o.code == Code::StaleNonce);
+        // Expired, issued elsewhere, or ours and already used: the client may sign again
+        // with the same password. A forged nonce never gets it.
+        let stale = last.is_some_and(|o| o.code == Code::StaleNonce || o.nonce_reused);
         let mut lines = Vec::with_capacity(spec.algorithms.len() + 1);
         for alg in &spec.algorithms {
             // One nonce per algorithm: each is bound to its algorithm and the qop offer.
@@ -859,7 +978,13 @@ impl Authorizer {
                     .ok_or_else(|| format!("realm {realm:?} cannot be sent in a header"))?,
             );
         }
-        if self.cfg.token_checks() {
+        let offer_bearer = self.cfg.token_checks()
+            && match self.cfg.bearer_challenge {
+                BearerChallenge::Always => true,
+                BearerChallenge::WhenToken => last.is_some_and(|o| o.carried_token),
+                BearerChallenge::Never => false,
+            };
+        if offer_bearer {
             let error = last.and_then(|o| o.bearer_error);
             // bearer_scope is what is advertised; without it, an insufficient_scope error
             // names the scope that was missing (RFC 6750 3.1).
@@ -1310,3 +1435,6 @@ fn describe(e: &SsoError) -> String {
 /// other schemes.
 #[cfg(test)]
 mod tests;
+
+/// The shared store's two hooks (replay claim, second-level token cache).
+mod cluster_glue;

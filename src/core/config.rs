@@ -11,6 +11,28 @@ use super::jwt::{self, KeySet};
 use super::sso::SsoSettings;
 use super::text::{is_header_safe, is_quoted_safe};
 
+/// When `sso_challenge` / `sso_proxy_challenge` add a Bearer challenge (token checks on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerChallenge {
+    /// In every challenge (RFC 8898 clients only: many Digest-only phones fail on it).
+    Always,
+    /// Only when the challenged request carried a token (header or Bearer credentials).
+    WhenToken,
+    /// Never: Digest only.
+    Never,
+}
+
+impl BearerChallenge {
+    pub fn parse(s: &str) -> Option<BearerChallenge> {
+        match s.trim() {
+            "always" => Some(BearerChallenge::Always),
+            "when_token" => Some(BearerChallenge::WhenToken),
+            "never" => Some(BearerChallenge::Never),
+            _ => None,
+        }
+    }
+}
+
 /// Shortest accepted nonce MAC key.
 pub const MIN_SECRET_LEN: usize = 32;
 
@@ -29,11 +51,15 @@ pub struct Config {
     pub http_timeout_ms: u64,
     pub authz_server: Option<String>,
     pub bearer_scope: Option<String>,
+    /// When a challenge carries the Bearer scheme next to Digest.
+    pub bearer_challenge: BearerChallenge,
     pub digest_grant_type: String,
     pub cache_ttl: u64,
     pub negative_cache_ttl: u64,
     pub cache_slots: u64,
     pub nonce_slots: u64,
+    /// Answers to Digest requests kept for their retransmissions.
+    pub retransmission_slots: u64,
     pub tls_ca_file: Option<String>,
     /// Claims holding group names, in the order sso_is_user_in looks at them.
     pub group_claims: Vec<String>,
@@ -62,6 +88,10 @@ pub struct Config {
     pub audience: Option<String>,
     /// Scopes every token must hold (all of them).
     pub required_scope: Vec<String>,
+    /// Shared store for several nodes (OpenSIPS cachedb URL, e.g. `redis://host:6379/`).
+    pub cachedb_url: Option<String>,
+    /// Longest a store call may take before the store counts as down (ms).
+    pub cachedb_timeout_ms: u64,
 }
 
 // Hand-written so that no secret ever reaches a log through `{:?}`.
@@ -83,11 +113,13 @@ impl fmt::Debug for Config {
             .field("http_timeout_ms", &self.http_timeout_ms)
             .field("authz_server", &self.authz_server)
             .field("bearer_scope", &self.bearer_scope)
+            .field("bearer_challenge", &self.bearer_challenge)
             .field("digest_grant_type", &self.digest_grant_type)
             .field("cache_ttl", &self.cache_ttl)
             .field("negative_cache_ttl", &self.negative_cache_ttl)
             .field("cache_slots", &self.cache_slots)
             .field("nonce_slots", &self.nonce_slots)
+            .field("retransmission_slots", &self.retransmission_slots)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("group_claims", &self.group_claims)
             .field("rpid_claim", &self.rpid_claim)
@@ -105,6 +137,8 @@ impl fmt::Debug for Config {
             .field("case_sensitive", &self.case_sensitive)
             .field("audience", &self.audience)
             .field("required_scope", &self.required_scope)
+            .field("cachedb_url", &self.cachedb_engine())
+            .field("cachedb_timeout_ms", &self.cachedb_timeout_ms)
             .finish()
     }
 }
@@ -124,11 +158,13 @@ impl Default for Config {
             http_timeout_ms: 2000,
             authz_server: None,
             bearer_scope: None,
+            bearer_challenge: BearerChallenge::WhenToken,
             digest_grant_type: "urn:sso-auth:grant-type:sip-digest".to_string(),
             cache_ttl: 60,
             negative_cache_ttl: 5,
             cache_slots: 8192,
             nonce_slots: 262_144,
+            retransmission_slots: 4096,
             tls_ca_file: None,
             group_claims: ["groups", "roles", "scope"].map(String::from).into(),
             rpid_claim: "phone_number".to_string(),
@@ -147,6 +183,8 @@ impl Default for Config {
             case_sensitive: false,
             audience: None,
             required_scope: Vec::new(),
+            cachedb_url: None,
+            cachedb_timeout_ms: 250,
         }
     }
 }
@@ -176,6 +214,7 @@ pub const STRING_PARAMS: &[&str] = &[
     "realm_prefix",
     "authz_server",
     "bearer_scope",
+    "bearer_challenge",
     "digest_grant_type",
     "tls_ca_file",
     "group_claims",
@@ -190,6 +229,7 @@ pub const STRING_PARAMS: &[&str] = &[
     "node_id",
     "audience",
     "required_scope",
+    "cachedb_url",
 ];
 
 /// Names of the integer parameters.
@@ -201,10 +241,12 @@ pub const INT_PARAMS: &[&str] = &[
     "negative_cache_ttl",
     "cache_slots",
     "nonce_slots",
+    "retransmission_slots",
     "bind_register_to_token",
     "jwt_leeway",
     "jwks_refresh",
     "case_sensitive",
+    "cachedb_timeout",
 ];
 
 fn check_url(param: &str, value: &str) -> Result<String, ConfigError> {
@@ -225,6 +267,33 @@ fn check_url(param: &str, value: &str) -> Result<String, ConfigError> {
         return Err(err(
             param,
             "put client credentials in client_id/client_secret, not in the URL",
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// A cachedb URL as OpenSIPS reads it: `engine[:group]://...`, no spaces or control bytes.
+/// The value is never echoed (it may hold the store's password).
+fn check_cachedb_url(value: &str) -> Result<String, ConfigError> {
+    let name = "cachedb_url";
+    if !value.bytes().all(|b| b > 0x20 && b != 0x7f) {
+        return Err(err(name, "contains spaces or control bytes"));
+    }
+    let Some((head, rest)) = value.split_once("://") else {
+        return Err(err(
+            name,
+            "must look like engine://host:port/ (the engine being a loaded cachedb module)",
+        ));
+    };
+    let engine = head.split(':').next().unwrap_or("");
+    let engine_ok = !engine.is_empty()
+        && engine
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !engine_ok || head.split(':').count() > 2 || rest.is_empty() {
+        return Err(err(
+            name,
+            "must look like engine://host:port/ (the engine being a loaded cachedb module)",
         ));
     }
     Ok(value.to_string())
@@ -315,6 +384,10 @@ impl Config {
                 }
                 self.bearer_scope = some(value)
             }
+            "bearer_challenge" => {
+                self.bearer_challenge = BearerChallenge::parse(value)
+                    .ok_or_else(|| err(name, "must be \"always\", \"when_token\" or \"never\""))?
+            }
             "digest_grant_type" => {
                 if value.is_empty() || !value.bytes().all(|b| b > 0x20 && b != 0x7f) {
                     return Err(err(name, "must be a non-empty URI or name without spaces"));
@@ -400,6 +473,13 @@ impl Config {
                     .map(String::from)
                     .collect()
             }
+            "cachedb_url" => {
+                self.cachedb_url = if value.is_empty() {
+                    None
+                } else {
+                    Some(check_cachedb_url(value)?)
+                }
+            }
             _ => return Err(err(name, "unknown string parameter")),
         }
         Ok(())
@@ -456,14 +536,20 @@ impl Config {
                 self.jwks_refresh = v
             }
             "negative_cache_ttl" => self.negative_cache_ttl = v,
-            "cache_slots" | "nonce_slots" => {
+            "cachedb_timeout" => {
+                if v == 0 || v > 10_000 {
+                    return Err(err(name, "must be between 1 and 10000 ms"));
+                }
+                self.cachedb_timeout_ms = v
+            }
+            "cache_slots" | "nonce_slots" | "retransmission_slots" => {
                 if !(64..=16_777_216).contains(&v) {
                     return Err(err(name, "must be between 64 and 16777216"));
                 }
-                if name == "cache_slots" {
-                    self.cache_slots = v
-                } else {
-                    self.nonce_slots = v
+                match name {
+                    "cache_slots" => self.cache_slots = v,
+                    "nonce_slots" => self.nonce_slots = v,
+                    _ => self.retransmission_slots = v,
                 }
             }
             _ => return Err(err(name, "unknown integer parameter")),
@@ -524,6 +610,13 @@ impl Config {
         Ok(notes)
     }
 
+    /// The cachedb engine of `cachedb_url` (e.g. "redis"): what logs may show of the URL,
+    /// which can hold a password.
+    pub fn cachedb_engine(&self) -> Option<&str> {
+        let url = self.cachedb_url.as_deref()?;
+        url.split(':').next()
+    }
+
     /// Tokens are checked locally when the SSO's JWT keys are configured.
     pub fn jwt_enabled(&self) -> bool {
         self.jwks_url.is_some() || self.jwt_key_file.is_some()
@@ -560,6 +653,24 @@ mod tests {
         assert_eq!(c.cache_ttl, 60);
         assert!(!c.use_domain);
         assert_eq!(c.digest_grant_type, "urn:sso-auth:grant-type:sip-digest");
+        assert_eq!(c.bearer_challenge, BearerChallenge::WhenToken);
+    }
+
+    #[test]
+    fn bearer_challenge_values() {
+        let mut c = Config::default();
+        for (text, want) in [
+            ("always", BearerChallenge::Always),
+            ("never", BearerChallenge::Never),
+            (" when_token ", BearerChallenge::WhenToken),
+        ] {
+            c.set_str("bearer_challenge", text).unwrap();
+            assert_eq!(c.bearer_challenge, want);
+        }
+        for bad in ["", "Always", "yes", "1", "when-token"] {
+            let e = c.set_str("bearer_challenge", bad).unwrap_err();
+            assert!(e.0.contains("bearer_challenge"), "{bad:?}");
+        }
     }
 
     #[test]
@@ -643,6 +754,38 @@ mod tests {
         assert!(c.set_int("jwt_leeway", 601).is_err());
         assert!(c.set_int("jwks_refresh", 10).is_err());
         assert!(c.set_str("jwt_key_file", "/nonexistent").is_err());
+    }
+
+    #[test]
+    fn cachedb_params() {
+        let mut c = Config::default();
+        assert_eq!(c.cachedb_url, None);
+        assert_eq!(c.cachedb_timeout_ms, 250);
+        c.set_str("cachedb_url", "redis://127.0.0.1:6379/").unwrap();
+        assert_eq!(c.cachedb_engine(), Some("redis"));
+        c.set_str("cachedb_url", "redis:cluster1://:pw@10.0.0.1:6379/")
+            .unwrap();
+        assert_eq!(c.cachedb_engine(), Some("redis"));
+        assert!(!format!("{c:?}").contains("pw@"), "no password in Debug");
+        for bad in [
+            "redis",
+            "127.0.0.1:6379",
+            "://x",
+            "re dis://x",
+            "redis://",
+            "a:b:c://x",
+        ] {
+            let e = c.set_str("cachedb_url", bad).unwrap_err();
+            assert!(
+                e.0.contains("cachedb_url") && !e.0.contains(bad),
+                "{bad}: {e}"
+            );
+        }
+        c.set_str("cachedb_url", "").unwrap();
+        assert_eq!(c.cachedb_url, None);
+        c.set_int("cachedb_timeout", 100).unwrap();
+        assert!(c.set_int("cachedb_timeout", 0).is_err());
+        assert!(c.set_int("cachedb_timeout", 10_001).is_err());
     }
 
     #[test]

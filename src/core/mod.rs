@@ -4,6 +4,7 @@
 pub mod authorize;
 pub mod challenge;
 pub mod claims;
+pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod digest;
@@ -11,6 +12,7 @@ pub mod identity;
 pub mod jwt;
 pub mod nonce;
 pub mod replay;
+pub mod retrans;
 pub mod shm;
 pub mod sso;
 pub mod stats;

@@ -35,20 +35,28 @@ const MAC_LABEL: &[u8] = b"sso_auth digest nonce\0";
 pub enum NonceError {
     /// Bad encoding or MAC mismatch: not one of ours.
     Forged,
-    /// Ours, but older than the lifetime (or issued in the future beyond a small skew).
+    /// Genuine, but older than the lifetime (or issued in the future beyond a small skew).
     Expired,
-    /// Genuine, issued by another node sharing the secret.
+}
+
+/// Who issued a genuine nonce, as seen by the node verifying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Issuer {
+    /// This node during its current start: its replay table has seen every use.
+    Here,
+    /// Another node sharing the secret.
     OtherNode,
-    /// Genuine, issued by this node before its current start.
+    /// This node before its current start (its replay table then was another one).
     EarlierStart,
 }
 
-/// What a genuine nonce says about itself.
+/// What a genuine, unexpired nonce says about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NonceInfo {
     pub issued: u64,
     pub algorithm: Algorithm,
     pub qop: QopOffer,
+    pub issuer: Issuer,
 }
 
 /// The 8-byte tag a `node_id` value stands for in nonces.
@@ -145,7 +153,9 @@ impl NonceKey {
         text
     }
 
-    /// Verifies the MAC (constant time) first, then who issued the nonce and its age.
+    /// Verifies the MAC (constant time) first, then the age; says who issued it (the caller
+    /// decides whether a nonce of another node or start may be used: only with a shared
+    /// replay store).
     pub fn verify(
         &self,
         nonce: &str,
@@ -183,12 +193,13 @@ impl NonceKey {
         let qop = *QOPS
             .get(signed[at + 1] as usize)
             .ok_or(NonceError::Forged)?;
-        if node != self.node {
-            return Err(NonceError::OtherNode);
-        }
-        if start != self.start {
-            return Err(NonceError::EarlierStart);
-        }
+        let issuer = if node != self.node {
+            Issuer::OtherNode
+        } else if start != self.start {
+            Issuer::EarlierStart
+        } else {
+            Issuer::Here
+        };
         // Saturating: a `now` near u64::MAX (broken clock, hostile test) must not overflow.
         if issued > now.saturating_add(MAX_SKEW_SECS) || now.saturating_sub(issued) > lifetime_secs
         {
@@ -198,6 +209,7 @@ impl NonceKey {
             issued,
             algorithm,
             qop,
+            issuer,
         })
     }
 }
@@ -244,7 +256,8 @@ mod tests {
             Ok(NonceInfo {
                 issued: 1000,
                 algorithm: Algorithm::Md5,
-                qop: QopOffer::Auth
+                qop: QopOffer::Auth,
+                issuer: Issuer::Here,
             })
         );
         assert_eq!(
@@ -304,14 +317,15 @@ mod tests {
         let here = key();
         let n = md5(&here, 1000, &[2; 12]);
         // Another node with the same secret: genuine, not ours.
+        let issuer = |k: &NonceKey, now| k.verify(&n, now, 300).map(|i| i.issuer);
         let other = NonceKey::new(KEY, node_tag("sip-b"), START);
-        assert_eq!(other.verify(&n, 1000, 300), Err(NonceError::OtherNode));
+        assert_eq!(issuer(&other, 1000), Ok(Issuer::OtherNode));
         // This node after a restart: genuine, from an earlier life.
         let restarted = NonceKey::new(KEY, NODE, [0x5b; 8]);
-        assert_eq!(
-            restarted.verify(&n, 1000, 300),
-            Err(NonceError::EarlierStart)
-        );
+        assert_eq!(issuer(&restarted, 1000), Ok(Issuer::EarlierStart));
+        assert_eq!(issuer(&here, 1000), Ok(Issuer::Here));
+        // Expiry applies whoever issued it.
+        assert_eq!(issuer(&other, 1301), Err(NonceError::Expired));
         // Another secret: forged, whatever the node.
         let stranger = NonceKey::new(b"another-key-another-key-another!!", NODE, START);
         assert_eq!(stranger.verify(&n, 1000, 300), Err(NonceError::Forged));

@@ -388,7 +388,8 @@ impl SharedCounters {
         })
     }
 
-    fn cell(&self, index: usize) -> &AtomicU64 {
+    /// One counter itself, for callers that need more than add/get (compare-exchange).
+    pub fn cell(&self, index: usize) -> &AtomicU64 {
         assert!(index < self.count, "counter index out of range");
         // SAFETY: in range, aligned (the mapping is page-aligned), zero-initialised atomics.
         unsafe { &*(self.region.base() as *const AtomicU64).add(index) }

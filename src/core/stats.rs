@@ -16,10 +16,14 @@ pub enum Stat {
     CacheHits,
     CacheMisses,
     ReplaysBlocked,
+    CachedbErrors,
+    CrossNodeReplaysBlocked,
+    CachedbHits,
+    CachedbBadEntries,
 }
 
 /// Every statistic with its exported name, in export order.
-pub const ALL: [(Stat, &str); 11] = [
+pub const ALL: [(Stat, &str); 15] = [
     (Stat::TokenAccepted, "token_accepted"),
     (Stat::TokenRejected, "token_rejected"),
     (Stat::DigestAccepted, "digest_accepted"),
@@ -31,6 +35,10 @@ pub const ALL: [(Stat, &str); 11] = [
     (Stat::CacheHits, "cache_hits"),
     (Stat::CacheMisses, "cache_misses"),
     (Stat::ReplaysBlocked, "replays_blocked"),
+    (Stat::CachedbErrors, "cachedb_errors"),
+    (Stat::CrossNodeReplaysBlocked, "cross_node_replays_blocked"),
+    (Stat::CachedbHits, "cachedb_hits"),
+    (Stat::CachedbBadEntries, "cachedb_bad_entries"),
 ];
 
 pub struct Stats {

@@ -69,6 +69,11 @@ impl TokenId {
         TokenId(Sha256::digest(token.as_bytes()).into())
     }
 
+    /// The whole SHA-256 (the shared store derives its key name from it).
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// First 8 hex digits, for log lines.
     pub fn fingerprint(&self) -> String {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -8,17 +8,17 @@ use std::ptr::null;
 use crate::core::sso::HttpSso;
 
 use super::bindings::{
-    _str, cmd_export_t, cmd_function, cmd_param, dep_export_t, modparam_dependency_t,
-    module_dependency_t, module_exports, module_exports__bindgen_ty_1, module_type, param_export_t,
-    pv_export_t, scm_version, stat_export_t, stat_var, BRANCH_ROUTE, CMD_PARAM_OPT, CMD_PARAM_STR,
-    DEP_ABORT, FAILURE_ROUTE, INT_PARAM, MAX_MOD_DEPS, REQUEST_ROUTE, STAT_IS_FUNC, STAT_NO_RESET,
-    STR_PARAM, USE_FUNC_PARAM,
+    _str, acmd_export_t, acmd_function, cmd_export_t, cmd_function, cmd_param, dep_export_t,
+    modparam_dependency_t, module_dependency_t, module_exports, module_exports__bindgen_ty_1,
+    module_type, param_export_t, pv_export_t, scm_version, stat_export_t, stat_var, BRANCH_ROUTE,
+    CMD_PARAM_OPT, CMD_PARAM_STR, DEP_ABORT, FAILURE_ROUTE, INT_PARAM, MAX_MOD_DEPS, REQUEST_ROUTE,
+    STAT_IS_FUNC, STAT_NO_RESET, STR_PARAM, USE_FUNC_PARAM,
 };
 use super::functions::*;
 use super::guard::{guarded, EntryError};
 use super::log::{install_panic_hook, report_error, sso_log, L_INFO, L_NOTICE, L_WARN};
 use super::params::*;
-use super::{params, reply, worker};
+use super::{cachedb, params, reply, worker};
 use crate::core::stats::Stat;
 
 /// Lets tables of raw pointers live in statics: they are written once by the compiler and
@@ -149,6 +149,45 @@ static CMDS: Table<[cmd_export_t; CMD_COUNT]> = Table([
     END_CMD,
 ]);
 
+type AsyncTrampoline = unsafe extern "C" fn(
+    *mut super::bindings::sip_msg,
+    *mut super::bindings::async_ctx,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+    *mut c_void,
+) -> c_int;
+
+const fn acmd(name: &'static CStr, f: AsyncTrampoline, args: &[cmd_param]) -> acmd_export_t {
+    let mut params = [NO_PARAM; 9];
+    let mut i = 0;
+    while i < args.len() {
+        params[i] = args[i];
+        i += 1;
+    }
+    let function: acmd_function = Some(f);
+    acmd_export_t {
+        name: cstr(name),
+        function,
+        params,
+    }
+}
+
+/// The same names as async commands, for `async(sso_authorize("realm"), resume_route)`.
+static ACMDS: Table<[acmd_export_t; 3]> = Table([
+    acmd(c"sso_authorize", wa_sso_authorize, &[STR]),
+    acmd(c"sso_proxy_authorize", wa_sso_proxy_authorize, &[STR]),
+    acmd_export_t {
+        name: null(),
+        function: None,
+        params: [NO_PARAM; 9],
+    },
+]);
+
 type Setter = unsafe extern "C" fn(u32, *mut c_void) -> c_int;
 
 const fn param(name: &'static CStr, kind: u32, f: Setter) -> param_export_t {
@@ -159,7 +198,7 @@ const fn param(name: &'static CStr, kind: u32, f: Setter) -> param_export_t {
     }
 }
 
-static PARAMS: Table<[param_export_t; 35]> = Table([
+static PARAMS: Table<[param_export_t; 39]> = Table([
     param(c"introspect_url", STR_PARAM, set_introspect_url),
     param(c"token_url", STR_PARAM, set_token_url),
     param(c"client_id", STR_PARAM, set_client_id),
@@ -172,12 +211,14 @@ static PARAMS: Table<[param_export_t; 35]> = Table([
     param(c"http_timeout", INT_PARAM, set_http_timeout),
     param(c"authz_server", STR_PARAM, set_authz_server),
     param(c"bearer_scope", STR_PARAM, set_bearer_scope),
+    param(c"bearer_challenge", STR_PARAM, set_bearer_challenge),
     param(c"digest_grant_type", STR_PARAM, set_digest_grant_type),
     param(c"cache_ttl", INT_PARAM, set_cache_ttl),
     param(c"tls_ca_file", STR_PARAM, set_tls_ca_file),
     param(c"negative_cache_ttl", INT_PARAM, set_negative_cache_ttl),
     param(c"cache_slots", INT_PARAM, set_cache_slots),
     param(c"nonce_slots", INT_PARAM, set_nonce_slots),
+    param(c"retransmission_slots", INT_PARAM, set_retransmission_slots),
     param(c"group_claims", STR_PARAM, set_group_claims),
     param(c"rpid_claim", STR_PARAM, set_rpid_claim),
     param(c"rpid_prefix", STR_PARAM, set_rpid_prefix),
@@ -198,6 +239,8 @@ static PARAMS: Table<[param_export_t; 35]> = Table([
     param(c"case_sensitive", INT_PARAM, set_case_sensitive),
     param(c"audience", STR_PARAM, set_audience),
     param(c"required_scope", STR_PARAM, set_required_scope),
+    param(c"cachedb_url", STR_PARAM, set_cachedb_url),
+    param(c"cachedb_timeout", INT_PARAM, set_cachedb_timeout),
     param_export_t {
         name: null(),
         type_: 0,
@@ -234,6 +277,10 @@ stat_readers! {
     stat_cache_hits => CacheHits,
     stat_cache_misses => CacheMisses,
     stat_replays_blocked => ReplaysBlocked,
+    stat_cachedb_errors => CachedbErrors,
+    stat_cross_node_replays_blocked => CrossNodeReplaysBlocked,
+    stat_cachedb_hits => CachedbHits,
+    stat_cachedb_bad_entries => CachedbBadEntries,
 }
 
 type StatReader = unsafe extern "C" fn(*mut c_void) -> std::ffi::c_ulong;
@@ -246,7 +293,7 @@ const fn stat(name: &'static CStr, f: StatReader) -> stat_export_t {
     }
 }
 
-static STATS: Table<[stat_export_t; 12]> = Table([
+static STATS: Table<[stat_export_t; 16]> = Table([
     stat(c"token_accepted", stat_token_accepted),
     stat(c"token_rejected", stat_token_rejected),
     stat(c"digest_accepted", stat_digest_accepted),
@@ -258,6 +305,13 @@ static STATS: Table<[stat_export_t; 12]> = Table([
     stat(c"cache_hits", stat_cache_hits),
     stat(c"cache_misses", stat_cache_misses),
     stat(c"replays_blocked", stat_replays_blocked),
+    stat(c"cachedb_errors", stat_cachedb_errors),
+    stat(
+        c"cross_node_replays_blocked",
+        stat_cross_node_replays_blocked,
+    ),
+    stat(c"cachedb_hits", stat_cachedb_hits),
+    stat(c"cachedb_bad_entries", stat_cachedb_bad_entries),
     stat_export_t {
         name: null(),
         flags: 0,
@@ -302,7 +356,7 @@ static ITEMS: Table<[pv_export_t; 2]> = Table([
 #[repr(C)]
 pub struct Deps {
     md: [module_dependency_t; MAX_MOD_DEPS as usize],
-    mpd: [modparam_dependency_t; 1],
+    mpd: [modparam_dependency_t; 2],
 }
 
 const NO_DEP: module_dependency_t = module_dependency_t {
@@ -322,10 +376,17 @@ static DEPS: Table<Deps> = Table(Deps {
         };
         md
     },
-    mpd: [modparam_dependency_t {
-        script_param: std::ptr::null_mut(),
-        get_deps_f: std::ptr::null_mut(),
-    }],
+    mpd: [
+        // With cachedb_url set, a cachedb engine module initializes before sso_auth.
+        modparam_dependency_t {
+            script_param: c"cachedb_url".as_ptr() as *mut c_char,
+            get_deps_f: super::bindings::sso_shim_cachedb_deps as *mut c_void,
+        },
+        modparam_dependency_t {
+            script_param: std::ptr::null_mut(),
+            get_deps_f: std::ptr::null_mut(),
+        },
+    ],
 });
 
 #[no_mangle]
@@ -344,7 +405,7 @@ pub static exports: Table<module_exports> = Table(module_exports {
     load_f: None,
     deps: &DEPS.0 as *const Deps as *const dep_export_t,
     cmds: &CMDS.0 as *const cmd_export_t,
-    acmds: null(),
+    acmds: &ACMDS.0 as *const acmd_export_t,
     params: &PARAMS.0 as *const param_export_t,
     stats: &STATS.0 as *const stat_export_t,
     mi_cmds: null(),
@@ -391,23 +452,38 @@ unsafe extern "C" fn mod_init() -> c_int {
         HttpSso::with_jwks_url(cfg.sso_settings(), cfg.jwks_url.as_deref())
             .map_err(|e| EntryError::new(-1, format!("SSO client settings rejected: {e:?}")))?;
         reply::bind_signaling().map_err(|e| EntryError::new(-1, e))?;
-        let (cache_slots, nonce_slots) = (cfg.cache_slots, cfg.nonce_slots);
+        // Binds the engine only: connections are opened per process after fork.
+        cachedb::bind(&cfg).map_err(|e| EntryError::new(-1, e))?;
+        let (cache_slots, nonce_slots, retrans_slots) =
+            (cfg.cache_slots, cfg.nonce_slots, cfg.retransmission_slots);
         let shared = worker::freeze(cfg).map_err(|e| EntryError::new(-1, e))?;
         sso_log!(
             L_INFO,
-            "shared memory: token cache {} entries ({} KiB), replay table {} nonces ({} KiB)",
+            "shared memory: token cache {} entries ({} KiB), replay table {} nonces ({} KiB), \
+             retransmission table {} answers ({} KiB)",
             cache_slots,
             shared.tokens.bytes() / 1024,
             nonce_slots,
-            shared.replay.bytes() / 1024
+            shared.replay.bytes() / 1024,
+            retrans_slots,
+            shared.retrans.bytes() / 1024
         );
         Ok(0)
     })
 }
 
-/// After fork: nothing to do yet; each worker builds its HTTP agent on first use.
-unsafe extern "C" fn child_init(_rank: c_int) -> c_int {
-    guarded(c"child_init", -1, report_error, || Ok(0))
+/// OpenSIPS's rank of its main process (sr_module.h PROC_MAIN).
+const PROC_MAIN: c_int = 0;
+
+/// After fork: this process's cachedb connection (with cachedb_url); each worker builds its
+/// HTTP agent on first use.
+unsafe extern "C" fn child_init(rank: c_int) -> c_int {
+    guarded(c"child_init", -1, report_error, || {
+        if rank != PROC_MAIN {
+            cachedb::connect().map_err(|e| EntryError::new(-1, e))?;
+        }
+        Ok(0)
+    })
 }
 
 unsafe extern "C" fn destroy() {

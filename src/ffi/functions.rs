@@ -9,11 +9,13 @@ use crate::core::authorize::{
     challenge_options, AuthRequest, ChallengeSpec, Code, HeaderRef, Placement,
 };
 use crate::core::config::Config;
+use crate::core::retrans::TransactionId;
+use crate::core::sso::{DigestLogin, Introspection, LoginOutcome, SsoApi, SsoError};
 use crate::core::text::is_header_safe;
 
 use super::bindings::{
-    _str as os_str, sip_msg, HDR_AUTHORIZATION_T, HDR_FROM_T, HDR_OTHER_T, HDR_PROXYAUTH_T,
-    HDR_TO_T,
+    _str as os_str, async_ctx, async_status, sip_msg, ASYNC_NO_IO, ASYNC_SYNC, HDR_AUTHORIZATION_T,
+    HDR_FROM_T, HDR_OTHER_T, HDR_PROXYAUTH_T, HDR_TO_T,
 };
 use super::guard::{guarded, EntryError};
 use super::log::{self, report_error, sso_log, L_DBG, L_ERR, L_INFO, L_WARN};
@@ -136,15 +138,48 @@ pub(super) fn auth_request<'a>(
         credential_headers,
         token_headers,
         body: if has_credentials { msg.body() } else { &[] },
+        transaction: msg
+            .transaction_parts()
+            .map(|(via, call_id, cseq)| TransactionId {
+                via,
+                call_id,
+                cseq,
+                source: msg.source(),
+            }),
     };
     Ok((req, kept))
 }
 
+/// Counts the SSO round trips of one decision: the async form tells the core whether the
+/// function did I/O.
+struct CountedSso<'a> {
+    inner: &'a mut dyn SsoApi,
+    calls: u32,
+}
+
+impl SsoApi for CountedSso<'_> {
+    fn introspect(&mut self, token: &str) -> Result<Introspection, SsoError> {
+        self.calls += 1;
+        self.inner.introspect(token)
+    }
+    fn digest_login(&mut self, req: &DigestLogin) -> Result<LoginOutcome, SsoError> {
+        self.calls += 1;
+        self.inner.digest_login(req)
+    }
+    fn fetch_jwks(&mut self, url: &str) -> Result<Vec<u8>, SsoError> {
+        self.calls += 1;
+        self.inner.fetch_jwks(url)
+    }
+}
+
+/// `sso_authorize` / `sso_proxy_authorize`. `sso_used` is set when the decision needed a
+/// round trip to the SSO.
 fn authorize(
     name: &'static CStr,
     placement: Placement,
     ptr: *mut sip_msg,
     realm: *mut c_void,
+    sso_used: &mut bool,
 ) -> c_int {
     guarded(name, ERROR, report_error, || {
         let mut msg = request(ptr)?;
@@ -162,7 +197,14 @@ fn authorize(
         let now = now();
         let (mut outcome, spans, register_limit) = worker::with_worker(|w| {
             w.authorizer.set_explain_success(explain_success);
-            let outcome = w.authorizer.authorize(&req, &mut w.sso, now);
+            let mut sso = CountedSso {
+                inner: &mut w.sso,
+                calls: 0,
+            };
+            let outcome = w.authorizer.authorize(&req, &mut sso, now);
+            *sso_used = sso.calls > 0;
+            // Credentials to remove on sso_consume_credentials: the deciding header and every
+            // token-carrying header (the core lists them), in message order.
             let spans: Vec<Span> = outcome
                 .consume_headers
                 .iter()
@@ -338,11 +380,56 @@ trampoline!(w_sso_authorize, |m, realm, _, _| authorize(
     c"sso_authorize",
     Placement::Www,
     m,
-    realm
+    realm,
+    &mut false
 ));
 trampoline!(w_sso_proxy_authorize, |m, realm, _, _| {
-    authorize(c"sso_proxy_authorize", Placement::Proxy, m, realm)
+    authorize(
+        c"sso_proxy_authorize",
+        Placement::Proxy,
+        m,
+        realm,
+        &mut false,
+    )
 });
+
+/// The async form, `async(sso_authorize(realm), resume_route)`. The decision is the sync
+/// call's; the core is told whether it needed the SSO (ASYNC_SYNC: the round trip was made
+/// in this worker) or not (ASYNC_NO_IO), and runs the resume route at once with `$rc` set
+/// to the same code. No resume function is registered, so the core never reads the
+/// context (4.0's resume_f_name included).
+macro_rules! async_trampoline {
+    ($name:ident, $entry:literal, $placement:expr) => {
+        pub unsafe extern "C" fn $name(
+            m: *mut sip_msg,
+            _ctx: *mut async_ctx,
+            realm: Arg,
+            _: Arg,
+            _: Arg,
+            _: Arg,
+            _: Arg,
+            _: Arg,
+            _: Arg,
+            _: Arg,
+        ) -> c_int {
+            let mut sso_used = false;
+            let code = authorize($entry, $placement, m, realm, &mut sso_used);
+            // SAFETY: a plain int of the core's, read by tm right after this call returns
+            // in this same (single-threaded) worker.
+            unsafe {
+                async_status = if sso_used { ASYNC_SYNC } else { ASYNC_NO_IO };
+            }
+            code
+        }
+    };
+}
+
+async_trampoline!(wa_sso_authorize, c"sso_authorize", Placement::Www);
+async_trampoline!(
+    wa_sso_proxy_authorize,
+    c"sso_proxy_authorize",
+    Placement::Proxy
+);
 trampoline!(w_sso_challenge, |m, realm, qop, algs| {
     challenge(c"sso_challenge", Placement::Www, m, realm, qop, algs)
 });

@@ -7,6 +7,8 @@
 
 mod bindings;
 #[cfg(not(test))]
+mod cachedb;
+#[cfg(not(test))]
 mod exports;
 #[cfg(not(test))]
 mod functions;

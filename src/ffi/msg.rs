@@ -59,6 +59,36 @@ impl<'a> Msg<'a> {
         }
     }
 
+    /// Bodies of the top Via, Call-ID and CSeq headers (parsed already), which a
+    /// retransmission repeats byte for byte. None when one is missing.
+    pub fn transaction_parts(&self) -> Option<(&'a [u8], &'a [u8], &'a [u8])> {
+        let body = |h: *mut hdr_field| {
+            // SAFETY: h_via1/callid/cseq are null or headers of this message.
+            unsafe { h.as_ref() }
+                .map(|h| bytes(&h.body))
+                .filter(|b| !b.is_empty())
+        };
+        Some((
+            body(self.raw.h_via1)?,
+            body(self.raw.callid)?,
+            body(self.raw.cseq)?,
+        ))
+    }
+
+    /// Where the request came from, for telling a retransmission from a copy sent by someone
+    /// else: transport, address family, the `len` bytes of the source address (zero-padded to
+    /// 16; the rest of OpenSIPS's address buffer is not initialised for IPv4) and the port.
+    pub fn source(&self) -> [u8; 20] {
+        let rcv = &self.raw.rcv;
+        let len = (rcv.src_len as usize).min(16);
+        let mut out = [0u8; 20];
+        out[0] = rcv.proto as u8;
+        out[1] = rcv.src_af as u8;
+        out[2..2 + len].copy_from_slice(&rcv.src_addr[..len]);
+        out[18..20].copy_from_slice(&rcv.src_port.to_be_bytes());
+        out
+    }
+
     /// The copy of a transaction's request that tm hands to a failure route: it has a new
     /// message id, and may run in another worker than the one that authorized the request.
     pub fn is_failure_route_copy(&self) -> bool {

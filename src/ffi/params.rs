@@ -22,6 +22,15 @@ pub fn take_pending() -> Config {
         .unwrap_or_default()
 }
 
+/// Whether the configuration read so far sets a (non-empty) cachedb_url.
+pub fn pending_cachedb_url_set() -> bool {
+    PENDING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .is_some_and(|c| c.cachedb_url.is_some())
+}
+
 fn apply(name: &'static CStr, kind: modparam_t, val: *mut c_void) -> c_int {
     guarded(name, -1, report_error, || {
         let key = name.to_str().unwrap_or_default();
@@ -73,12 +82,14 @@ setters! {
     set_http_timeout => c"http_timeout",
     set_authz_server => c"authz_server",
     set_bearer_scope => c"bearer_scope",
+    set_bearer_challenge => c"bearer_challenge",
     set_digest_grant_type => c"digest_grant_type",
     set_cache_ttl => c"cache_ttl",
     set_tls_ca_file => c"tls_ca_file",
     set_negative_cache_ttl => c"negative_cache_ttl",
     set_cache_slots => c"cache_slots",
     set_nonce_slots => c"nonce_slots",
+    set_retransmission_slots => c"retransmission_slots",
     set_group_claims => c"group_claims",
     set_rpid_claim => c"rpid_claim",
     set_rpid_prefix => c"rpid_prefix",
@@ -95,4 +106,6 @@ setters! {
     set_case_sensitive => c"case_sensitive",
     set_audience => c"audience",
     set_required_scope => c"required_scope",
+    set_cachedb_url => c"cachedb_url",
+    set_cachedb_timeout => c"cachedb_timeout",
 }

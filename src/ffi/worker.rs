@@ -113,8 +113,12 @@ pub fn with_worker<R>(f: impl FnOnce(&mut Worker) -> R) -> Result<R, String> {
         let shared = SHARED.get().ok_or("module not initialized")?.clone();
         let sso = HttpSso::with_jwks_url(cfg.sso_settings(), cfg.jwks_url.as_deref())
             .map_err(|e| format!("cannot build the SSO client: {e:?}"))?;
+        let mut authorizer = Authorizer::new(cfg.clone(), shared);
+        if let Some(cluster) = super::cachedb::cluster_for(&cfg)? {
+            authorizer.set_cluster(cluster);
+        }
         *slot = Some(Worker {
-            authorizer: Authorizer::new(cfg, shared),
+            authorizer,
             sso,
             last: None,
         });

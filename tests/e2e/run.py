@@ -627,6 +627,8 @@ def t_forged_nonce(ctx):
     expect(resp, 401, -8, "forged nonce")
     eq(ctx.sso.count("token") - n, 0, "/token calls for a forged nonce")
     check(resp.digest_challenges(), "no new challenge after a forged nonce")
+    check(all(d.get("stale") is None for d in resp.digest_challenges()),
+          "stale=true after a forged nonce")
 
 
 @case("digest_nonce_replay")
@@ -640,6 +642,132 @@ def t_nonce_replay(ctx):
         _q, resp2 = c.request("REGISTER", headers=hdr)
     expect(resp2, 401, -8, "replayed credentials")
     eq(ctx.sso.count("token") - n, 0, "/token calls for the replay")
+
+
+@case("digest_retransmission_same_answer")
+def t_retransmission(ctx):
+    """A UDP retransmission of an accepted Digest REGISTER (same bytes: top Via, Call-ID,
+    CSeq, credentials, from the same address) gets code 2 and the same token again, without a
+    second SSO login; the same bytes from another address, or the same credentials with
+    another branch or CSeq, are a replay: -8, challenged stale=true."""
+    sso = ctx.sso
+    with client(ctx) as c:
+        _r, ds = challenge_for(c)
+        req, resp, _info = digest_request(c, "REGISTER", "alicepw", ds[0])
+        expect(resp, 200, 2, "first copy")
+        tok = resp.get("X-SSO-Token")
+        check(tok, "first 200 OK without a token")
+        n = sso.count("token")
+        for i in range(3):
+            c.send(req)                      # the very same datagram
+            again = c.wait_final(req)
+            expect(again, 200, 2, "retransmission #%d" % (i + 1))
+            eq(again.get("X-SSO-Token"), tok, "token in the answer to retransmission #%d"
+               % (i + 1))
+        eq(sso.count("token") - n, 0, "/token calls for the retransmissions")
+        # the very same bytes from another address: somebody who captured the datagram; the
+        # token must not go to it
+        with client(ctx) as thief:
+            thief.sock.sendto(req.data, thief.server)
+            stolen = thief.wait_final(req)
+        expect(stolen, 401, -8, "the datagram resent from another port")
+        check(not stolen.has("X-SSO-Token"), "a copy from another address got the token")
+        hdr = [h for h in req.headers if h[0] == "Authorization"]
+        # new branch and CSeq (a new request with the old credentials)
+        _q, replay = c.request("REGISTER", headers=hdr)
+        expect(replay, 401, -8, "same credentials in a new request")
+        ch = replay.digest_challenges()
+        check(ch, "no Digest challenge after a replay")
+        eq((ch[0].get("stale") or "").lower(), "true", "stale flag after a reused nonce")
+        check(not replay.has("X-SSO-Token"), "a replay got a token")
+        # new branch, same CSeq
+        again = c.build("REGISTER", headers=hdr, cseq=req.cseq)
+        c.send(again)
+        replay = c.wait_final(again)
+        expect(replay, 401, -8, "same credentials and CSeq, other branch")
+    eq(sso.count("token") - n, 0, "/token calls for the replays")
+
+
+@case("digest_retransmission_while_sso_waits")
+def t_retransmission_pending(ctx):
+    """The SSO takes 0.9 s (http_timeout is 1 s here): retransmissions sent at T1 (0.5 s)
+    and just after reach other workers while the first copy still waits. They wait for its
+    answer and get the same 200 and token (this test configuration has no tm transaction to
+    absorb them)."""
+    sso = ctx.sso
+    with client(ctx) as c:
+        _r, ds = challenge_for(c)
+        probe = c.build("REGISTER")
+        c.cseq -= 1
+        value, _info = digest_credentials(ds[0], "REGISTER", probe.uri, "alice", "alicepw")
+        req = c.build("REGISTER", headers=[("Authorization", value)])
+        n = sso.count("token")
+        sso.delay = 0.9
+        try:
+            c.send(req)
+            time.sleep(0.5)
+            c.send(req)
+            time.sleep(0.2)
+            c.send(req)
+            answers = [c.wait_final(req, 6.0) for _ in range(3)]
+        finally:
+            sso.delay = 0
+    for i, a in enumerate(answers):
+        expect(a, 200, 2, "copy #%d" % (i + 1))
+    toks = {a.get("X-SSO-Token") for a in answers}
+    eq(len(toks), 1, "distinct tokens in the three answers")
+    check(None not in toks, "an answer without a token")
+    eq(sso.count("token") - n, 1, "/token calls for one request sent three times")
+    workers = sorted({a.get("X-Worker") for a in answers})
+    note("answered by workers %s", workers)
+
+
+INSTANCES["when_token"] = lambda ctx: dict(
+    udp_workers=2, params='modparam("sso_auth", "bearer_challenge", "when_token")')
+INSTANCES["never"] = lambda ctx: dict(
+    udp_workers=2, params='modparam("sso_auth", "bearer_challenge", "never")')
+
+
+@case("bearer_challenge_when_token", instance="when_token")
+def t_bearer_when_token(ctx):
+    """The default: Digest-only phones never see a Bearer challenge; a request that carried
+    a token (header or Bearer credentials), good or bad, gets it."""
+    with client(ctx, instance="when_token") as c:
+        r, _ds = challenge_for(c)
+        check(not r.bearer_challenges(), "Bearer offered to a REGISTER without a token")
+        r, _ds = challenge_for(c, "INVITE")
+        check(not r.bearer_challenges(), "Bearer offered to an INVITE without a token")
+        _q, r = c.request("REGISTER", headers=[("X-SSO-Token", random_token())])
+        expect(r, 401, -6, "unknown token in the header")
+        eq(bearer(r).get("error"), "invalid_token", "Bearer error")
+        check(r.digest_challenges(), "no Digest challenge next to the Bearer one")
+        _q, r = c.request("REGISTER", headers=[("Authorization", "Bearer " + random_token())])
+        expect(r, 401, -6, "unknown Bearer token")
+        eq(bearer(r).get("error"), "invalid_token", "Bearer error")
+        tok = ctx.sso.issue_token("bob")
+        _q, r = c.request("MESSAGE", headers=[("Proxy-Authorization", "Bearer " + tok)],
+                          body=b"hi")
+        expect(r, 407, -7, "another user's token on a MESSAGE")
+        b = r.bearer_challenges("Proxy-Authenticate")
+        check(b and b[0].get("error") == "invalid_request",
+              "407 for another user's token without Bearer error=invalid_request")
+        # a wrong Digest password next to nothing else: Digest only again
+        _r, ds = challenge_for(c)
+        _q, r, _i = digest_request(c, "REGISTER", "wrong", ds[0])
+        expect(r, 401, -2, "wrong password")
+        check(not r.bearer_challenges(), "Bearer offered after a Digest-only failure")
+
+
+@case("bearer_challenge_never", instance="never")
+def t_bearer_never(ctx):
+    with client(ctx, instance="never") as c:
+        _q, r = c.request("REGISTER", headers=[("X-SSO-Token", random_token())])
+        expect(r, 401, -6, "unknown token")
+        check(not r.bearer_challenges(), "Bearer challenge with bearer_challenge=never")
+        check(r.digest_challenges(), "no Digest challenge")
+        tok = login_token(ctx)   # tokens still work (main instance issued it)
+        _q, r = c.request("REGISTER", headers=[("X-SSO-Token", tok)])
+        expect(r, 200, 1, "a valid token with bearer_challenge=never")
 
 
 @case("digest_stale_nonce", instance="short")
@@ -1094,7 +1222,9 @@ def t_stats_mi(ctx):
     s0 = inst.sso_stats()
     eq(sorted(s0), sorted(["token_accepted", "token_rejected", "digest_accepted",
                            "digest_rejected", "challenges_sent", "sso_requests", "sso_errors",
-                           "sso_timeouts", "cache_hits", "cache_misses", "replays_blocked"]),
+                           "sso_timeouts", "cache_hits", "cache_misses", "replays_blocked",
+                           "cachedb_errors", "cross_node_replays_blocked", "cachedb_hits",
+                           "cachedb_bad_entries"]),
        "statistics of group sso_auth")
     # 1 challenge + 1 Digest login
     with client(ctx) as c:
@@ -1590,10 +1720,12 @@ def t_memory(ctx):
 # (in identity_cases.py and jwt_cases.py, registered here so that they run in this order)
 import identity_cases  # noqa: E402
 import jwt_cases  # noqa: E402
+import async_cases  # noqa: E402
 import security_cases  # noqa: E402
 
 identity_cases.register(sys.modules[__name__])
 jwt_cases.register(sys.modules[__name__])
+async_cases.register(sys.modules[__name__])
 # ---- the security review (issue 14) and nonces bound to their node (issue 13 item 1) --
 security_cases.register(sys.modules[__name__])
 

@@ -88,6 +88,7 @@ fn register<'a>(
         credential_headers: creds,
         token_headers: tokens,
         body: b"",
+        transaction: None,
     }
 }
 
@@ -591,8 +592,11 @@ fn challenge_lines() {
         qop,
         algorithms: algs,
     };
+    // A -7 comes from a token: with the default bearer_challenge (when_token) the Bearer
+    // challenge is there.
     let mismatch = Outcome {
         bearer_error: Some(BearerError::InvalidRequest),
+        carried_token: true,
         ..Outcome::new(Code::IdentityMismatch, "")
     };
     let lines = a.challenge(&spec, Some(&mismatch), NOW, &[0; 12]).unwrap();
@@ -1173,6 +1177,373 @@ fn bearer_found_behind_other_schemes() {
     assert_eq!(o.code, Code::InvalidToken);
     assert_eq!(o.used_headers, vec![1]);
     assert!(o.reason.contains("malformed Bearer"));
+}
+
+// ---- shared store (cachedb_url): two nodes, one store ----------------------------------
+
+mod cluster_nodes {
+    use super::*;
+    use crate::core::cluster::health::Health;
+    use crate::core::cluster::store::memory::MemoryStore;
+    use crate::core::cluster::{Cluster, Note};
+
+    fn no_log(_: Note) {}
+
+    /// A node: its own shared tables (its own replay table and cache), the common store.
+    fn node(store: &MemoryStore) -> Authorizer {
+        let cfg = config();
+        let mut a = Authorizer::new(cfg.clone(), shared());
+        a.set_cluster(Cluster::new(
+            cfg.secret.as_deref().unwrap(),
+            cfg.cachedb_timeout_ms,
+            Box::new(store.clone()),
+            std::sync::Arc::new(Health::new().unwrap()),
+            no_log,
+        ));
+        a
+    }
+
+    fn login_sso() -> FakeSso {
+        FakeSso {
+            login_answer: Some(Ok(LoginOutcome::Session {
+                access_token: "t".into(),
+                expires_in: None,
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn send(a: &mut Authorizer, sso: &mut FakeSso, header: &str) -> Outcome {
+        let c = [HeaderRef {
+            id: 1,
+            value: header.as_bytes(),
+        }];
+        a.authorize(
+            &register(b"<sip:alice@example.com>", c.to_vec(), vec![]),
+            sso,
+            NOW,
+        )
+    }
+
+    #[test]
+    fn a_replay_on_the_other_node_is_refused_and_the_next_nc_accepted() {
+        let store = MemoryStore::default();
+        let (mut a, mut b) = (node(&store), node(&store));
+        let mut sso = login_sso();
+        let nonce = a
+            .nonces
+            .issue(NOW, &[4; 12], Algorithm::Md5, QopOffer::Auth);
+        let h = digest_header(
+            &a,
+            "alice",
+            "example.com",
+            Some(nonce),
+            Some("auth"),
+            Algorithm::Md5,
+            b"",
+        );
+        assert_eq!(send(&mut a, &mut sso, &h).code, Code::DigestOk);
+        let replay = send(&mut b, &mut sso, &h);
+        assert_eq!(replay.code, Code::BadNonce, "{}", replay.reason);
+        assert_eq!(sso.logins, 1, "the replay never reaches the SSO");
+        assert_eq!(b.stats().get(Stat::CrossNodeReplaysBlocked), 1);
+        assert_eq!(b.stats().get(Stat::ReplaysBlocked), 1);
+        let next = h.replace("nc=00000001", "nc=00000002");
+        assert_eq!(send(&mut b, &mut sso, &next).code, Code::DigestOk);
+        assert_eq!(send(&mut a, &mut sso, &next).code, Code::BadNonce);
+    }
+
+    #[test]
+    fn with_the_store_down_no_replay_passes_and_the_client_is_asked_to_retry() {
+        let store = MemoryStore::default();
+        let (mut a, mut b) = (node(&store), node(&store));
+        let mut sso = login_sso();
+        let h = digest_header(
+            &a,
+            "alice",
+            "example.com",
+            None,
+            Some("auth"),
+            Algorithm::Md5,
+            b"",
+        );
+        assert_eq!(send(&mut a, &mut sso, &h).code, Code::DigestOk);
+        store.state().down = true;
+        let o = send(&mut b, &mut sso, &h);
+        assert_eq!(o.code, Code::StaleNonce, "{}", o.reason);
+        assert_eq!(
+            send(&mut a, &mut sso, &h).code,
+            Code::BadNonce,
+            "local table"
+        );
+        assert_eq!(sso.logins, 1);
+        assert_eq!(b.stats().get(Stat::CachedbErrors), 1);
+    }
+
+    #[test]
+    fn a_token_introspected_on_one_node_is_not_introspected_on_the_other() {
+        let store = MemoryStore::default();
+        let (mut a, mut b) = (node(&store), node(&store));
+        let answer = || FakeSso {
+            tokens: vec![("tok-1".into(), Ok(active("alice", Some(NOW as i64 + 600))))],
+            ..Default::default()
+        };
+        let (mut sso_a, mut sso_b) = (answer(), answer());
+        let t = [HeaderRef {
+            id: 1,
+            value: b"tok-1",
+        }];
+        let req = register(b"<sip:alice@example.com>", vec![], t.to_vec());
+        assert_eq!(a.authorize(&req, &mut sso_a, NOW).code, Code::TokenOk);
+        let o = b.authorize(&req, &mut sso_b, NOW + 1);
+        assert_eq!(o.code, Code::TokenOk, "{}", o.reason);
+        assert_eq!((sso_a.introspections, sso_b.introspections), (1, 0));
+        assert_eq!(b.stats().get(Stat::CachedbHits), 1);
+        // With the store down, the token still works through introspection.
+        store.state().down = true;
+        let mut c = node(&store);
+        let mut sso_c = answer();
+        assert_eq!(c.authorize(&req, &mut sso_c, NOW + 2).code, Code::TokenOk);
+        assert_eq!(sso_c.introspections, 1);
+    }
+}
+
+#[test]
+fn bearer_challenge_modes() {
+    let spec = || ChallengeSpec {
+        placement: Placement::Www,
+        realm: "example.com",
+        is_register: true,
+        to: None,
+        from: None,
+        qop: QopOffer::Auth,
+        algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+    };
+    let no_creds = Outcome::new(Code::NoCredentials, "");
+    let bad_token = Outcome {
+        bearer_error: Some(BearerError::InvalidToken),
+        carried_token: true,
+        ..Outcome::new(Code::InvalidToken, "")
+    };
+    let bearer_lines = |mode: &str, last: Option<&Outcome>| {
+        let mut c = config();
+        c.set_str("bearer_challenge", mode).unwrap();
+        let a = Authorizer::new(c, shared());
+        let lines = a.challenge(&spec(), last, NOW, &[0; 12]).unwrap();
+        assert!(lines[..2].iter().all(|l| l.contains(": Digest ")));
+        lines
+            .iter()
+            .filter(|l| l.starts_with("WWW-Authenticate: Bearer "))
+            .count()
+    };
+    // Default: Bearer only for a request that carried a token.
+    assert_eq!(bearer_lines("when_token", None), 0);
+    assert_eq!(bearer_lines("when_token", Some(&no_creds)), 0);
+    assert_eq!(bearer_lines("when_token", Some(&bad_token)), 1);
+    assert_eq!(bearer_lines("always", None), 1);
+    assert_eq!(bearer_lines("always", Some(&no_creds)), 1);
+    assert_eq!(bearer_lines("never", Some(&bad_token)), 0);
+
+    // carried_token is set by authorize for a bad token, also with Digest beside it.
+    let mut a = Authorizer::new(config(), shared());
+    let mut sso = FakeSso::default();
+    let o = a.authorize(&alice_register(vec![], token(b"nope")), &mut sso, NOW);
+    assert_eq!(o.code, Code::InvalidToken);
+    assert!(o.carried_token);
+    let o = a.authorize(&alice_register(vec![], vec![]), &mut sso, NOW);
+    assert!(!o.carried_token);
+}
+
+#[test]
+fn reused_nonce_is_challenged_stale_and_forged_is_not() {
+    let mut a = Authorizer::new(config(), shared());
+    let mut sso = FakeSso {
+        login_answer: Some(Ok(LoginOutcome::Session {
+            access_token: "t".into(),
+            expires_in: None,
+        })),
+        ..Default::default()
+    };
+    let nonce = a
+        .nonces
+        .issue(NOW, &[4; 12], Algorithm::Md5, QopOffer::Auth);
+    let h = digest_header(
+        &a,
+        "alice",
+        "example.com",
+        Some(nonce.clone()),
+        Some("auth"),
+        Algorithm::Md5,
+        b"",
+    );
+    let c = [HeaderRef {
+        id: 1,
+        value: h.as_bytes(),
+    }];
+    let req = register(b"<sip:alice@example.com>", c.to_vec(), vec![]);
+    assert_eq!(a.authorize(&req, &mut sso, NOW).code, Code::DigestOk);
+    let again = a.authorize(&req, &mut sso, NOW);
+    assert_eq!(again.code, Code::BadNonce);
+    assert!(again.nonce_reused);
+    let spec = ChallengeSpec {
+        placement: Placement::Www,
+        realm: "",
+        is_register: true,
+        to: Some(b"<sip:alice@example.com>"),
+        from: None,
+        qop: QopOffer::Auth,
+        algorithms: vec![Algorithm::Md5],
+    };
+    let lines = a.challenge(&spec, Some(&again), NOW, &[2; 12]).unwrap();
+    assert!(lines[0].contains("stale=true"), "{}", lines[0]);
+
+    let mut forged = nonce.into_bytes();
+    forged[30] = if forged[30] == b'a' { b'b' } else { b'a' };
+    let forged = String::from_utf8(forged).unwrap();
+    let h = digest_header(
+        &a,
+        "alice",
+        "example.com",
+        Some(forged),
+        Some("auth"),
+        Algorithm::Md5,
+        b"",
+    );
+    let c = [HeaderRef {
+        id: 1,
+        value: h.as_bytes(),
+    }];
+    let o = a.authorize(
+        &register(b"<sip:alice@example.com>", c.to_vec(), vec![]),
+        &mut sso,
+        NOW,
+    );
+    assert_eq!(o.code, Code::BadNonce);
+    assert!(!o.nonce_reused);
+    let lines = a.challenge(&spec, Some(&o), NOW, &[3; 12]).unwrap();
+    assert!(!lines[0].contains("stale"), "{}", lines[0]);
+}
+
+#[test]
+fn retransmission_gets_the_same_answer_and_a_replay_does_not() {
+    let mut a = Authorizer::new(config(), shared());
+    let mut sso = FakeSso {
+        login_answer: Some(Ok(LoginOutcome::Session {
+            access_token: "tok-first".into(),
+            expires_in: None,
+        })),
+        ..Default::default()
+    };
+    let nonce = a
+        .nonces
+        .issue(NOW, &[6; 12], Algorithm::Md5, QopOffer::Auth);
+    let h = digest_header(
+        &a,
+        "alice",
+        "example.com",
+        Some(nonce),
+        Some("auth"),
+        Algorithm::Md5,
+        b"",
+    );
+    let c = [HeaderRef {
+        id: 1,
+        value: h.as_bytes(),
+    }];
+    let with = |via: &'static [u8], cseq: &'static [u8]| {
+        let mut r = register(b"<sip:alice@example.com>", c.to_vec(), vec![]);
+        r.transaction = Some(TransactionId {
+            via,
+            call_id: b"abc@host",
+            cseq,
+            source: [7; 20],
+        });
+        r
+    };
+    let first = a.authorize(
+        &with(b"SIP/2.0/UDP h;branch=z9hG4bK1", b"2 REGISTER"),
+        &mut sso,
+        NOW,
+    );
+    assert_eq!(first.code, Code::DigestOk);
+    // The SSO would now issue another token: the retransmission must not ask it.
+    sso.login_answer = Some(Ok(LoginOutcome::Session {
+        access_token: "tok-second".into(),
+        expires_in: None,
+    }));
+    for later in [0, 5, 31] {
+        let again = a.authorize(
+            &with(b"SIP/2.0/UDP h;branch=z9hG4bK1", b"2 REGISTER"),
+            &mut sso,
+            NOW + later,
+        );
+        assert_eq!(again.code, Code::DigestOk, "{}", again.reason);
+        assert_eq!(again.new_token.as_deref(), Some("tok-first"));
+        assert_eq!(again.user.as_deref(), Some("alice"));
+        assert_eq!(again.source, Some(TokenSource::Digest));
+    }
+    assert_eq!(sso.logins, 1);
+    // Another branch or CSeq with the same credentials: a replay, challenged with stale=true.
+    for (via, cseq) in [
+        (&b"SIP/2.0/UDP h;branch=z9hG4bK2"[..], &b"2 REGISTER"[..]),
+        (b"SIP/2.0/UDP h;branch=z9hG4bK1", b"3 REGISTER"),
+    ] {
+        let o = a.authorize(&with(via, cseq), &mut sso, NOW + 1);
+        assert_eq!(o.code, Code::BadNonce);
+        assert!(o.nonce_reused);
+        assert!(o.new_token.is_none());
+    }
+    // Past the window, a retransmission is a replay too.
+    let late = a.authorize(
+        &with(b"SIP/2.0/UDP h;branch=z9hG4bK1", b"2 REGISTER"),
+        &mut sso,
+        NOW + 33,
+    );
+    assert_eq!(late.code, Code::BadNonce);
+    assert_eq!(sso.logins, 1);
+    assert_eq!(a.stats().get(Stat::ReplaysBlocked), 3);
+}
+
+#[test]
+fn retransmission_waits_for_the_first_copy() {
+    use crate::core::retrans::{RetransKey, Seen};
+    let shared = shared();
+    let key = RetransKey::new(b"0123456789abcdef0123456789abcdef");
+    let t = TransactionId {
+        via: b"v",
+        call_id: b"c",
+        cseq: b"1 REGISTER",
+        source: [0; 20],
+    };
+    let fp = key.fingerprint(&t, b"Digest x");
+    assert!(shared.retrans.begin(&fp, NOW, NOW + 4));
+    let other = std::sync::Arc::clone(&shared);
+    let finisher = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(60));
+        let fp = RetransKey::new(b"0123456789abcdef0123456789abcdef").fingerprint(
+            &TransactionId {
+                via: b"v",
+                call_id: b"c",
+                cseq: b"1 REGISTER",
+                source: [0; 20],
+            },
+            b"Digest x",
+        );
+        other.retrans.finish(&fp, 2, Some("late-token"), NOW);
+    });
+    let a = Authorizer::new(config(), shared);
+    let started = Instant::now();
+    let o = a
+        .retransmitted(&fp, "alice", NOW)
+        .expect("the first copy's answer");
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    assert_eq!(o.code, Code::DigestOk);
+    assert_eq!(o.new_token.as_deref(), Some("late-token"));
+    finisher.join().unwrap();
+    assert_eq!(
+        a.shared.retrans.lookup(&fp, NOW),
+        Seen::Done(2, Some("late-token".into()))
+    );
 }
 
 // ---- issue 14 (security review) and issue 13 item 1: nonces and replays ----------------
