@@ -170,6 +170,11 @@ impl SsoApi for CountedSso<'_> {
         self.calls += 1;
         self.inner.fetch_jwks(url)
     }
+    // The call's deadline must reach the client: without it each request would get a whole
+    // http_timeout again, and a deadline left by an earlier call would cut this one short.
+    fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
+        self.inner.set_deadline(deadline)
+    }
 }
 
 /// `sso_authorize` / `sso_proxy_authorize`. `sso_used` is set when the decision needed a
