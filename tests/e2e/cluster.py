@@ -556,13 +556,8 @@ def main(argv=None):
         ctx.sso.stop()
         if redis is not None:
             redis.stop()
-    if os.environ.get("E2E_KEEP") == "1" or failed:
-        print("kept %s (configs, OpenSIPS and Redis logs)" % work)
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-    print("total %.1f s" % (time.monotonic() - t_start))
-    summary(passed, failed, skipped)
-    return 1 if failed else 0
+    return run.finish_suite(work, "configs, OpenSIPS and Redis logs", t_start, summary, passed,
+                            failed, skipped)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "examples"))
 
-from run import (CRASH_PATTERNS, Fail, Skip, check, eq, find_modules_dir,  # noqa: E402
+from run import (CRASH_PATTERNS, Fail, LogFile, finish_suite, Skip, check, eq, find_modules_dir,  # noqa: E402
                  find_opensips, free_udp_port, stop_process_group)
 from sip import SipClient, SipError, digest_credentials, parse_message  # noqa: E402
 from sso_server import SsoServer  # noqa: E402
@@ -164,7 +164,7 @@ class Callee:
 # OpenSIPS with examples/opensips.cfg
 # --------------------------------------------------------------------------------------
 
-class Example:
+class Example(LogFile):
     """OpenSIPS running examples/opensips.cfg (rendered for this machine)."""
 
     def __init__(self, binary, modules_dir, module, workdir, sso, name="opensips",
@@ -222,22 +222,6 @@ class Example:
             self._log.close()
             self.proc = None
 
-    def log_size(self):
-        try:
-            return self.logpath.stat().st_size
-        except OSError:
-            return 0
-
-    def log_text(self, since=0):
-        try:
-            with open(self.logpath, "rb") as f:
-                f.seek(since)
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, lines=40, since=0):
-        return "\n".join(self.log_text(since).splitlines()[-lines:])
 
 
 def challenge_variant(text):
@@ -901,13 +885,7 @@ def main(argv=None):
         ctx.stop_variant()
         example.stop()
         sso.stop()
-    if os.environ.get("E2E_KEEP") == "1" or failed:
-        print("kept %s (config, OpenSIPS log)" % work)
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-    print("total %.1f s" % (time.monotonic() - t_start))
-    summary(passed, failed, skipped)
-    return 1 if failed else 0
+    return finish_suite(work, "config, OpenSIPS log", t_start, summary, passed, failed, skipped)
 
 
 if __name__ == "__main__":

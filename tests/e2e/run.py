@@ -142,7 +142,28 @@ def options_ping(port, timeout=0.3):
         return False
 
 
-class OpenSips:
+class LogFile:
+    """Reading a process's log file (`self.logpath`) from a given offset."""
+
+    def log_size(self):
+        try:
+            return self.logpath.stat().st_size
+        except OSError:
+            return 0
+
+    def log_text(self, since=0):
+        try:
+            with open(self.logpath, "rb") as f:
+                f.seek(since)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines=40, since=0):
+        return "\n".join(self.log_text(since).splitlines()[-lines:])
+
+
+class OpenSips(LogFile):
     def __init__(self, name, binary, workdir, cfg_text, wrap=None):
         self.wrap = list(wrap or [])   # command prefix (e.g. a private mount namespace)
         self.name = name
@@ -186,22 +207,6 @@ class OpenSips:
             self._logf.close()
             self._logf = None
 
-    def log_size(self):
-        try:
-            return self.logpath.stat().st_size
-        except OSError:
-            return 0
-
-    def log_text(self, since=0):
-        try:
-            with open(self.logpath, "rb") as f:
-                f.seek(since)
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, lines=40, since=0):
-        return "\n".join(self.log_text(since).splitlines()[-lines:])
 
     # ---- MI (mi_fifo) and process figures ----------------------------------------------
     @property
@@ -2096,6 +2101,18 @@ def selftest(binary):
 # Main
 # --------------------------------------------------------------------------------------
 
+def finish_suite(work, what, t_start, summary, passed, failed, skipped):
+    """The common end of every suite: keep the work dir when asked or when something failed,
+    print the time and the summary line, return the exit status."""
+    if os.environ.get("E2E_KEEP") == "1" or failed:
+        print("kept %s (%s)" % (work, what))
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    print("total %.1f s" % (time.monotonic() - t_start))
+    summary(passed, failed, skipped)
+    return 1 if failed else 0
+
+
 def summary(p, f, s):
     print("e2e: %d passed, %d failed, %d skipped" % (p, f, s), flush=True)
 
@@ -2207,13 +2224,7 @@ def main(argv=None):
         for name, inst in ctx.instances.items():
             print("---- OpenSIPS '%s' log tail (%s) ----" % (name, inst.logpath))
             print(inst.log_tail(40))
-    if os.environ.get("E2E_KEEP") == "1" or failed:
-        print("kept %s (configs, OpenSIPS logs)" % work)
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-    print("total %.1f s" % (time.monotonic() - t_start))
-    summary(passed, failed, skipped)
-    return 1 if failed else 0
+    return finish_suite(work, "configs, OpenSIPS logs", t_start, summary, passed, failed, skipped)
 
 
 if __name__ == "__main__":
