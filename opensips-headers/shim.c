@@ -4,6 +4,7 @@
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,25 +157,39 @@ typedef struct sso_exp_body {
 int parse_contact(struct hdr_field *h);
 int parse_expires(struct hdr_field *h);
 
-/* Value of a delta-seconds text, or -1 when it is not one. */
-static long sso_delta_seconds(const str *s)
+/* How registrar reads a contact's expires parameter: digits of any length (leading zeros
+   included) are a number, saturated here at LONG_MAX; anything else makes registrar fall
+   back to its default_expires, which the module cannot know: -1, "no limit". */
+static long sso_expires_value(const str *s)
 {
 	long v = 0;
 	int i;
 
-	if (!s->s || s->len <= 0 || s->len > 10)
-		return -1;
 	for (i = 0; i < s->len; i++) {
 		if (s->s[i] < '0' || s->s[i] > '9')
 			return -1;
-		v = v * 10 + (s->s[i] - '0');
+		if (v > (LONG_MAX - 9) / 10)
+			v = LONG_MAX;
+		else
+			v = v * 10 + (s->s[i] - '0');
 	}
 	return v;
 }
 
+static int sso_digits(unsigned int v)
+{
+	int n = 1;
+
+	while (v >= 10) {
+		v /= 10;
+		n++;
+	}
+	return n;
+}
+
 /* Writes `max` over the digits of `s` in the message buffer, zero-padded to the same length
-   ("3600" -> "0120"), so what registrar parses and what is relayed agree and nothing moves.
-   Only called when the old value is larger, so the new digits always fit. */
+   ("3600" -> "0120", "000000000003600" -> "000000000000120"), so what registrar parses and
+   what is relayed agree and nothing moves. The caller checked that the digits fit. */
 static void sso_overwrite_digits(const str *s, unsigned int max)
 {
 	int i;
@@ -185,12 +200,54 @@ static void sso_overwrite_digits(const str *s, unsigned int max)
 	}
 }
 
+/* A new "expires=<max>" parameter for contact `c`, in its parameter list (which OpenSIPS
+   frees with the message: the parameter and its text are one allocation), made the one
+   registrar reads. 0 on success. */
+static int sso_set_expires_param(sso_contact_t *c, unsigned int max)
+{
+	sso_param_t *p, **tail;
+
+	p = sso_pkg_malloc(sizeof(*p) + 16);
+	if (!p)
+		return -1;
+	memset(p, 0, sizeof(*p));
+	p->type = SSO_P_EXPIRES;
+	p->name.s = "expires";
+	p->name.len = 7;
+	p->body.s = (char *)(p + 1);
+	p->body.len = snprintf(p->body.s, 16, "%u", max);
+	p->len = p->name.len + 1 + p->body.len;
+	for (tail = &c->params; *tail; tail = &(*tail)->next)
+		;
+	*tail = p;
+	c->expires = p;
+	return 0;
+}
+
+/* Caps the expires parameter of contact `c`. Values that are not numbers (which registrar
+   replaces with default_expires) and numbers above `max` are rewritten in place when `max`
+   fits in the original text; otherwise the contact gets a parameter of our own (registrar
+   reads the parsed parameter; the relayed text keeps its bytes). Returns 1 when changed,
+   0 when already within `max`, -1 out of memory. */
+static int sso_cap_param(sso_contact_t *c, unsigned int max)
+{
+	str *body = &c->expires->body;
+	long v = sso_expires_value(body);
+
+	if (v >= 0 && v <= (long)max)
+		return 0;
+	if (body->len >= sso_digits(max)) {
+		sso_overwrite_digits(body, max);
+		return 1;
+	}
+	return sso_set_expires_param(c, max) < 0 ? -1 : 1;
+}
+
 int sso_shim_cap_register_expires(struct sip_msg *msg, unsigned int max)
 {
 	struct hdr_field *h;
 	sso_contact_body_t *cb;
 	sso_contact_t *c;
-	sso_param_t *p, **tail;
 	sso_exp_body_t *e;
 	int changed = 0, header_expires = 0;
 	long v;
@@ -207,9 +264,10 @@ int sso_shim_cap_register_expires(struct sip_msg *msg, unsigned int max)
 			continue;
 		if (h == msg->expires)
 			header_expires = 1;
-		if (e->val >= 0 && (unsigned int)e->val > max) {
-			v = sso_delta_seconds(&e->text);
-			if (v == e->val)
+		if (e->val < 0 || (unsigned int)e->val > max) {
+			/* registrar reads the parsed value; the text is rewritten too when the
+			   digits fit, so a relayed copy says the same */
+			if (e->text.len >= sso_digits(max) && sso_expires_value(&e->text) >= 0)
 				sso_overwrite_digits(&e->text, max);
 			e->val = (int)max;
 			changed++;
@@ -225,32 +283,17 @@ int sso_shim_cap_register_expires(struct sip_msg *msg, unsigned int max)
 			continue; /* "Contact: *" removes bindings; nothing to cap */
 		for (c = cb->contacts; c; c = c->next) {
 			if (c->expires && c->expires->body.len > 0) {
-				v = sso_delta_seconds(&c->expires->body);
-				if (v > (long)max) {
-					sso_overwrite_digits(&c->expires->body, max);
-					changed++;
-				}
+				v = sso_cap_param(c, max);
+				if (v < 0)
+					return -1;
+				changed += (int)v;
 				continue;
 			}
 			if (header_expires)
 				continue; /* the (capped) Expires header applies */
-			/* No lifetime asked: registrar would use its default. Give the contact an
-			   expires parameter; it lives in the contact's parameter list, which
-			   OpenSIPS frees with the message. */
-			p = sso_pkg_malloc(sizeof(*p) + 16);
-			if (!p)
+			/* No lifetime asked: registrar would use its default. */
+			if (sso_set_expires_param(c, max) < 0)
 				return -1;
-			memset(p, 0, sizeof(*p));
-			p->type = SSO_P_EXPIRES;
-			p->name.s = "expires";
-			p->name.len = 7;
-			p->body.s = (char *)(p + 1);
-			p->body.len = snprintf(p->body.s, 16, "%u", max);
-			p->len = p->name.len + 1 + p->body.len;
-			for (tail = &c->params; *tail; tail = &(*tail)->next)
-				;
-			*tail = p;
-			c->expires = p;
 			changed++;
 		}
 	}

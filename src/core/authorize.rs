@@ -8,16 +8,18 @@ use std::time::{Duration, Instant};
 
 use super::challenge::{self, BearerError, QopOffer};
 use super::claims::{self, IdentityValueError, SsoVar};
+use super::cluster::NonceOrigin;
 use super::config::{BearerChallenge, Config};
 use super::credentials::{self, Credentials, DigestCredentials};
 use super::digest::{self, Algorithm};
 use super::identity::{self, Aor};
 use super::jwt::{self, JwksCache, JwtError, JwtPolicy, KeySet};
-use super::nonce::{NonceError, NonceKey};
+use super::nonce::{self, Issuer, NonceError, NonceKey};
 use super::replay::{ReplayError, ReplayGuard};
 use super::retrans::{Fingerprint, RetransKey, RetransTable, Seen, TransactionId};
 use super::sso::{DigestLogin, Introspection, LoginOutcome, SsoApi, SsoError};
 use super::stats::{Stat, Stats};
+use super::text::trim_lws;
 use super::token_cache::{Lookup, SharedTokenCache, TokenId, MAX_CLAIMS_JSON};
 
 /// Return codes of sso_authorize / sso_proxy_authorize (OpenSIPS auth's codes, extended).
@@ -91,8 +93,11 @@ pub enum TokenSource {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub code: Code,
-    /// Header ids that carried the credentials that decided (for sso_consume_credentials).
+    /// Header ids that carried the credentials that decided.
     pub used_headers: Vec<usize>,
+    /// Header ids sso_consume_credentials removes: the deciding header, and every header
+    /// that carries an SSO token (token headers and Bearer credentials), in message order.
+    pub consume_headers: Vec<usize>,
     /// Token the SSO issued after a Digest login, to put into the reply.
     pub new_token: Option<String>,
     /// Bearer error for the next challenge of this request.
@@ -107,6 +112,9 @@ pub struct Outcome {
     pub reason: Cow<'static, str>,
     /// The token issued after a Digest login was already introspected for its claims.
     pub issued_token_checked: bool,
+    /// The realm of the Digest credentials that decided (the domain of a plain Digest
+    /// username under use_domain).
+    pub realm: Option<String>,
     /// The request carried a token (token header or Bearer credentials), good or bad: with
     /// `bearer_challenge` = when_token, only then does a challenge offer Bearer.
     pub carried_token: bool,
@@ -116,10 +124,20 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// This outcome turned into an error (-5) after the decision (a header could not be
+    /// written): nothing of the success survives, so nothing later treats the request as
+    /// authenticated.
+    pub fn failed(self, why: impl Into<Cow<'static, str>>) -> Outcome {
+        let mut o = Outcome::new(Code::Error, why);
+        o.source = self.source;
+        o
+    }
+
     fn new(code: Code, reason: impl Into<Cow<'static, str>>) -> Outcome {
         Outcome {
             code,
             used_headers: Vec::new(),
+            consume_headers: Vec::new(),
             new_token: None,
             bearer_error: None,
             user: None,
@@ -127,6 +145,7 @@ impl Outcome {
             introspection: None,
             reason: reason.into(),
             issued_token_checked: false,
+            realm: None,
             carried_token: false,
             nonce_reused: false,
         }
@@ -145,16 +164,24 @@ pub struct SharedState {
     pub replay: ReplayGuard,
     pub retrans: RetransTable,
     pub stats: Stats,
+    /// Random per start of the instance, the same in every worker: nonces carry it, so a
+    /// nonce issued before a restart (whose uses the new replay table does not know) is
+    /// never accepted after it.
+    pub start_tag: [u8; 8],
 }
 
 impl SharedState {
     /// Maps the shared tables sized by the configuration. Call before fork.
     pub fn new(cfg: &Config) -> std::io::Result<SharedState> {
+        let mut start_tag = [0u8; 8];
+        getrandom::getrandom(&mut start_tag)
+            .map_err(|e| std::io::Error::other(format!("no randomness: {e}")))?;
         Ok(SharedState {
             tokens: SharedTokenCache::new(cfg.cache_slots as usize)?,
             replay: ReplayGuard::new(cfg.nonce_slots as usize)?,
             retrans: RetransTable::new(cfg.retransmission_slots as usize)?,
             stats: Stats::new()?,
+            start_tag,
         })
     }
 }
@@ -170,6 +197,9 @@ pub struct Authorizer {
     /// Whether successes get a `reason` (a fingerprint and a formatted line). Failures always
     /// do: they are logged at INFO and above.
     explain_success: bool,
+    /// End of the running call's budget (http_timeout from its start): every SSO request
+    /// and every wait for another worker's request ends by then.
+    deadline: Instant,
     /// The shared store (`cachedb_url`), when this process has one (`cluster_glue.rs`).
     cluster: Option<super::cluster::Cluster>,
 }
@@ -238,15 +268,30 @@ impl Authorizer {
     /// `cfg` must have passed `Config::finish` (the secret is set).
     pub fn new(cfg: Config, shared: Arc<SharedState>) -> Authorizer {
         let secret = cfg.secret.clone().unwrap_or_default();
+        // Without node_id every start is a node of its own: nonces never cross nodes, even
+        // when several nodes were given the same value by mistake or by a cloned image.
+        let node = match cfg.node_id.as_deref() {
+            Some(id) => nonce::node_tag(id),
+            None => shared.start_tag,
+        };
         Authorizer {
-            nonces: NonceKey::new(&secret),
+            nonces: NonceKey::new(&secret, node, shared.start_tag),
             retrans_key: RetransKey::new(&secret),
             jwt: LocalJwt::from_config(&cfg),
             shared,
             cfg,
             explain_success: true,
+            deadline: Instant::now(),
             cluster: None,
         }
+    }
+
+    /// Starts the budget of one script-function call: http_timeout for everything it does
+    /// (name resolution, connections, waiting for another worker, a Digest login after a
+    /// failed token check).
+    fn begin_call(&mut self, sso: &mut dyn SsoApi) {
+        self.deadline = Instant::now() + Duration::from_millis(self.cfg.http_timeout_ms);
+        sso.set_deadline(Some(self.deadline));
     }
 
     /// Off: a successful outcome comes back with an empty `reason`, which saves hashing and
@@ -269,20 +314,22 @@ impl Authorizer {
     /// Introspection through the shared cache: a hit, or one SSO call for the whole instance
     /// (other workers asking at the same moment wait for it). Ok(None): the cache remembers
     /// the token as not active.
+    // An associated function (it runs inside closures that borrow the engine's fields), so
+    // the exp grace, the call's deadline and the store come in as arguments.
+    #[allow(clippy::too_many_arguments)]
     fn introspect_cached(
         cfg: &Config,
         shared: &SharedState,
         id: &TokenId,
         now: u64,
+        grace: u64,
+        deadline: Instant,
         cluster: Option<&mut super::cluster::Cluster>,
         verify: &mut dyn FnMut() -> Result<Introspection, SsoError>,
     ) -> Result<(Option<Introspection>, bool), SsoError> {
         let cache = &shared.tokens;
         let stats = &shared.stats;
-        let budget = Duration::from_millis(cfg.http_timeout_ms);
-        let claim_until = now + budget.as_secs() + 2;
-        // Read the clock only if another worker makes us wait.
-        let mut started: Option<Instant> = None;
+        let claim_until = now + cfg.http_timeout_ms / 1000 + 2;
         loop {
             let looked = if cfg.cache_ttl == 0 {
                 Lookup::Uncached
@@ -298,17 +345,23 @@ impl Authorizer {
                     stats.inc(Stat::CacheHits);
                     return Ok((None, true));
                 }
-                Lookup::Pending if started.get_or_insert_with(Instant::now).elapsed() < budget => {
-                    std::thread::sleep(PENDING_POLL);
+                Lookup::Pending => {
+                    // Another worker is asking the SSO: wait for its answer, within this
+                    // call's own budget only (no second SSO call of our own after it).
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(SsoError::Timeout);
+                    }
+                    std::thread::sleep(PENDING_POLL.min(left));
                     continue;
                 }
-                Lookup::Pending | Lookup::Uncached | Lookup::Claimed => {
+                Lookup::Uncached | Lookup::Claimed => {
                     stats.inc(Stat::CacheMisses);
                     let claimed = matches!(looked, Lookup::Claimed);
                     let (answer, (ttl, negative_ttl)) =
                         Self::second_level(cfg, stats, id, now, cluster, verify);
                     match &answer {
-                        Ok(info) if usable(info, now) => {
+                        Ok(info) if usable(info, now, grace) => {
                             cache.store_positive(id, info, &claims_to_cache(cfg, info), now, ttl)
                         }
                         Ok(_) => cache.store_negative(id, now, negative_ttl),
@@ -337,25 +390,35 @@ impl Authorizer {
         let (cfg, shared) = (&self.cfg, &*self.shared);
         let stats = &shared.stats;
         if let Some(local) = self.jwt.as_mut().filter(|_| jwt::looks_like_jwt(token)) {
-            return Self::introspect_cached(cfg, shared, id, now, None, &mut || match local
-                .validate(token, sso, stats, now)
-            {
-                Ok(info) => Ok(info),
-                Err(JwtError::NoKeys(m)) => Err(SsoError::Unreachable(format!(
-                    "no JWT keys to check the token with: {m}"
-                ))),
-                Err(e) => {
-                    *why = Some(e.to_string());
-                    Ok(not_active())
-                }
-            });
+            let grace = cfg.jwt_leeway;
+            let deadline = self.deadline;
+            return Self::introspect_cached(
+                cfg,
+                shared,
+                id,
+                now,
+                grace,
+                deadline,
+                None,
+                &mut || match local.validate(token, sso, stats, now) {
+                    Ok(info) => Ok(info),
+                    Err(JwtError::NoKeys(m)) => Err(SsoError::Unreachable(format!(
+                        "no JWT keys to check the token with: {m}"
+                    ))),
+                    Err(e) => {
+                        *why = Some(e.to_string());
+                        Ok(not_active())
+                    }
+                },
+            );
         }
         if cfg.introspect_url.is_none() {
             *why = Some("not a JWT, and introspect_url is not set".into());
             return Ok((None, false));
         }
+        let deadline = self.deadline;
         let cluster = self.cluster.as_mut();
-        Self::introspect_cached(cfg, shared, id, now, cluster, &mut || {
+        Self::introspect_cached(cfg, shared, id, now, 0, deadline, cluster, &mut || {
             stats.inc(Stat::SsoRequests);
             let result = sso.introspect(token);
             count_sso_error(stats, &result);
@@ -365,6 +428,25 @@ impl Authorizer {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Seconds a token may be used past its `exp`: jwt_leeway for a JWT validated locally,
+    /// none for an introspected token.
+    fn exp_grace(&self, token: &str) -> u64 {
+        if self.jwt.is_some() && jwt::looks_like_jwt(token) {
+            self.cfg.jwt_leeway
+        } else {
+            0
+        }
+    }
+
+    /// The identity rules: registrar's form of an AOR under this configuration.
+    fn aor_rules(&self) -> identity::AorRules<'_> {
+        identity::AorRules {
+            use_domain: self.cfg.use_domain,
+            case_sensitive: self.cfg.case_sensitive,
+            realm_prefix: &self.cfg.realm_prefix,
+        }
     }
 
     /// The realm to use: the argument, else the To (REGISTER) or From host without
@@ -420,7 +502,9 @@ impl Authorizer {
 
     /// Decides one request. `now` is unix seconds.
     pub fn authorize(&mut self, req: &AuthRequest, sso: &mut dyn SsoApi, now: u64) -> Outcome {
-        let o = self.decide(req, sso, now);
+        self.begin_call(sso);
+        let mut o = self.decide(req, sso, now);
+        o.consume_headers = consume_headers(req, &o.used_headers);
         let stats = &self.shared.stats;
         match (o.code, o.source) {
             (Code::TokenOk, _) => stats.inc(Stat::TokenAccepted),
@@ -479,6 +563,7 @@ impl Authorizer {
         sso: &mut dyn SsoApi,
         now: u64,
     ) -> Option<Outcome> {
+        self.begin_call(sso);
         self.try_token(req, sso, now)
             .filter(|o| o.code.is_success())
     }
@@ -491,9 +576,9 @@ impl Authorizer {
         let (header, source, parsed) = find_token(req)?;
         let token = match parsed {
             Ok(t) => t,
-            Err(why) => {
-                let mut o = Outcome::new(Code::InvalidToken, format!("malformed token ({why})"));
-                o.bearer_error = Some(BearerError::InvalidToken);
+            Err((why, error)) => {
+                let mut o = Outcome::new(Code::InvalidToken, format!("token refused ({why})"));
+                o.bearer_error = Some(error);
                 o.used_headers.push(header);
                 o.source = Some(source);
                 return Some(o);
@@ -529,7 +614,8 @@ impl Authorizer {
                 return Some(o);
             }
         };
-        let mut o = self.judge_token(req, &info, now, &id);
+        let grace = self.exp_grace(&token);
+        let mut o = self.judge_token(req, &info, now, &id, grace);
         o.used_headers.push(header);
         o.source = Some(source);
         if o.code.is_success() {
@@ -547,6 +633,7 @@ impl Authorizer {
         info: &Introspection,
         now: u64,
         id: &TokenId,
+        grace: u64,
     ) -> Outcome {
         // Only failures (and successes when explained) name the token: hex it on demand.
         let fp = || id.fingerprint();
@@ -559,9 +646,14 @@ impl Authorizer {
             return invalid(format!("token #{} is not active", fp()));
         }
         if let Some(exp) = info.exp {
-            if exp <= now as i64 {
+            if expired(exp, now, grace) {
                 return invalid(format!("token #{} expired", fp()));
             }
+        }
+        if let Err((why, error)) = token_policy(&self.cfg, info) {
+            let mut o = invalid(format!("token #{} {why}", fp()));
+            o.bearer_error = Some(error);
+            return o;
         }
         let Some(user) = info.user.clone() else {
             return Outcome::new(
@@ -573,11 +665,11 @@ impl Authorizer {
             Ok(a) => a,
             Err(why) => return Outcome::new(Code::Error, why),
         };
-        if !identity::token_user_matches(&user, &aor, self.cfg.use_domain) {
+        if !identity::token_user_matches(&user, &aor, &self.aor_rules()) {
             let mut o = Outcome::new(
                 Code::IdentityMismatch,
                 format!(
-                    "token #{} belongs to {user:?}, not to the request's AOR {}@{}",
+                    "token #{} belongs to {user:?}, not to the request's AOR {}@{} as registrar stores it",
                     fp(),
                     aor.user,
                     aor.host
@@ -621,6 +713,7 @@ impl Authorizer {
         let mut o = self.judge_digest(req, &creds, &realm, aor, fp.as_ref(), sso, now);
         o.used_headers.push(header);
         o.source = Some(TokenSource::Digest);
+        o.realm = Some(realm);
         Some(o)
     }
 
@@ -656,8 +749,8 @@ impl Authorizer {
                 );
             }
         }
-        let issued = match self.nonces.verify(&creds.nonce, now, self.cfg.nonce_expire) {
-            Ok(t) => t,
+        let info = match self.nonces.verify(&creds.nonce, now, self.cfg.nonce_expire) {
+            Ok(info) => info,
             Err(NonceError::Forged) => {
                 return Outcome::new(
                     Code::BadNonce,
@@ -666,15 +759,43 @@ impl Authorizer {
             }
             Err(NonceError::Expired) => return Outcome::new(Code::StaleNonce, "nonce expired"),
         };
+        // The nonce names the algorithm and qop its challenge offered: an answer with others
+        // was altered on the way (a downgrade) or is not an answer to it.
+        if info.algorithm != algorithm || !nonce::qop_allowed(info.qop, creds.qop.as_deref()) {
+            return Outcome::new(
+                Code::BadNonce,
+                "Digest answer uses another algorithm or qop than its nonce was issued for",
+            );
+        }
+        // A nonce of another node or of an earlier start of this one: this node's replay
+        // table has not seen its uses. Only the shared store (cachedb_url) can tell whether
+        // it was used; without one, the client is asked to sign a local nonce (stale=true).
+        let origin = match (info.issuer, self.cluster.is_some()) {
+            (Issuer::Here, _) => NonceOrigin::Here,
+            (_, true) => NonceOrigin::Elsewhere,
+            (Issuer::OtherNode, false) => {
+                return Outcome::new(
+                    Code::StaleNonce,
+                    "nonce issued by another node (or, without node_id, before this start)",
+                )
+            }
+            (Issuer::EarlierStart, false) => {
+                return Outcome::new(
+                    Code::StaleNonce,
+                    "nonce issued before this node's last start",
+                )
+            }
+        };
+        let issued = info.issued;
         let aor = match aor {
             Ok(a) => a,
             Err(why) => return Outcome::new(Code::Error, why),
         };
-        if !identity::digest_user_matches(&creds.username, &aor, self.cfg.use_domain) {
+        if !identity::digest_user_matches(&creds.username, realm, &aor, &self.aor_rules()) {
             return Outcome::new(
                 Code::IdentityMismatch,
                 format!(
-                    "Digest username {:?} is not the request's AOR {}@{}",
+                    "Digest username {:?} is not the request's AOR {}@{} as registrar stores it",
                     creds.username, aor.user, aor.host
                 ),
             );
@@ -694,14 +815,16 @@ impl Authorizer {
                 return Outcome::new(Code::NoCredentials, "Digest credentials with a bad nc")
             }
         };
-        match self
-            .shared
-            .replay
-            .record(&creds.nonce, nc, issued + self.cfg.nonce_expire + 1, now)
-        {
+        match self.shared.replay.record(
+            &creds.nonce,
+            nc,
+            issued,
+            issued.saturating_add(self.cfg.nonce_expire + 1),
+            now,
+        ) {
             Ok(()) => {
                 // Shared mode: the store decides whether this is the first use cluster-wide.
-                if let Some(refused) = self.cluster_replay_check(&creds.nonce, nc, now) {
+                if let Some(refused) = self.cluster_replay_check(&creds.nonce, nc, now, origin) {
                     return refused;
                 }
                 if let Some(fp) = fp {
@@ -843,12 +966,13 @@ impl Authorizer {
                 "no realm: empty realm argument and no usable To/From host".to_string()
             })?;
         let proxy = spec.placement == Placement::Proxy;
-        let nonce = self.nonces.issue(now, random);
-        // Expired, or ours and already used: the client may sign again with the same password.
-        // A forged nonce never gets it.
+        // Expired, issued elsewhere, or ours and already used: the client may sign again
+        // with the same password. A forged nonce never gets it.
         let stale = last.is_some_and(|o| o.code == Code::StaleNonce || o.nonce_reused);
         let mut lines = Vec::with_capacity(spec.algorithms.len() + 1);
         for alg in &spec.algorithms {
+            // One nonce per algorithm: each is bound to its algorithm and the qop offer.
+            let nonce = self.nonces.issue(now, random, *alg, spec.qop);
             lines.push(
                 challenge::digest_challenge(proxy, &realm, &nonce, spec.qop, *alg, stale)
                     .ok_or_else(|| format!("realm {realm:?} cannot be sent in a header"))?,
@@ -862,12 +986,17 @@ impl Authorizer {
             };
         if offer_bearer {
             let error = last.and_then(|o| o.bearer_error);
+            // bearer_scope is what is advertised; without it, an insufficient_scope error
+            // names the scope that was missing (RFC 6750 3.1).
+            let required = (error == Some(BearerError::InsufficientScope))
+                .then(|| self.cfg.required_scope.join(" "));
+            let scope = self.cfg.bearer_scope.as_deref().or(required.as_deref());
             lines.push(
                 challenge::bearer_challenge(
                     proxy,
                     &realm,
                     self.cfg.authz_server.as_deref(),
-                    self.cfg.bearer_scope.as_deref(),
+                    scope,
                     error,
                 )
                 .ok_or_else(|| "Bearer challenge values cannot be sent in a header".to_string())?,
@@ -910,10 +1039,11 @@ impl Authorizer {
         if outcome.introspection.is_none() && !outcome.issued_token_checked {
             outcome.issued_token_checked = true;
             if let Some(token) = outcome.new_token.clone() {
+                self.begin_call(sso);
                 let id = TokenId::of(&token);
                 let mut why = None;
                 if let Ok((Some(info), _)) = self.check_token(&token, &id, sso, now, &mut why) {
-                    if usable(&info, now) {
+                    if usable(&info, now, self.exp_grace(&token)) {
                         outcome.introspection = Some(info);
                     }
                 }
@@ -980,10 +1110,13 @@ impl Authorizer {
         let user = outcome.user.clone().unwrap_or_default();
         if let Some(aor) = who {
             let matches = match outcome.source {
-                Some(TokenSource::Digest) => {
-                    identity::digest_user_matches(&user, aor, self.cfg.use_domain)
-                }
-                _ => identity::token_user_matches(&user, aor, self.cfg.use_domain),
+                Some(TokenSource::Digest) => identity::digest_user_matches(
+                    &user,
+                    outcome.realm.as_deref().unwrap_or(""),
+                    aor,
+                    &self.aor_rules(),
+                ),
+                _ => identity::token_user_matches(&user, aor, &self.aor_rules()),
             };
             if !matches {
                 return Err(format!(
@@ -1045,8 +1178,12 @@ impl Authorizer {
         if !self.cfg.bind_register_to_token || outcome.code != Code::TokenOk {
             return None;
         }
-        let exp = outcome.introspection.as_ref()?.exp?;
-        Some((exp - now as i64).max(1) as u64)
+        // A token without `exp` is trusted for cache_ttl at a time: so is its registration
+        // (at least 1 s: 0 would read as a de-registration).
+        match outcome.introspection.as_ref()?.exp {
+            Some(exp) => Some((exp.saturating_sub(now as i64)).max(1) as u64),
+            None => Some(self.cfg.cache_ttl.max(1)),
+        }
     }
 }
 
@@ -1085,36 +1222,80 @@ pub fn challenge_options(
     Ok((qop, algorithms))
 }
 
-/// The token of a request: the token header first, then a Bearer credential.
-/// Returns (header id, source, parsed token or why not).
-fn find_token(req: &AuthRequest) -> Option<(usize, TokenSource, Result<String, &'static str>)> {
-    if let Some(h) = req.token_headers.first() {
-        let parsed = credentials::parse_token_header(h.value).map_err(|e| match e {
-            credentials::ParseError::TooLong => "too long",
-            credentials::ParseError::Malformed(w) => w,
-        });
-        return Some((h.id, TokenSource::Header, parsed));
-    }
-    for h in &req.credential_headers {
-        // Only a value that starts with "Bearer" can parse as Bearer credentials (the parser
-        // trims spaces and tabs and refuses every other control byte), so the Digest header
-        // of a login is not parsed here and again by the Digest path.
-        if !starts_with_bearer(h.value) {
-            continue;
-        }
-        match credentials::parse_authorization(h.value) {
-            Ok(Credentials::Bearer(t)) => return Some((h.id, TokenSource::Bearer, Ok(t))),
-            Err(_) => {
+/// Why a request's tokens were refused before any check: (reason, Bearer error).
+type TokenRefusal = (&'static str, BearerError);
+
+/// The token of a request, from the token headers and Bearer credentials. A request has one
+/// token: empty token headers count as absent, the same token sent twice (X-SSO-Token and
+/// Bearer) is one token, but two different tokens, or any malformed one, refuse the request
+/// (-6) rather than pick one of them (RFC 6750 3.1: more than one method is invalid_request).
+/// Returns (header id of the first, source, token or why not).
+fn find_token(req: &AuthRequest) -> Option<(usize, TokenSource, Result<String, TokenRefusal>)> {
+    let mut first: Option<(usize, TokenSource, String)> = None;
+    let candidates = req
+        .token_headers
+        .iter()
+        .filter(|h| !trim_lws(h.value).is_empty())
+        .map(|h| (h, TokenSource::Header))
+        .chain(
+            // Only a value that starts with "Bearer" can parse as Bearer credentials (the
+            // parser trims spaces and tabs and refuses every other control byte), so the
+            // Digest header of a login is not parsed here and again by the Digest path.
+            req.credential_headers
+                .iter()
+                .filter(|h| starts_with_bearer(h.value))
+                .map(|h| (h, TokenSource::Bearer)),
+        );
+    for (h, source) in candidates {
+        let parsed = match source {
+            TokenSource::Header => credentials::parse_token_header(h.value).map_err(|e| match e {
+                credentials::ParseError::TooLong => "token too long",
+                credentials::ParseError::Malformed(w) => w,
+            }),
+            _ => match credentials::parse_authorization(h.value) {
+                Ok(Credentials::Bearer(t)) => Ok(t),
+                Ok(_) => continue,
+                Err(_) => Err("malformed Bearer credentials"),
+            },
+        };
+        let token = match parsed {
+            Ok(t) => t,
+            Err(why) => return Some((h.id, source, Err((why, BearerError::InvalidToken)))),
+        };
+        match &first {
+            None => first = Some((h.id, source, token)),
+            Some((_, _, seen)) if *seen == token => {}
+            Some((id, src, _)) => {
                 return Some((
-                    h.id,
-                    TokenSource::Bearer,
-                    Err("malformed Bearer credentials"),
+                    *id,
+                    *src,
+                    Err((
+                        "more than one token in the request",
+                        BearerError::InvalidRequest,
+                    )),
                 ))
             }
-            _ => {}
         }
     }
-    None
+    first.map(|(id, source, token)| (id, source, Ok(token)))
+}
+
+/// What sso_consume_credentials removes: `used` and every token-carrying header.
+fn consume_headers(req: &AuthRequest, used: &[usize]) -> Vec<usize> {
+    let mut ids: Vec<usize> = used
+        .iter()
+        .copied()
+        .chain(req.token_headers.iter().map(|h| h.id))
+        .chain(
+            req.credential_headers
+                .iter()
+                .filter(|h| starts_with_bearer(h.value))
+                .map(|h| h.id),
+        )
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 fn starts_with_bearer(value: &[u8]) -> bool {
@@ -1122,9 +1303,83 @@ fn starts_with_bearer(value: &[u8]) -> bool {
     v.len() >= 6 && v[..6].eq_ignore_ascii_case(b"bearer")
 }
 
-/// Active, not expired and naming a user: worth remembering as positive.
-fn usable(info: &Introspection, now: u64) -> bool {
-    info.active && info.user.is_some() && info.exp.is_none_or(|e| e > now as i64)
+/// Active, not expired (`grace`: seconds of clock skew allowed past `exp`) and naming a
+/// user: worth remembering as positive.
+fn usable(info: &Introspection, now: u64, grace: u64) -> bool {
+    info.active && info.user.is_some() && info.exp.is_none_or(|e| !expired(e, now, grace))
+}
+
+/// One rule for `exp` on every path: past `exp` + `grace` (jwt_leeway for a JWT checked
+/// locally, 0 for an introspected token, whose activity the SSO decides).
+fn expired(exp: i64, now: u64, grace: u64) -> bool {
+    exp.saturating_add(i64::try_from(grace).unwrap_or(i64::MAX)) <= now as i64
+}
+
+/// Values of `token_type` (RFC 7662) or `typ` (Keycloak) naming a token that is not an
+/// access token: refresh tokens, ID tokens and the like never authenticate SIP.
+const NOT_ACCESS_TOKENS: &[&str] = &[
+    "refresh_token",
+    "refresh",
+    "urn:ietf:params:oauth:token-type:refresh_token",
+    "id_token",
+    "urn:ietf:params:oauth:token-type:id_token",
+    "id",
+    "offline",
+    "logout",
+];
+
+/// The audience, token kind and scope rules (issue 14 item 7). Err: why, and the Bearer
+/// error the next challenge reports.
+fn token_policy(cfg: &Config, info: &Introspection) -> Result<(), (String, BearerError)> {
+    for name in ["token_type", "typ"] {
+        match info.claims.get(name) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(kind)) => {
+                if NOT_ACCESS_TOKENS
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(kind))
+                {
+                    return Err((
+                        format!("is not an access token ({name} {kind:?})"),
+                        BearerError::InvalidToken,
+                    ));
+                }
+            }
+            Some(_) => {
+                return Err((
+                    format!("has a {name} that is not text"),
+                    BearerError::InvalidToken,
+                ))
+            }
+        }
+    }
+    if let Some(want) = cfg.audience.as_deref() {
+        let ok = match info.claims.get("aud") {
+            Some(serde_json::Value::String(aud)) => aud == want,
+            Some(serde_json::Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(want)),
+            _ => false,
+        };
+        if !ok {
+            return Err((
+                format!("was not issued for audience {want:?}"),
+                BearerError::InvalidToken,
+            ));
+        }
+    }
+    if !cfg.required_scope.is_empty() {
+        let held = info.scope.as_deref().unwrap_or("");
+        if let Some(missing) = cfg
+            .required_scope
+            .iter()
+            .find(|need| !held.split(' ').any(|have| have == need.as_str()))
+        {
+            return Err((
+                format!("lacks the required scope {missing:?}"),
+                BearerError::InsufficientScope,
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What a refused JWT counts as: a token that is not active.
@@ -1148,6 +1403,8 @@ fn claims_to_cache(cfg: &Config, info: &Introspection) -> String {
     }
     let mut names: Vec<&str> = cfg.group_claims.iter().map(String::as_str).collect();
     names.push(&cfg.rpid_claim);
+    // What token_policy reads must survive a cache hit.
+    names.extend(["aud", "token_type", "typ"]);
     info.claims.to_json_only(&names)
 }
 

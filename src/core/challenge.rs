@@ -63,6 +63,8 @@ pub fn parse_algorithms(s: &str) -> Option<Vec<Algorithm>> {
 pub enum BearerError {
     InvalidToken,
     InvalidRequest,
+    /// The token lacks a scope the service requires (RFC 6750 3.1).
+    InsufficientScope,
 }
 
 fn header_name(proxy: bool) -> &'static str {
@@ -128,6 +130,7 @@ pub fn bearer_challenge(
     match error {
         Some(BearerError::InvalidToken) => line.push_str(", error=\"invalid_token\""),
         Some(BearerError::InvalidRequest) => line.push_str(", error=\"invalid_request\""),
+        Some(BearerError::InsufficientScope) => line.push_str(", error=\"insufficient_scope\""),
         None => {}
     }
     line.push_str("\r\n");

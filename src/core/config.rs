@@ -80,6 +80,14 @@ pub struct Config {
     pub jwks_refresh: u64,
     /// The keys of jwt_key_file, read by `finish` (main process, before fork).
     pub jwt_file_keys: Option<Arc<KeySet>>,
+    /// This node's name in its nonces; None: every start is a node of its own.
+    pub node_id: Option<String>,
+    /// As registrar's `case_sensitive`: false lowercases the user part before comparing.
+    pub case_sensitive: bool,
+    /// Every token (introspected or JWT) must list this in its `aud`.
+    pub audience: Option<String>,
+    /// Scopes every token must hold (all of them).
+    pub required_scope: Vec<String>,
     /// Shared store for several nodes (OpenSIPS cachedb URL, e.g. `redis://host:6379/`).
     pub cachedb_url: Option<String>,
     /// Longest a store call may take before the store counts as down (ms).
@@ -125,6 +133,10 @@ impl fmt::Debug for Config {
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_leeway", &self.jwt_leeway)
             .field("jwks_refresh", &self.jwks_refresh)
+            .field("node_id", &self.node_id)
+            .field("case_sensitive", &self.case_sensitive)
+            .field("audience", &self.audience)
+            .field("required_scope", &self.required_scope)
             .field("cachedb_url", &self.cachedb_engine())
             .field("cachedb_timeout_ms", &self.cachedb_timeout_ms)
             .finish()
@@ -167,6 +179,10 @@ impl Default for Config {
             jwt_leeway: 30,
             jwks_refresh: 3600,
             jwt_file_keys: None,
+            node_id: None,
+            case_sensitive: false,
+            audience: None,
+            required_scope: Vec::new(),
             cachedb_url: None,
             cachedb_timeout_ms: 250,
         }
@@ -210,6 +226,9 @@ pub const STRING_PARAMS: &[&str] = &[
     "jwt_algorithms",
     "jwt_issuer",
     "jwt_audience",
+    "node_id",
+    "audience",
+    "required_scope",
     "cachedb_url",
 ];
 
@@ -226,6 +245,7 @@ pub const INT_PARAMS: &[&str] = &[
     "bind_register_to_token",
     "jwt_leeway",
     "jwks_refresh",
+    "case_sensitive",
     "cachedb_timeout",
 ];
 
@@ -422,6 +442,37 @@ impl Config {
             }
             "jwt_issuer" => self.jwt_issuer = some(value),
             "jwt_audience" => self.jwt_audience = some(value),
+            "node_id" => {
+                if value.len() > 128 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(err(
+                        name,
+                        "must be at most 128 printable ASCII characters, without spaces",
+                    ));
+                }
+                self.node_id = some(value)
+            }
+            "audience" => {
+                if value.bytes().any(|b| b < 0x20 || b == 0x7f) {
+                    return Err(err(name, "contains control bytes"));
+                }
+                self.audience = some(value)
+            }
+            "required_scope" => {
+                if !value
+                    .bytes()
+                    .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+                {
+                    return Err(err(
+                        name,
+                        "scopes are printable ASCII without quotes or backslashes (RFC 6749 3.3)",
+                    ));
+                }
+                self.required_scope = value
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
             "cachedb_url" => {
                 self.cachedb_url = if value.is_empty() {
                     None
@@ -471,6 +522,12 @@ impl Config {
                     return Err(err(name, "must be at most 600 seconds"));
                 }
                 self.jwt_leeway = v
+            }
+            "case_sensitive" => {
+                if v > 1 {
+                    return Err(err(name, "must be 0 or 1"));
+                }
+                self.case_sensitive = v == 1
             }
             "jwks_refresh" => {
                 if v < 60 {
@@ -739,5 +796,30 @@ mod tests {
         let text = format!("{c:?}");
         assert!(!text.contains("topsecretvalue"));
         assert!(!text.contains(&"z".repeat(40)));
+    }
+
+    #[test]
+    fn security_review_params() {
+        let mut c = Config::default();
+        assert_eq!((c.node_id.as_deref(), c.case_sensitive), (None, false));
+        assert!(c.audience.is_none() && c.required_scope.is_empty());
+        c.set_str("node_id", "sip-a.example.com").unwrap();
+        assert_eq!(c.node_id.as_deref(), Some("sip-a.example.com"));
+        assert!(c.set_str("node_id", "has space").is_err());
+        assert!(c.set_str("node_id", &"n".repeat(129)).is_err());
+        c.set_str("node_id", "").unwrap();
+        assert_eq!(c.node_id, None);
+        c.set_int("case_sensitive", 1).unwrap();
+        assert!(c.case_sensitive);
+        assert!(c.set_int("case_sensitive", 2).is_err());
+        c.set_str("audience", "opensips").unwrap();
+        assert_eq!(c.audience.as_deref(), Some("opensips"));
+        assert!(c.set_str("audience", "a\nb").is_err());
+        c.set_str("required_scope", " sip  voice ").unwrap();
+        assert_eq!(c.required_scope, ["sip", "voice"]);
+        assert!(c.set_str("required_scope", "sip \"x\"").is_err());
+        c.set_str("required_scope", "").unwrap();
+        assert!(c.required_scope.is_empty());
+        assert!(STRING_PARAMS.contains(&"node_id") && INT_PARAMS.contains(&"case_sensitive"));
     }
 }

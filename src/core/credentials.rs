@@ -262,6 +262,14 @@ fn parse_digest(input: &[u8]) -> Result<DigestCredentials, ParseError> {
     if algorithm.as_deref() == Some("") {
         return Err(malformed("empty algorithm"));
     }
+    // Without qop the response covers neither nc nor cnonce (RFC 7616 3.4.1): they are
+    // dropped, so nothing downstream can count uses or hash with values no MAC covers.
+    // Such a nonce is single-use.
+    let (nc, cnonce) = if qop.is_some() {
+        (nc, cnonce)
+    } else {
+        (None, None)
+    };
     Ok(DigestCredentials {
         username,
         realm,

@@ -261,32 +261,131 @@ fn ascii(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| b as char).collect()
 }
 
-fn matches(name: &str, aor: &Aor, use_domain: bool) -> bool {
-    if name.is_empty() || aor.user.is_empty() {
-        return false;
-    }
-    // Split at the last '@': a user part never holds an unescaped one, a login name might.
-    match name.rsplit_once('@') {
-        Some((user, host)) => {
-            !user.is_empty()
-                && !host.is_empty()
-                && user == aor.user
-                && host.eq_ignore_ascii_case(&aor.host)
+/// How registrar turns an AOR into the key it stores bindings under; the module compares
+/// identities on that same form, so what it accepts is exactly what registrar files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AorRules<'a> {
+    /// registrar's `use_domain`: the key is user@domain, else the user alone.
+    pub use_domain: bool,
+    /// registrar's `case_sensitive`: 0 lowercases the user part too (the domain always is).
+    pub case_sensitive: bool,
+    /// Removed from the front of the domain (registrar's and auth's `realm_prefix`).
+    pub realm_prefix: &'a str,
+}
+
+/// `%XX` escapes decoded (parse_aor has checked that every `%` starts one).
+fn unescape(user: &str) -> Vec<u8> {
+    let b = user.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|&c| hex(c)),
+            b.get(i + 2).and_then(|&c| hex(c)),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
         }
-        None => !use_domain && name == aor.user,
+    }
+    out
+}
+
+fn fold_user(user: &[u8], rules: &AorRules) -> Vec<u8> {
+    if rules.case_sensitive {
+        user.to_vec()
+    } else {
+        user.to_ascii_lowercase()
     }
 }
 
-/// Token user vs AOR: with "@" in the token user, or with `use_domain`, compare user@host
-/// (host case-insensitive); otherwise compare with the user part only. Case-sensitive user.
-pub fn token_user_matches(token_user: &str, aor: &Aor, use_domain: bool) -> bool {
-    matches(token_user, aor, use_domain)
+fn fold_domain(host: &str, rules: &AorRules) -> Vec<u8> {
+    let prefix = rules.realm_prefix;
+    let host = match host.get(..prefix.len()) {
+        Some(head)
+            if !prefix.is_empty()
+                && prefix.len() < host.len()
+                && head.eq_ignore_ascii_case(prefix) =>
+        {
+            &host[prefix.len()..]
+        }
+        _ => host,
+    };
+    host.as_bytes().to_ascii_lowercase()
 }
 
-/// Digest username vs AOR, same rules as for tokens (a Digest username may be `user` or
-/// `user@host`).
-pub fn digest_user_matches(digest_username: &str, aor: &Aor, use_domain: bool) -> bool {
-    matches(digest_username, aor, use_domain)
+/// The key registrar's `save()` stores this AOR under (un-escaped user, `@domain` with
+/// use_domain, case folded); None when the AOR cannot name a user.
+pub fn registrar_aor(aor: &Aor, rules: &AorRules) -> Option<Vec<u8>> {
+    let user = unescape(&aor.user);
+    if user.is_empty() {
+        return None;
+    }
+    let mut key = fold_user(&user, rules);
+    if rules.use_domain {
+        if aor.host.is_empty() {
+            return None;
+        }
+        key.push(b'@');
+        key.extend(fold_domain(&aor.host, rules));
+    }
+    Some(key)
+}
+
+/// A login name (token user, Digest identity) on the same form. Without use_domain the whole
+/// name must be the stored user (so `alice@globex.com` never passes for `alice`); with it the
+/// name must be user@domain, split at its last '@'.
+fn canonical_name(name: &str, rules: &AorRules) -> Option<Vec<u8>> {
+    if name.is_empty() {
+        return None;
+    }
+    if !rules.use_domain {
+        return Some(fold_user(name.as_bytes(), rules));
+    }
+    let (user, host) = name.rsplit_once('@')?;
+    if user.is_empty() || host.is_empty() {
+        return None;
+    }
+    let mut key = fold_user(user.as_bytes(), rules);
+    key.push(b'@');
+    key.extend(fold_domain(host, rules));
+    Some(key)
+}
+
+fn same_key(name: Option<Vec<u8>>, aor: &Aor, rules: &AorRules) -> bool {
+    match (name, registrar_aor(aor, rules)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Token user vs AOR, both on registrar's form. A token carries no realm: with use_domain
+/// its user must be user@domain.
+pub fn token_user_matches(token_user: &str, aor: &Aor, rules: &AorRules) -> bool {
+    same_key(canonical_name(token_user, rules), aor, rules)
+}
+
+/// Digest identity vs AOR, both on registrar's form. With use_domain, a username without
+/// '@' takes its domain from the realm of the credentials, as OpenSIPS auth does.
+pub fn digest_user_matches(username: &str, realm: &str, aor: &Aor, rules: &AorRules) -> bool {
+    if rules.use_domain && !username.contains('@') && !username.is_empty() {
+        if realm.is_empty() {
+            return false;
+        }
+        return same_key(
+            canonical_name(&format!("{username}@{realm}"), rules),
+            aor,
+            rules,
+        );
+    }
+    same_key(canonical_name(username, rules), aor, rules)
 }
 
 #[cfg(test)]
@@ -463,53 +562,155 @@ mod tests {
         assert!(parse_aor(&junk).is_err());
     }
 
+    const PLAIN: AorRules = AorRules {
+        use_domain: false,
+        case_sensitive: false,
+        realm_prefix: "",
+    };
+    const DOMAIN: AorRules = AorRules {
+        use_domain: true,
+        case_sensitive: false,
+        realm_prefix: "",
+    };
+
+    /// The rules as registrar stores AORs (issue 14 item 5). This replaces the old rules,
+    /// which compared a raw, case-sensitive user part and user@host with use_domain=0.
     #[test]
     fn identity_rules() {
         let a = aor("<sip:alice@Example.com>");
-        assert!(token_user_matches("alice", &a, false));
+        assert!(token_user_matches("alice", &a, &PLAIN));
         assert!(
-            !token_user_matches("Alice", &a, false),
-            "user part is case-sensitive"
+            token_user_matches("Alice", &a, &PLAIN),
+            "registrar lowercases by default"
         );
-        assert!(token_user_matches("alice@example.COM", &a, false));
-        assert!(!token_user_matches("alice@other.com", &a, false));
-        assert!(!token_user_matches("Alice@example.com", &a, false));
+        let cs = AorRules {
+            case_sensitive: true,
+            ..PLAIN
+        };
+        assert!(!token_user_matches("Alice", &a, &cs), "case_sensitive=1");
+        // use_domain=0: registrar files sip:alice@<any domain> under "alice", so a name
+        // with a domain never matches (it would take over another domain's alice).
+        assert!(!token_user_matches("alice@example.com", &a, &PLAIN));
+        assert!(!token_user_matches("alice@other.com", &a, &PLAIN));
         assert!(
-            !token_user_matches("alice", &a, true),
+            !token_user_matches("alice", &a, &DOMAIN),
             "use_domain needs user@host"
         );
-        assert!(token_user_matches("alice@example.com", &a, true));
-        assert!(token_user_matches("alice@EXAMPLE.com", &a, true));
-        assert!(!token_user_matches("alice@other.com", &a, true));
-        assert!(!token_user_matches("", &a, false));
-        assert!(!token_user_matches("", &a, true));
-        assert!(!token_user_matches("@example.com", &a, false));
-        assert!(!token_user_matches("alice@", &a, false));
-        assert!(!token_user_matches("@", &a, false));
-        assert!(!token_user_matches("alice ", &a, false));
-        assert!(!token_user_matches("alice@example.com ", &a, false));
-        assert!(!token_user_matches("x@alice@example.com", &a, false));
-        assert!(digest_user_matches("alice", &a, false));
-        assert!(digest_user_matches("alice@example.com", &a, true));
-        assert!(!digest_user_matches("alice", &a, true));
-        assert!(!digest_user_matches("bob", &a, false));
-        assert!(!digest_user_matches("", &a, false));
-        // The last '@' splits: a name holding '@' in its user part compares as a whole.
-        let odd = Aor {
-            user: "a@b".into(),
-            host: "h".into(),
+        assert!(token_user_matches("alice@example.com", &a, &DOMAIN));
+        assert!(token_user_matches("ALICE@EXAMPLE.com", &a, &DOMAIN));
+        let cs_dom = AorRules {
+            case_sensitive: true,
+            ..DOMAIN
         };
-        assert!(token_user_matches("a@b@h", &odd, false));
+        assert!(
+            token_user_matches("alice@EXAMPLE.com", &a, &cs_dom),
+            "domain always folded"
+        );
+        assert!(!token_user_matches("Alice@example.com", &a, &cs_dom));
+        assert!(!token_user_matches("alice@other.com", &a, &DOMAIN));
+        for bad in [
+            "",
+            "@example.com",
+            "alice@",
+            "@",
+            "alice ",
+            "x@alice@example.com",
+        ] {
+            assert!(!token_user_matches(bad, &a, &PLAIN), "{bad:?}");
+            assert!(!token_user_matches(bad, &a, &DOMAIN), "{bad:?}");
+        }
+        assert!(!token_user_matches("alice@example.com ", &a, &DOMAIN));
+        // Digest: with use_domain a plain username takes the realm as its domain.
+        assert!(digest_user_matches("alice", "example.com", &a, &PLAIN));
+        assert!(digest_user_matches("alice", "example.com", &a, &DOMAIN));
+        assert!(!digest_user_matches("alice", "other.com", &a, &DOMAIN));
+        assert!(!digest_user_matches("alice", "", &a, &DOMAIN));
+        assert!(digest_user_matches(
+            "alice@example.com",
+            "whatever",
+            &a,
+            &DOMAIN
+        ));
+        assert!(!digest_user_matches(
+            "alice@example.com",
+            "example.com",
+            &a,
+            &PLAIN
+        ));
+        assert!(!digest_user_matches("bob", "example.com", &a, &PLAIN));
+        assert!(!digest_user_matches("", "example.com", &a, &DOMAIN));
+        // The last '@' splits: a user part holding an escaped '@' compares as a whole.
+        let odd = aor("<sip:a%40b@h>");
+        assert!(token_user_matches("a@b", &odd, &PLAIN));
+        assert!(token_user_matches("a@b@h", &odd, &DOMAIN));
         let tel = aor("<tel:+155>");
-        assert!(!token_user_matches("+155@", &tel, false));
-        assert!(!token_user_matches("+155@", &tel, true));
-        assert!(token_user_matches("+155", &tel, false));
-        assert!(!token_user_matches("+155", &tel, true));
+        assert!(!token_user_matches("+155@", &tel, &PLAIN));
+        assert!(!token_user_matches("+155@", &tel, &DOMAIN));
+        assert!(token_user_matches("+155", &tel, &PLAIN));
+        assert!(!token_user_matches("+155", &tel, &DOMAIN));
         let no_user = aor("<sip:example.com>");
-        assert!(!token_user_matches("example.com", &no_user, false));
-        assert!(!token_user_matches("@example.com", &no_user, true));
+        assert!(!token_user_matches("example.com", &no_user, &PLAIN));
+        assert!(!token_user_matches("@example.com", &no_user, &DOMAIN));
         let v6 = aor("<sip:bob@[2001:DB8::1]>");
-        assert!(token_user_matches("bob@[2001:db8::1]", &v6, true));
+        assert!(token_user_matches("bob@[2001:db8::1]", &v6, &DOMAIN));
+    }
+
+    #[test]
+    fn registrar_keys() {
+        let key = |v: &str, r: &AorRules| {
+            registrar_aor(&aor(v), r).map(|k| String::from_utf8(k).unwrap())
+        };
+        assert_eq!(
+            key("<sip:%61lice@Example.COM>", &PLAIN).as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            key("<sip:%41lice@Example.COM>", &DOMAIN).as_deref(),
+            Some("alice@example.com")
+        );
+        let cs = AorRules {
+            case_sensitive: true,
+            ..DOMAIN
+        };
+        assert_eq!(
+            key("<sip:Alice@Example.COM>", &cs).as_deref(),
+            Some("Alice@example.com")
+        );
+        let prefixed = AorRules {
+            realm_prefix: "sip.",
+            ..DOMAIN
+        };
+        assert_eq!(
+            key("<sip:bob@sip.example.com>", &prefixed).as_deref(),
+            Some("bob@example.com")
+        );
+        assert_eq!(
+            key("<sip:bob@sip.>", &prefixed).as_deref(),
+            Some("bob@sip."),
+            "prefix shorter than the host only"
+        );
+        assert_eq!(key("<sip:example.com>", &PLAIN), None);
+        assert_eq!(key("<tel:+155>", &DOMAIN), None);
+        // Escaped user parts compare after un-escaping (issue 14 item 5).
+        let a = aor("<sip:%61lice@example.com>");
+        assert!(token_user_matches("alice", &a, &PLAIN));
+        assert!(!token_user_matches("%61lice", &a, &PLAIN));
+        // The issue's scenario: the SSO user alice@globex.com cannot register
+        // sip:alice@globex.com with use_domain=0 (registrar would file it under "alice").
+        let globex = aor("<sip:alice@globex.com>");
+        assert!(!token_user_matches("alice@globex.com", &globex, &PLAIN));
+        assert!(!digest_user_matches(
+            "alice@globex.com",
+            "globex.com",
+            &globex,
+            &PLAIN
+        ));
+        assert!(token_user_matches("alice@globex.com", &globex, &DOMAIN));
+        assert!(token_user_matches(
+            "bob@example.com",
+            &aor("<sip:bob@sip.example.com>"),
+            &prefixed
+        ));
     }
 
     /// xorshift32: deterministic noise without a dependency.
@@ -530,11 +731,11 @@ mod tests {
                 "{v:?}"
             );
             assert_eq!(a.host, a.host.to_ascii_lowercase());
-            if !a.user.is_empty() {
-                assert!(token_user_matches(&a.user, &a, false));
+            if !a.user.is_empty() && !a.user.contains('%') {
+                assert!(token_user_matches(&a.user, &a, &PLAIN));
                 if !a.host.is_empty() {
                     let full = format!("{}@{}", a.user, a.host);
-                    assert!(digest_user_matches(&full, &a, true), "{v:?}");
+                    assert!(digest_user_matches(&full, "", &a, &DOMAIN), "{v:?}");
                 }
             }
         }

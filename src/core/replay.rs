@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::shm::{Found, SharedTable};
+use super::shm::{Found, SharedCounters, SharedTable, WAYS};
 
 /// What the table remembers of one nonce.
 #[repr(C)]
@@ -26,6 +26,11 @@ pub enum ReplayError {
 
 pub struct ReplayGuard {
     table: SharedTable<NonceUse>,
+    /// Per bucket: the latest issue time of a nonce that found both its buckets full. Such
+    /// a nonce could not be recorded, so it (and any nonce of its buckets issued no later)
+    /// is refused for the rest of its life: a request that was not recorded must never be
+    /// accepted later, when room has come back.
+    burned: SharedCounters,
 }
 
 fn key_of(nonce: &str) -> [u8; 16] {
@@ -36,9 +41,9 @@ fn key_of(nonce: &str) -> [u8; 16] {
 impl ReplayGuard {
     /// Room for `slots` nonces in use at once. Call before fork.
     pub fn new(slots: usize) -> std::io::Result<ReplayGuard> {
-        Ok(ReplayGuard {
-            table: SharedTable::new(slots)?,
-        })
+        let table = SharedTable::new(slots)?;
+        let burned = SharedCounters::new(table.capacity() / WAYS)?;
+        Ok(ReplayGuard { table, burned })
     }
 
     pub fn capacity(&self) -> usize {
@@ -46,19 +51,24 @@ impl ReplayGuard {
     }
 
     pub fn bytes(&self) -> usize {
-        self.table.bytes()
+        self.table.bytes() + self.burned.bytes()
     }
 
-    /// Records one use of `nonce` (valid until `expires_at`) with counter `nc` (None: no qop).
-    /// Atomic across processes: of two simultaneous identical uses exactly one succeeds.
+    /// Records one use of `nonce` (issued at `issued`, valid until `expires_at`) with counter
+    /// `nc` (None: no qop). Atomic across processes: of two simultaneous identical uses
+    /// exactly one succeeds.
     pub fn record(
         &self,
         nonce: &str,
         nc: Option<u32>,
+        issued: u64,
         expires_at: u64,
         now: u64,
     ) -> Result<(), ReplayError> {
-        self.table.update(key_of(nonce), now, |found| match found {
+        let key = key_of(nonce);
+        let (a, b) = self.table.buckets_for(&key);
+        // Read and written only inside `update`, which holds the locks of both buckets.
+        self.table.update(key, now, |found| match found {
             Found::Live(seen, _) => match nc {
                 Some(n) if seen.last_nc != 0 && n > seen.last_nc => {
                     seen.last_nc = n;
@@ -70,6 +80,10 @@ impl ReplayGuard {
                 if nc == Some(0) {
                     return Err(ReplayError::Replayed);
                 }
+                // `burned` holds issue time + 1 (0: nothing refused yet).
+                if issued < self.burned.get(a).max(self.burned.get(b)) {
+                    return Err(ReplayError::Full);
+                }
                 slot.insert(
                     NonceUse {
                         last_nc: nc.unwrap_or(0),
@@ -79,7 +93,11 @@ impl ReplayGuard {
                 );
                 Ok(())
             }
-            Found::Full => Err(ReplayError::Full),
+            Found::Full => {
+                self.burned.raise(a, issued.saturating_add(1));
+                self.burned.raise(b, issued.saturating_add(1));
+                Err(ReplayError::Full)
+            }
         })
     }
 }
@@ -94,25 +112,34 @@ mod tests {
     #[test]
     fn nc_must_grow_and_no_qop_is_single_use() {
         let g = ReplayGuard::new(64).unwrap();
-        assert_eq!(g.record("n1", Some(1), 100, 10), Ok(()));
-        assert_eq!(g.record("n1", Some(1), 100, 11), Err(ReplayError::Replayed));
-        assert_eq!(g.record("n1", Some(2), 100, 12), Ok(()));
-        assert_eq!(g.record("n1", Some(2), 100, 12), Err(ReplayError::Replayed));
-        assert_eq!(g.record("n1", Some(1), 100, 12), Err(ReplayError::Replayed));
-        assert_eq!(g.record("n2", None, 100, 10), Ok(()));
-        assert_eq!(g.record("n2", None, 100, 10), Err(ReplayError::Replayed));
+        assert_eq!(g.record("n1", Some(1), 5, 100, 10), Ok(()));
         assert_eq!(
-            g.record("n2", Some(5), 100, 10),
+            g.record("n1", Some(1), 5, 100, 11),
+            Err(ReplayError::Replayed)
+        );
+        assert_eq!(g.record("n1", Some(2), 5, 100, 12), Ok(()));
+        assert_eq!(
+            g.record("n1", Some(2), 5, 100, 12),
+            Err(ReplayError::Replayed)
+        );
+        assert_eq!(
+            g.record("n1", Some(1), 5, 100, 12),
+            Err(ReplayError::Replayed)
+        );
+        assert_eq!(g.record("n2", None, 5, 100, 10), Ok(()));
+        assert_eq!(g.record("n2", None, 5, 100, 10), Err(ReplayError::Replayed));
+        assert_eq!(
+            g.record("n2", Some(5), 5, 100, 10),
             Err(ReplayError::Replayed),
             "no switching to qop"
         );
         assert_eq!(
-            g.record("n3", Some(0), 100, 10),
+            g.record("n3", Some(0), 5, 100, 10),
             Err(ReplayError::Replayed),
             "nc starts at 1"
         );
         // After the nonce expired, its record is gone (and the nonce itself is stale anyway).
-        assert_eq!(g.record("n2", None, 200, 100), Ok(()));
+        assert_eq!(g.record("n2", None, 5, 200, 100), Ok(()));
     }
 
     #[test]
@@ -120,10 +147,49 @@ mod tests {
         let g = ReplayGuard::new(8).unwrap();
         let mut refused = 0;
         for i in 0..64 {
-            if g.record(&format!("nonce-{i}"), None, 1000, 1) == Err(ReplayError::Full) {
+            if g.record(&format!("nonce-{i}"), None, 1, 1000, 1) == Err(ReplayError::Full) {
                 refused += 1;
             }
         }
         assert_eq!(refused, 64 - g.capacity());
+    }
+
+    /// Issue 14 item 2: a nonce refused because the table was full must stay refused when
+    /// room comes back (the captured header must never be accepted later); nonces issued
+    /// after the overflow are recorded normally.
+    #[test]
+    fn nonce_refused_for_lack_of_room_stays_refused() {
+        let g = ReplayGuard::new(8).unwrap();
+        // Fill the table with nonces issued at 0, living until 301.
+        let mut filled = 0;
+        for i in 0..10_000 {
+            if g.record(&format!("early-{i}"), None, 0, 301, 10).is_ok() {
+                filled += 1;
+            }
+            if filled == g.capacity() {
+                break;
+            }
+        }
+        assert_eq!(filled, g.capacity());
+        // A nonce issued at 100 (living until 401) finds no room.
+        assert_eq!(
+            g.record("late", None, 100, 401, 100),
+            Err(ReplayError::Full)
+        );
+        assert_eq!(
+            g.record("late", Some(1), 100, 401, 101),
+            Err(ReplayError::Full)
+        );
+        // At 350 the early nonces are gone: the late one, replayed, is still refused...
+        for nc in [None, Some(1), Some(2)] {
+            assert_eq!(g.record("late", nc, 100, 401, 350), Err(ReplayError::Full));
+        }
+        // ... and so is anything of its buckets issued up to then; a fresh nonce is fine.
+        assert_eq!(g.record("fresh", Some(1), 350, 651, 350), Ok(()));
+        assert_eq!(
+            g.record("fresh", Some(1), 350, 651, 351),
+            Err(ReplayError::Replayed)
+        );
+        assert_eq!(g.record("fresh", Some(2), 350, 651, 351), Ok(()));
     }
 }

@@ -65,11 +65,12 @@ impl Drop for SharedRegion {
     }
 }
 
-/// A lock word in shared memory holding the owner's pid (0 = free). A waiter that finds the
-/// owner dead (a worker killed inside the few instructions it holds the lock) takes it over,
-/// so a crash can never wedge the other workers.
+/// A lock word in shared memory holding the owner's pid and start time (0 = free). A waiter
+/// that finds the owner dead (a worker killed inside the few instructions it holds the lock)
+/// takes it over, so a crash can never wedge the other workers. The start time tells a dead
+/// owner from a live process that got its pid later (pid reuse).
 struct PidLock<'a> {
-    word: &'a AtomicU32,
+    word: &'a AtomicU64,
 }
 
 /// This process's pid, cached: glibc's getpid is a system call, and the lock takes it on every
@@ -79,9 +80,10 @@ pub fn current_pid() -> u32 {
     static HANDLER: std::sync::Once = std::sync::Once::new();
     extern "C" fn forget_in_child() {
         CACHED.store(0, Ordering::Relaxed);
+        OWNER.store(0, Ordering::Relaxed);
     }
     HANDLER.call_once(|| {
-        // SAFETY: registers a handler that only stores to an atomic.
+        // SAFETY: registers a handler that only stores to atomics.
         unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
     });
     match CACHED.load(Ordering::Relaxed) {
@@ -95,15 +97,55 @@ pub fn current_pid() -> u32 {
     }
 }
 
-fn pid_alive(pid: u32) -> bool {
+/// This process's lock word: pid in the low half, start time (low 32 bits) in the high half.
+static OWNER: AtomicU64 = AtomicU64::new(0);
+
+fn owner_word() -> u64 {
+    match OWNER.load(Ordering::Relaxed) {
+        0 => {
+            let pid = current_pid();
+            let word = u64::from(start_time(pid).unwrap_or(0)) << 32 | u64::from(pid);
+            OWNER.store(word, Ordering::Relaxed);
+            word
+        }
+        w => w,
+    }
+}
+
+/// Low 32 bits of a process's start time (clock ticks after boot, field 22 of
+/// /proc/<pid>/stat); None when it cannot be read.
+fn start_time(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses; split after the last ')'.
+    let after = stat.rsplit_once(')')?.1;
+    // Field 3 (state) is the first after the comm, so start time (22) is the 20th.
+    let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    Some(ticks as u32)
+}
+
+/// Whether the owner recorded in a lock word is still the process that took the lock.
+fn owner_alive(word: u64) -> bool {
+    let pid = word as u32;
+    let started = (word >> 32) as u32;
     // SAFETY: signal 0 only checks existence.
     let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    if rc != 0 {
+        // ESRCH: gone. EPERM: the pid now belongs to another user, and every worker runs as
+        // the same user: not our owner any more.
+        return false;
+    }
+    // Alive under that pid: the same process only if it started when the owner did.
+    match start_time(pid) {
+        Some(now) => now == started || started == 0,
+        None => true,
+    }
 }
 
 impl<'a> PidLock<'a> {
-    fn acquire(word: &'a AtomicU32) -> PidLock<'a> {
-        let me = current_pid();
+    /// Returns the lock and whether it was taken over from a dead owner (whatever that
+    /// owner was writing may be half-written).
+    fn acquire(word: &'a AtomicU64) -> (PidLock<'a>, bool) {
+        let me = owner_word();
         let mut spins: u32 = 0;
         loop {
             let cur = word.load(Ordering::Relaxed);
@@ -112,15 +154,15 @@ impl<'a> PidLock<'a> {
                     .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return PidLock { word };
+                    return (PidLock { word }, false);
                 }
             } else if spins >= 10_000
-                && !pid_alive(cur)
+                && !owner_alive(cur)
                 && word
                     .compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
-                return PidLock { word };
+                return (PidLock { word }, true);
             }
             spins = spins.saturating_add(1);
             if spins % 64 == 0 {
@@ -154,7 +196,7 @@ struct Slot<V: Copy> {
 // shared memory never holds uninitialised bytes; checked by const asserts in the users.
 #[repr(C)]
 struct Bucket<V: Copy> {
-    lock: AtomicU32,
+    lock: AtomicU64,
     slots: [Slot<V>; WAYS],
 }
 
@@ -186,6 +228,10 @@ impl<V: Copy> VacantSlot<'_, V> {
 pub struct SharedTable<V: Copy> {
     region: SharedRegion,
     buckets: usize,
+    /// Empty a bucket whose lock was taken over from a dead owner (a cache, whose entries
+    /// may be half-written then); a replay table keeps them (forgetting a used nonce would
+    /// let it be replayed, and what a dead owner was inserting had not been accepted yet).
+    discard_on_takeover: bool,
     _v: PhantomData<V>,
 }
 
@@ -198,8 +244,16 @@ impl<V: Copy> SharedTable<V> {
         Ok(SharedTable {
             region,
             buckets,
+            discard_on_takeover: false,
             _v: PhantomData,
         })
+    }
+
+    /// Like `new`, for a cache: a bucket taken over from a dead lock owner is emptied.
+    pub fn new_cache(entries: usize) -> io::Result<SharedTable<V>> {
+        let mut t = SharedTable::new(entries)?;
+        t.discard_on_takeover = true;
+        Ok(t)
     }
 
     pub fn capacity(&self) -> usize {
@@ -226,6 +280,12 @@ impl<V: Copy> SharedTable<V> {
         ((h1 % n) as usize, (h2 % n) as usize)
     }
 
+    /// The indexes (0..capacity/WAYS) of the two buckets `update` locks for `key`.
+    pub fn buckets_for(&self, key: &[u8; 16]) -> (usize, usize) {
+        let key = if *key == [0; 16] { [1; 16] } else { *key };
+        self.buckets_of(&key)
+    }
+
     fn bucket_ptr(&self, index: usize) -> *mut Bucket<V> {
         assert!(index < self.buckets);
         // SAFETY: index < buckets, and the region holds `buckets` buckets.
@@ -234,7 +294,24 @@ impl<V: Copy> SharedTable<V> {
 
     fn lock(&self, index: usize) -> PidLock<'_> {
         // SAFETY: the lock word lives in the shared region for the table's lifetime.
-        PidLock::acquire(unsafe { &*std::ptr::addr_of!((*self.bucket_ptr(index)).lock) })
+        let (lock, taken_over) =
+            PidLock::acquire(unsafe { &*std::ptr::addr_of!((*self.bucket_ptr(index)).lock) });
+        if taken_over && self.discard_on_takeover {
+            // SAFETY: the lock just acquired gives exclusive access to this bucket's slots.
+            let slots = unsafe { &mut *std::ptr::addr_of_mut!((*self.bucket_ptr(index)).slots) };
+            for slot in slots.iter_mut() {
+                slot.key = [0; 16];
+                slot.expires_at = 0;
+            }
+        }
+        lock
+    }
+
+    /// The lock word of a bucket, for tests that play a dead owner.
+    #[cfg(test)]
+    pub fn lock_word(&self, index: usize) -> &AtomicU64 {
+        // SAFETY: as in `lock`.
+        unsafe { &*std::ptr::addr_of!((*self.bucket_ptr(index)).lock) }
     }
 
     /// Runs `f` on the key's entry under the locks of its buckets: read, change, insert or
@@ -324,6 +401,16 @@ impl SharedCounters {
 
     pub fn get(&self, index: usize) -> u64 {
         self.cell(index).load(Ordering::Relaxed)
+    }
+
+    /// Bytes of shared memory the counters use.
+    pub fn bytes(&self) -> usize {
+        self.region.len()
+    }
+
+    /// Raises the counter to `v` if it is lower.
+    pub fn raise(&self, index: usize, v: u64) {
+        self.cell(index).fetch_max(v, Ordering::Relaxed);
     }
 }
 
@@ -461,12 +548,56 @@ mod tests {
 
     #[test]
     fn dead_owner_does_not_wedge_the_lock() {
-        let word = AtomicU32::new(0);
+        let word = AtomicU64::new(0);
         // A pid far above pid_max on Linux: never alive.
         word.store(0x7fff_fff0, Ordering::Relaxed);
-        let lock = PidLock::acquire(&word);
-        assert_eq!(word.load(Ordering::Relaxed), current_pid());
+        let (lock, taken_over) = PidLock::acquire(&word);
+        assert!(taken_over);
+        assert_eq!(word.load(Ordering::Relaxed), owner_word());
+        assert_eq!(owner_word() as u32, current_pid());
         drop(lock);
         assert_eq!(word.load(Ordering::Relaxed), 0);
+        let (lock, taken_over) = PidLock::acquire(&word);
+        assert!(!taken_over);
+        drop(lock);
+    }
+
+    /// Also-look-at of issue 14: the owner's pid is alive but belongs to a process started
+    /// later (pid reuse): the lock is taken over instead of wedging forever.
+    #[test]
+    fn reused_pid_does_not_wedge_the_lock() {
+        let mine = owner_word();
+        assert_ne!(mine >> 32, 0, "start time read from /proc");
+        for pid in [1u64, u64::from(current_pid())] {
+            let word = AtomicU64::new(0);
+            // That pid, with a start time it never had.
+            let stale = (start_time(pid as u32).unwrap().wrapping_add(7) as u64) << 32 | pid;
+            word.store(stale, Ordering::Relaxed);
+            assert!(!owner_alive(stale));
+            let (lock, taken_over) = PidLock::acquire(&word);
+            assert!(taken_over, "pid {pid}");
+            drop(lock);
+        }
+        assert!(owner_alive(mine), "a live owner is never taken over");
+    }
+
+    /// A cache bucket taken over from a dead owner is emptied (its entry may be half
+    /// written); a replay table keeps what it has.
+    #[test]
+    fn takeover_empties_cache_buckets_only() {
+        for (cache, survives) in [(true, false), (false, true)] {
+            let t: SharedTable<Val> = if cache {
+                SharedTable::new_cache(WAYS).unwrap()
+            } else {
+                SharedTable::new(WAYS).unwrap()
+            };
+            t.update(key(1), 0, |f| match f {
+                Found::Vacant(v) => v.insert(Val { n: 5 }, 1000),
+                _ => panic!("room expected"),
+            });
+            t.lock_word(0).store(0x7fff_fff0, Ordering::Relaxed);
+            assert_eq!(get(&t, key(1), 1).is_some(), survives, "cache {cache}");
+            assert_eq!(t.lock_word(0).load(Ordering::Relaxed), 0, "released");
+        }
     }
 }

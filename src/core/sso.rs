@@ -1,11 +1,14 @@
 //! The SSO client: RFC 7662 token introspection and the Digest login (`token_url`) contract,
 //! over HTTP(S) with one keep-alive agent per OpenSIPS worker process.
 
+use std::collections::HashMap;
 use std::error::Error as _;
 use std::fmt;
 use std::io::{self, BufReader, Read};
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Map, Value};
@@ -162,6 +165,118 @@ pub trait SsoApi {
     fn fetch_jwks(&mut self, _url: &str) -> Result<Vec<u8>, SsoError> {
         Err(SsoError::NotConfigured)
     }
+    /// Every SSO request from now on must be over by `deadline` (None: each request gets
+    /// the configured timeout): one budget for a whole sso_authorize call.
+    fn set_deadline(&mut self, _deadline: Option<Instant>) {}
+}
+
+type Lookup = dyn Fn(&str) -> io::Result<Vec<SocketAddr>> + Send + Sync;
+
+/// Name resolution bounded by the current call's deadline. The system resolver
+/// (getaddrinfo) takes no timeout, so a lookup runs on a helper thread and the caller waits
+/// only as long as its budget allows. A lookup that outlives its caller is kept and waited
+/// for by the next caller asking for the same name, so a hanging DNS server costs at most
+/// one helper thread per name per process, never one per request. IP literals (the usual
+/// SSO URL in a data centre) never leave the calling thread.
+pub struct BoundedResolver {
+    deadline: Arc<Mutex<Option<Instant>>>,
+    fallback: Duration,
+    pending: Mutex<HashMap<String, Receiver<io::Result<Vec<SocketAddr>>>>>,
+    lookup: Arc<Lookup>,
+}
+
+impl BoundedResolver {
+    /// `deadline` is shared with the client that sets it per call; `fallback` bounds a
+    /// lookup when no deadline is set.
+    pub fn new(deadline: Arc<Mutex<Option<Instant>>>, fallback: Duration) -> BoundedResolver {
+        BoundedResolver::with_lookup(
+            deadline,
+            fallback,
+            Arc::new(|netloc: &str| netloc.to_socket_addrs().map(|i| i.collect())),
+        )
+    }
+
+    /// With another lookup function (tests: one that hangs).
+    pub fn with_lookup(
+        deadline: Arc<Mutex<Option<Instant>>>,
+        fallback: Duration,
+        lookup: Arc<Lookup>,
+    ) -> BoundedResolver {
+        BoundedResolver {
+            deadline,
+            fallback,
+            pending: Mutex::new(HashMap::new()),
+            lookup,
+        }
+    }
+
+    /// Helper threads started so far (tests).
+    pub fn pending_names(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn spawn(&self, netloc: &str) -> io::Result<Receiver<io::Result<Vec<SocketAddr>>>> {
+        let (tx, rx) = mpsc::channel();
+        let name = netloc.to_string();
+        let lookup = self.lookup.clone();
+        // The helper must never run OpenSIPS's signal handlers: it starts with every signal
+        // blocked (a new thread inherits the mask of the thread that creates it).
+        // SAFETY: plain sigset manipulation on this thread; the old mask is restored below.
+        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+        unsafe {
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        }
+        let spawned = std::thread::Builder::new()
+            .name("sso-dns".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let _ = tx.send(lookup(&name));
+            });
+        // SAFETY: restores the mask saved above.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        }
+        spawned.map(|_| rx)
+    }
+}
+
+impl ureq::Resolver for BoundedResolver {
+    fn resolve(&self, netloc: &str) -> io::Result<Vec<SocketAddr>> {
+        if let Ok(addr) = netloc.parse::<SocketAddr>() {
+            return Ok(vec![addr]);
+        }
+        let deadline = self
+            .deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(|| Instant::now() + self.fallback);
+        let earlier = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(netloc);
+        let rx = match earlier {
+            Some(rx) => rx,
+            None => self.spawn(netloc)?,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(answer) => answer,
+            Err(RecvTimeoutError::Timeout) => {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(netloc.to_string(), rx);
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "name resolution timed out",
+                ))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(io::Error::other("name resolution failed")),
+        }
+    }
 }
 
 /// Parses a body that must be one JSON object.
@@ -301,6 +416,8 @@ pub fn interpret_token_response(status: u16, body: &[u8]) -> Result<LoginOutcome
 pub struct HttpSso {
     settings: SsoSettings,
     agent: ureq::Agent,
+    /// End of the current call's budget; shared with the agent's resolver.
+    deadline: Arc<Mutex<Option<Instant>>>,
     /// Precomputed `Authorization` value when a client id is configured.
     basic_auth: Option<String>,
 }
@@ -502,8 +619,10 @@ impl HttpSso {
                 "the HTTP timeout must be above zero".to_string(),
             ));
         }
+        let deadline = Arc::new(Mutex::new(None));
         let agent = ureq::AgentBuilder::new()
             .timeout(settings.timeout)
+            .resolver(BoundedResolver::new(deadline.clone(), settings.timeout))
             // A 3xx from the SSO is a misconfiguration; following it could carry the client
             // credentials or the token somewhere else.
             .redirects(0)
@@ -514,6 +633,7 @@ impl HttpSso {
         Ok(HttpSso {
             settings,
             agent,
+            deadline,
             basic_auth,
         })
     }
@@ -522,9 +642,29 @@ impl HttpSso {
         &self.settings
     }
 
+    /// What is left of the budget for the next request: the configured timeout, cut to the
+    /// call's deadline; Err(Timeout) when nothing is left.
+    fn budget(&self) -> Result<Duration, SsoError> {
+        match *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => Ok(self.settings.timeout),
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left < Duration::from_millis(1) {
+                    Err(SsoError::Timeout)
+                } else {
+                    Ok(left.min(self.settings.timeout))
+                }
+            }
+        }
+    }
+
     /// One form POST; any status comes back with its (bounded) body.
     fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<(u16, Vec<u8>), SsoError> {
-        let mut req = self.agent.post(url).set("Accept", "application/json");
+        let mut req = self
+            .agent
+            .post(url)
+            .timeout(self.budget()?)
+            .set("Accept", "application/json");
         if let Some(auth) = &self.basic_auth {
             req = req.set("Authorization", auth);
         }
@@ -543,7 +683,13 @@ impl HttpSso {
     /// with its (bounded) body. No client credentials are sent: what is fetched this way
     /// (a JWK Set) is public.
     pub fn get(&self, url: &str, accept: &str) -> Result<(u16, Vec<u8>), SsoError> {
-        let resp = match self.agent.get(url).set("Accept", accept).call() {
+        let resp = match self
+            .agent
+            .get(url)
+            .timeout(self.budget()?)
+            .set("Accept", accept)
+            .call()
+        {
             Ok(resp) => resp,
             Err(ureq::Error::Status(_, resp)) => resp,
             Err(ureq::Error::Transport(t)) => return Err(map_transport(&t)),
@@ -620,6 +766,10 @@ impl SsoApi for HttpSso {
 
     fn fetch_jwks(&mut self, url: &str) -> Result<Vec<u8>, SsoError> {
         fetch_jwks(self, url)
+    }
+
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = deadline;
     }
 }
 
@@ -1551,5 +1701,77 @@ u0057AMOm4QOH/q2v+xm/jFEdsmx9aQ=
             Err(SsoError::Unreachable(_))
         ));
         assert!(srv.seen().is_empty());
+    }
+
+    /// Issue 14 item 10: name resolution is bounded by the call's deadline. A lookup that
+    /// hangs times out at the deadline; the next call waits for the same lookup instead of
+    /// starting another one; a finished lookup answers; IP literals skip the resolver.
+    #[test]
+    fn resolver_honours_the_deadline() {
+        use std::sync::atomic::AtomicUsize;
+        let started = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(Mutex::new(false));
+        let (s2, r2) = (started.clone(), release.clone());
+        let lookup: Arc<Lookup> = Arc::new(move |netloc: &str| {
+            s2.fetch_add(1, Ordering::SeqCst);
+            while !*r2.lock().unwrap() {
+                thread::sleep(Duration::from_millis(5));
+            }
+            Ok(vec![format!(
+                "127.0.0.1:{}",
+                netloc.rsplit(':').next().unwrap()
+            )
+            .parse()
+            .unwrap()])
+        });
+        let deadline = Arc::new(Mutex::new(None));
+        let r = BoundedResolver::with_lookup(deadline.clone(), Duration::from_secs(5), lookup);
+        for _ in 0..3 {
+            *deadline.lock().unwrap() = Some(Instant::now() + Duration::from_millis(100));
+            let t = Instant::now();
+            let e = ureq::Resolver::resolve(&r, "sso.example.net:8443").unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+            assert!(
+                t.elapsed() < Duration::from_millis(300),
+                "{:?}",
+                t.elapsed()
+            );
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 1, "one lookup for one name");
+        assert_eq!(r.pending_names(), 1);
+        *release.lock().unwrap() = true;
+        *deadline.lock().unwrap() = Some(Instant::now() + Duration::from_secs(2));
+        let addrs = ureq::Resolver::resolve(&r, "sso.example.net:8443").unwrap();
+        assert_eq!(addrs, vec!["127.0.0.1:8443".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(r.pending_names(), 0);
+        assert_eq!(
+            ureq::Resolver::resolve(&r, "192.0.2.7:443").unwrap(),
+            vec!["192.0.2.7:443".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            ureq::Resolver::resolve(&r, "[2001:db8::1]:443").unwrap(),
+            vec!["[2001:db8::1]:443".parse::<SocketAddr>().unwrap()]
+        );
+    }
+
+    /// A request started with its budget already spent is not sent at all.
+    #[test]
+    fn spent_budget_sends_nothing() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut sso = HttpSso::new(SsoSettings {
+            introspect_url: Some(format!("http://127.0.0.1:{port}/introspect")),
+            token_url: None,
+            client_id: None,
+            client_secret: None,
+            timeout: Duration::from_secs(2),
+            tls_ca_file: None,
+            digest_grant_type: "x".into(),
+        })
+        .unwrap();
+        sso.set_deadline(Some(Instant::now()));
+        assert_eq!(sso.introspect("t"), Err(SsoError::Timeout));
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_err(), "nothing connected");
     }
 }

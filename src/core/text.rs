@@ -46,6 +46,29 @@ pub fn trim_lws(s: &[u8]) -> &[u8] {
     &s[start..end]
 }
 
+/// `get_body()` on plain bytes: `end_of_headers` is the offset of the first byte after the
+/// last header line.
+pub fn body_after_headers(
+    buf: &[u8],
+    end_of_headers: usize,
+    content_length: Option<usize>,
+) -> &[u8] {
+    let Some(rest) = buf.get(end_of_headers..) else {
+        return &[];
+    };
+    let body = if rest.starts_with(b"\r\n") {
+        &rest[2..]
+    } else if rest.first().is_some_and(|&b| b == b'\n' || b == b'\r') {
+        &rest[1..]
+    } else {
+        return &[];
+    };
+    match content_length {
+        Some(n) if n < body.len() => &body[..n],
+        _ => body,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +87,28 @@ mod tests {
         assert_eq!(trim_lws(b" \t ab c\t "), b"ab c");
         assert_eq!(trim_lws(b" \t "), b"");
         assert_eq!(trim_lws(b""), b"");
+    }
+
+    /// Issue 14 item 12: the body auth-int hashes is OpenSIPS's, not "everything after the
+    /// first CRLFCRLF".
+    #[test]
+    fn body_after_headers_follows_get_body() {
+        let m = b"MESSAGE sip:x SIP/2.0\r\nContent-Length: 5\r\n\r\nhello trailing junk";
+        let eoh = m.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 2;
+        assert_eq!(body_after_headers(m, eoh, Some(5)), b"hello");
+        assert_eq!(body_after_headers(m, eoh, None), b"hello trailing junk");
+        assert_eq!(
+            body_after_headers(m, eoh, Some(500)),
+            b"hello trailing junk"
+        );
+        assert_eq!(body_after_headers(m, eoh, Some(0)), b"");
+        // LF-only line ends: the body starts after the lone LF.
+        let lf = b"MESSAGE sip:x SIP/2.0\nContent-Length: 2\n\nhi\r\n\r\nmore";
+        let eoh = lf.windows(2).position(|w| w == b"\n\n").unwrap() + 1;
+        assert_eq!(body_after_headers(lf, eoh, Some(2)), b"hi");
+        // No empty line at the end of the headers, or an offset past the buffer: no body.
+        assert_eq!(body_after_headers(m, 3, Some(5)), b"");
+        assert_eq!(body_after_headers(m, m.len() + 10, None), b"");
+        assert_eq!(body_after_headers(m, m.len(), None), b"");
     }
 }

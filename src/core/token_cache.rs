@@ -101,7 +101,7 @@ impl SharedTokenCache {
     /// Room for `entries` tokens. Call before fork.
     pub fn new(entries: usize) -> std::io::Result<SharedTokenCache> {
         Ok(SharedTokenCache {
-            table: SharedTable::new(entries)?,
+            table: SharedTable::new_cache(entries)?,
         })
     }
 

@@ -170,6 +170,11 @@ impl SsoApi for CountedSso<'_> {
         self.calls += 1;
         self.inner.fetch_jwks(url)
     }
+    // The call's deadline must reach the client: without it each request would get a whole
+    // http_timeout again, and a deadline left by an earlier call would cut this one short.
+    fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
+        self.inner.set_deadline(deadline)
+    }
 }
 
 /// `sso_authorize` / `sso_proxy_authorize`. `sso_used` is set when the decision needed a
@@ -195,39 +200,32 @@ fn authorize(
         // The success line is logged at DBG only: without it the core skips building it.
         let explain_success = log::enabled(L_DBG);
         let now = now();
-        let (decision, reason, new_token, register_limit) = worker::with_worker(|w| {
+        let (mut outcome, spans, register_limit) = worker::with_worker(|w| {
             w.authorizer.set_explain_success(explain_success);
             let mut sso = CountedSso {
                 inner: &mut w.sso,
                 calls: 0,
             };
-            let mut outcome = w.authorizer.authorize(&req, &mut sso, now);
+            let outcome = w.authorizer.authorize(&req, &mut sso, now);
             *sso_used = sso.calls > 0;
-            // Credentials to remove on sso_consume_credentials: the deciding header and any
-            // token header (a stale token must not travel on either), in message order.
-            let spans = kept
+            // Credentials to remove on sso_consume_credentials: the deciding header and every
+            // token-carrying header (the core lists them), in message order.
+            let spans: Vec<Span> = outcome
+                .consume_headers
                 .iter()
-                .enumerate()
-                .filter(|(i, h)| h.kind == HDR_OTHER_T as i32 || outcome.used_headers.contains(i))
-                .map(|(_, h)| Span {
+                .filter_map(|&i| kept.get(i))
+                .map(|h| Span {
                     offset: h.offset,
                     len: h.len,
                     kind: h.kind,
                 })
                 .collect();
-            // The outcome stays with the worker (for a later challenge or consume); only what
-            // this call still needs leaves, without copying the introspection result.
-            let reason = std::mem::take(&mut outcome.reason);
-            // The issued token stays with the outcome too: its claims are looked up when
-            // the script asks for them.
-            let new_token = outcome.new_token.clone();
-            let decision = outcome.code;
             let register_limit = w.authorizer.register_limit(&outcome, now);
-            w.last = Some(LastAuth::new(msg_key, outcome, spans));
-            (decision, reason, new_token, register_limit)
+            (outcome, spans, register_limit)
         })
         .map_err(|e| EntryError::new(ERROR, e))?;
-
+        let reason = std::mem::take(&mut outcome.reason);
+        let decision = outcome.code;
         let code = decision.value();
         match decision {
             Code::Error => sso_log!(L_ERR, "{reason} -> {code}"),
@@ -238,30 +236,53 @@ fn authorize(
             }
             _ => sso_log!(L_INFO, "{reason} -> {code}"),
         }
-        if let Some(limit) = register_limit.filter(|_| msg.is_register()) {
-            let changed = msg
-                .cap_register_expires(limit)
-                .map_err(|e| EntryError::new(ERROR, e))?;
-            if changed > 0 {
-                sso_log!(
-                    L_DBG,
-                    "registration lifetime capped at {limit} s, the token's remaining life \
-                     ({changed} value(s) changed)"
-                );
-            }
-        }
-        if let Some(token) = new_token.as_deref() {
-            let line = format!("{}: {}\r\n", cfg.token_header, token);
-            if !is_header_safe(line.trim_end_matches("\r\n")) {
-                return Err(EntryError::new(
-                    ERROR,
-                    "SSO token holds bytes not allowed in a SIP header",
-                ));
-            }
-            add_reply_header(&mut msg, &line).map_err(|e| EntryError::new(ERROR, e))?;
-        }
+        // What can still fail comes before the outcome is recorded: a request that ends in
+        // -5 here must not look authenticated to sso_consume_credentials, $sso or the
+        // identity functions afterwards.
+        let applied = apply_success(&mut msg, cfg, &outcome, register_limit);
+        worker::with_worker(|w| {
+            w.last = Some(match &applied {
+                Ok(()) => LastAuth::new(msg_key, outcome, spans),
+                Err(e) => LastAuth::new(msg_key, outcome.failed(e.message.clone()), Vec::new()),
+            })
+        })
+        .map_err(|e| EntryError::new(ERROR, e))?;
+        applied?;
         Ok(code)
     })
+}
+
+/// The parts of a success that touch the message: the capped registration lifetime and
+/// the reply header with the token the SSO issued.
+fn apply_success(
+    msg: &mut Msg,
+    cfg: &Config,
+    outcome: &crate::core::authorize::Outcome,
+    register_limit: Option<u64>,
+) -> Result<(), EntryError> {
+    if let Some(limit) = register_limit.filter(|_| msg.is_register()) {
+        let changed = msg
+            .cap_register_expires(limit)
+            .map_err(|e| EntryError::new(ERROR, e))?;
+        if changed > 0 {
+            sso_log!(
+                L_DBG,
+                "registration lifetime capped at {limit} s, the token's remaining life \
+                 ({changed} value(s) changed)"
+            );
+        }
+    }
+    if let Some(token) = outcome.new_token.as_deref() {
+        let line = format!("{}: {}\r\n", cfg.token_header, token);
+        if !is_header_safe(line.trim_end_matches("\r\n")) {
+            return Err(EntryError::new(
+                ERROR,
+                "SSO token holds bytes not allowed in a SIP header",
+            ));
+        }
+        add_reply_header(msg, &line).map_err(|e| EntryError::new(ERROR, e))?;
+    }
+    Ok(())
 }
 
 fn challenge(

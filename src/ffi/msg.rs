@@ -170,13 +170,26 @@ impl<'a> Msg<'a> {
         unsafe { std::slice::from_raw_parts(self.raw.buf as *const u8, self.raw.len as usize) }
     }
 
-    /// The body: everything after the first empty line.
+    /// The body as OpenSIPS's `get_body()` sees it (call `parse_all_headers` first): it
+    /// starts after the empty line that ends the headers (CRLF or a lone LF or CR) and runs
+    /// to the end of the buffer, cut to Content-Length when that header says less.
     pub fn body(&self) -> &'a [u8] {
         let buf = self.buffer();
-        match buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            Some(i) => &buf[i + 4..],
-            None => &[],
+        if self.raw.unparsed.is_null() || self.raw.buf.is_null() {
+            return &[];
         }
+        let end_of_headers = (self.raw.unparsed as usize).wrapping_sub(self.raw.buf as usize);
+        crate::core::text::body_after_headers(buf, end_of_headers, self.content_length())
+    }
+
+    /// The value OpenSIPS parsed out of Content-Length (it keeps the number in `parsed`).
+    fn content_length(&self) -> Option<usize> {
+        // SAFETY: null or a header of this message.
+        let h = unsafe { self.raw.content_length.as_ref() }?;
+        if h.parsed.is_null() && bytes(&h.body).iter().all(|b| b.is_ascii_whitespace()) {
+            return None;
+        }
+        Some(h.parsed as usize)
     }
 
     /// Headers in message order (call `parse_all_headers` first), read from OpenSIPS's list

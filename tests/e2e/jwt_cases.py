@@ -168,3 +168,15 @@ def register(r):
                "RS256 token whose key is not in jwt_key_file")
         eq(sso.count("jwks") - n_jwks, 0, "JWK Set fetches with jwt_key_file")
         eq(sso.count("introspect") - n_intro, 0, "introspections with jwt_key_file")
+
+    @case("jwt_expired_inside_leeway_is_one_rule", instance="jwt")
+    def t_jwt_leeway(ctx):
+        """Issue 14 item 8: a JWT that expired 5 s ago, with the default 30 s jwt_leeway, is
+        accepted by every check, every time (it used to pass the JWT check, then get -6 and
+        be cached as inactive)."""
+        st = setup(ctx)
+        token = st["issuer"].token("ed", claims(lifetime=-5))
+        for i in range(3):
+            expect(register_with(ctx, "jwt", token), 200, 1, "use %d inside the leeway" % i)
+        expect(register_with(ctx, "jwt", st["issuer"].token("ed", claims(lifetime=-40))),
+               401, -6, "expired beyond the leeway")

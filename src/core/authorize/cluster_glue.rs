@@ -17,23 +17,18 @@ impl Authorizer {
         self.cluster.is_some()
     }
 
-    /// Where `nonce` was issued. Nonces do not name their node yet, so every valid nonce is
-    /// `Unknown`, which the outage rule treats as possibly foreign (-3): safe, at the cost of
-    /// Digest logins during a store outage. Once nonces carry the node's identity in their
-    /// MAC (`node_id`), this answers `Here` for our own and `Elsewhere` for the others'.
-    fn nonce_origin(&self, _nonce: &str) -> NonceOrigin {
-        NonceOrigin::Unknown
-    }
-
     /// After the node's own replay table accepted (nonce, nc): in shared mode, the store's
     /// claim decides. None: accept.
+    /// `origin`: where the nonce was issued, as its MAC says (`Here`: this node during this
+    /// start, so its local table saw every use; `Elsewhere`: another node or an earlier
+    /// start, which only the store can vouch for).
     pub(super) fn cluster_replay_check(
         &mut self,
         nonce: &str,
         nc: Option<u32>,
         now: u64,
+        origin: NonceOrigin,
     ) -> Option<Outcome> {
-        let origin = self.nonce_origin(nonce);
         let cluster = self.cluster.as_mut()?;
         let stats = &self.shared.stats;
         // The claim outlives the nonce everywhere: lifetime plus the clock skew nonces allow.

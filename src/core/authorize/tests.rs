@@ -1,6 +1,7 @@
 //! Decision tests with a scripted SSO: every return code, both token placements, fallbacks.
 
 use super::*;
+use crate::core::claims::ClaimSet;
 use crate::core::digest::{expected_response, ResponseInput};
 
 /// An SSO double: answers from fixed tables and counts calls.
@@ -91,6 +92,15 @@ fn register<'a>(
     }
 }
 
+/// The qop offer a challenge answered with `qop` made.
+fn offer_for(qop: Option<&str>) -> QopOffer {
+    match qop {
+        None => QopOffer::None,
+        Some("auth-int") => QopOffer::AuthInt,
+        Some(_) => QopOffer::Auth,
+    }
+}
+
 fn digest_header(
     a: &Authorizer,
     user: &str,
@@ -100,7 +110,7 @@ fn digest_header(
     alg: Algorithm,
     body: &[u8],
 ) -> String {
-    let nonce = nonce.unwrap_or_else(|| a.nonces.issue(NOW, &[5; 12]));
+    let nonce = nonce.unwrap_or_else(|| a.nonces.issue(NOW, &[5; 12], alg, offer_for(qop)));
     let response = expected_response(&ResponseInput {
         algorithm: alg,
         username: user,
@@ -174,7 +184,10 @@ fn token_header_accepted_then_cached() {
 fn bearer_credential_accepted() {
     let mut a = Authorizer::new(config(), shared());
     let mut sso = FakeSso {
-        tokens: vec![("tok2".into(), Ok(active("alice@example.com", None)))],
+        tokens: vec![
+            ("tok2".into(), Ok(active("alice", None))),
+            ("tok3".into(), Ok(active("alice@example.com", None))),
+        ],
         ..Default::default()
     };
     let c = [HeaderRef {
@@ -188,6 +201,24 @@ fn bearer_credential_accepted() {
     );
     assert_eq!(o.code, Code::TokenOk);
     assert_eq!(o.source, Some(TokenSource::Bearer));
+    // A token user with a domain matches only under use_domain (issue 14 item 5: with
+    // use_domain=0 registrar files the AOR under the user part alone).
+    let c = [HeaderRef {
+        id: 3,
+        value: b"Bearer tok3",
+    }];
+    let req = register(b"sip:alice@EXAMPLE.com;tag=x", c.to_vec(), vec![]);
+    assert_eq!(
+        a.authorize(&req, &mut sso, NOW).code,
+        Code::IdentityMismatch
+    );
+    let mut cfg = config();
+    cfg.use_domain = true;
+    let mut with_domain = Authorizer::new(cfg, shared());
+    assert_eq!(
+        with_domain.authorize(&req, &mut sso, NOW).code,
+        Code::TokenOk
+    );
 }
 
 #[test]
@@ -401,7 +432,9 @@ fn auth_int_sends_body_hash() {
 fn forged_and_stale_nonces() {
     let mut a = Authorizer::new(config(), shared());
     let mut sso = FakeSso::default();
-    let good = a.nonces.issue(NOW, &[1; 12]);
+    let good = a
+        .nonces
+        .issue(NOW, &[1; 12], Algorithm::Md5, QopOffer::None);
     let mut forged = good.clone().into_bytes();
     forged[20] = if forged[20] == b'a' { b'b' } else { b'a' };
     let forged = String::from_utf8(forged).unwrap();
@@ -612,7 +645,9 @@ fn replayed_digest_is_minus_8_and_nc_plus_one_passes() {
         })),
         ..Default::default()
     };
-    let nonce = a.nonces.issue(NOW, &[3; 12]);
+    let nonce = a
+        .nonces
+        .issue(NOW, &[3; 12], Algorithm::Md5, QopOffer::Auth);
     let h = digest_header(
         &a,
         "alice",
@@ -1195,7 +1230,9 @@ mod cluster_nodes {
         let store = MemoryStore::default();
         let (mut a, mut b) = (node(&store), node(&store));
         let mut sso = login_sso();
-        let nonce = a.nonces.issue(NOW, &[4; 12]);
+        let nonce = a
+            .nonces
+            .issue(NOW, &[4; 12], Algorithm::Md5, QopOffer::Auth);
         let h = digest_header(
             &a,
             "alice",
@@ -1327,7 +1364,9 @@ fn reused_nonce_is_challenged_stale_and_forged_is_not() {
         })),
         ..Default::default()
     };
-    let nonce = a.nonces.issue(NOW, &[4; 12]);
+    let nonce = a
+        .nonces
+        .issue(NOW, &[4; 12], Algorithm::Md5, QopOffer::Auth);
     let h = digest_header(
         &a,
         "alice",
@@ -1395,7 +1434,9 @@ fn retransmission_gets_the_same_answer_and_a_replay_does_not() {
         })),
         ..Default::default()
     };
-    let nonce = a.nonces.issue(NOW, &[6; 12]);
+    let nonce = a
+        .nonces
+        .issue(NOW, &[6; 12], Algorithm::Md5, QopOffer::Auth);
     let h = digest_header(
         &a,
         "alice",
@@ -1503,4 +1544,849 @@ fn retransmission_waits_for_the_first_copy() {
         a.shared.retrans.lookup(&fp, NOW),
         Seen::Done(2, Some("late-token".into()))
     );
+}
+
+// ---- issue 14 (security review) and issue 13 item 1: nonces and replays ----------------
+
+fn session_sso() -> FakeSso {
+    FakeSso {
+        login_answer: Some(Ok(LoginOutcome::Session {
+            access_token: "t".into(),
+            expires_in: None,
+        })),
+        ..Default::default()
+    }
+}
+
+fn alice_digest(a: &mut Authorizer, sso: &mut FakeSso, h: &str, now: u64) -> Outcome {
+    let c = [HeaderRef {
+        id: 1,
+        value: h.as_bytes(),
+    }];
+    a.authorize(
+        &register(b"<sip:alice@example.com>", c.to_vec(), vec![]),
+        sso,
+        now,
+    )
+}
+
+/// Item 1: an answer without qop does not cover nc; a captured one sent again with
+/// nc=2, 3 must not be accepted again, and nc/cnonce do not reach the SSO.
+#[test]
+fn nc_without_qop_is_ignored_and_the_nonce_single_use() {
+    let mut a = Authorizer::new(config(), shared());
+    let mut sso = session_sso();
+    let h = digest_header(&a, "alice", "example.com", None, None, Algorithm::Md5, b"")
+        + ", nc=00000001, cnonce=\"abc\"";
+    let first = alice_digest(&mut a, &mut sso, &h, NOW);
+    assert_eq!(first.code, Code::DigestOk, "{}", first.reason);
+    let sent = sso.last_login.clone().unwrap();
+    assert_eq!((sent.nc, sent.cnonce, sent.qop), (None, None, None));
+    for nc in ["00000002", "00000003"] {
+        let again = alice_digest(&mut a, &mut sso, &h.replace("00000001", nc), NOW);
+        assert_eq!(again.code, Code::BadNonce, "nc={nc}: {}", again.reason);
+    }
+    assert_eq!(sso.logins, 1);
+}
+
+/// Item 3: with a configured secret, a header accepted before a restart is not accepted
+/// after it (the new replay table is empty): the nonce is stale (-3), not a new login.
+#[test]
+fn nonce_from_before_a_restart_is_stale() {
+    let mut before = Authorizer::new(config(), shared());
+    let mut sso = session_sso();
+    let h = digest_header(
+        &before,
+        "alice",
+        "example.com",
+        None,
+        Some("auth"),
+        Algorithm::Md5,
+        b"",
+    );
+    assert_eq!(
+        alice_digest(&mut before, &mut sso, &h, NOW).code,
+        Code::DigestOk
+    );
+    // Same secret, same node_id, a new start: new shared state.
+    for node_id in [None, Some("sip-a")] {
+        let mut cfg = config();
+        cfg.node_id = node_id.map(String::from);
+        let mut after = Authorizer::new(cfg, shared());
+        let o = alice_digest(&mut after, &mut sso, &h, NOW + 1);
+        assert_eq!(o.code, Code::StaleNonce, "{node_id:?}: {}", o.reason);
+    }
+    assert_eq!(sso.logins, 1);
+    // The stale answer makes the next challenge say stale=true.
+    let mut after = Authorizer::new(config(), shared());
+    let o = alice_digest(&mut after, &mut sso, &h, NOW + 1);
+    let spec = ChallengeSpec {
+        placement: Placement::Www,
+        realm: "example.com",
+        is_register: true,
+        to: None,
+        from: None,
+        qop: QopOffer::Auth,
+        algorithms: vec![Algorithm::Md5],
+    };
+    let lines = after.challenge(&spec, Some(&o), NOW + 1, &[1; 12]).unwrap();
+    assert!(lines[0].contains("stale=true"), "{}", lines[0]);
+}
+
+/// Issue 13 item 1: two nodes share the secret; a valid nonce of node A presented to node B
+/// is stale (-3), with or without node_id, and never reaches B's SSO call.
+#[test]
+fn nonce_of_another_node_is_stale() {
+    let mut cfg_a = config();
+    cfg_a.node_id = Some("sip-a".into());
+    let mut cfg_b = config();
+    cfg_b.node_id = Some("sip-b".into());
+    let shared_ab = shared();
+    let node_a = Authorizer::new(cfg_a, shared_ab.clone());
+    let mut node_b = Authorizer::new(cfg_b, shared());
+    let mut sso = session_sso();
+    let h = digest_header(
+        &node_a,
+        "alice",
+        "example.com",
+        None,
+        Some("auth"),
+        Algorithm::Md5,
+        b"",
+    );
+    let o = alice_digest(&mut node_b, &mut sso, &h, NOW);
+    assert_eq!(o.code, Code::StaleNonce, "{}", o.reason);
+    assert!(o.reason.contains("another node"), "{}", o.reason);
+    // Forgetting node_id everywhere is safe too: every start is its own node.
+    let unnamed_a = Authorizer::new(config(), shared());
+    let mut unnamed_b = Authorizer::new(config(), shared());
+    let h = digest_header(
+        &unnamed_a,
+        "alice",
+        "example.com",
+        None,
+        Some("auth"),
+        Algorithm::Md5,
+        b"",
+    );
+    assert_eq!(
+        alice_digest(&mut unnamed_b, &mut sso, &h, NOW).code,
+        Code::StaleNonce
+    );
+    // A forged nonce is still -8 on any node.
+    let forged = h.replace("nonce=\"02", "nonce=\"03");
+    assert_eq!(
+        alice_digest(&mut unnamed_b, &mut sso, &forged, NOW).code,
+        Code::BadNonce
+    );
+    assert_eq!(sso.logins, 0);
+    // Workers of one node (same shared state, same node_id) accept each other's nonces.
+    let mut cfg_a2 = config();
+    cfg_a2.node_id = Some("sip-a".into());
+    let mut worker2 = Authorizer::new(cfg_a2, shared_ab);
+    let h = digest_header(
+        &node_a,
+        "alice",
+        "example.com",
+        None,
+        Some("auth"),
+        Algorithm::Md5,
+        b"",
+    );
+    assert_eq!(
+        alice_digest(&mut worker2, &mut sso, &h, NOW).code,
+        Code::DigestOk
+    );
+}
+
+/// Item 4: the nonce is bound to the algorithm and qop of its challenge: an answer that
+/// switches to MD5 without qop (a downgrade by a man in the middle) is -8.
+#[test]
+fn answers_with_another_algorithm_or_qop_are_minus_8() {
+    let mut a = Authorizer::new(config(), shared());
+    let mut sso = session_sso();
+    let spec = ChallengeSpec {
+        placement: Placement::Www,
+        realm: "example.com",
+        is_register: true,
+        to: None,
+        from: None,
+        qop: QopOffer::Auth,
+        algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+    };
+    let lines = a.challenge(&spec, None, NOW, &[4; 12]).unwrap();
+    let nonce_of = |line: &str| {
+        line.split("nonce=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let (sha_nonce, md5_nonce) = (nonce_of(&lines[0]), nonce_of(&lines[1]));
+    assert_ne!(sha_nonce, md5_nonce, "one nonce per algorithm");
+    let cases: [(&String, Option<&str>, Algorithm, Code); 5] = [
+        (&sha_nonce, None, Algorithm::Md5, Code::BadNonce),
+        (&sha_nonce, Some("auth"), Algorithm::Md5, Code::BadNonce),
+        (&sha_nonce, None, Algorithm::Sha256, Code::BadNonce),
+        (
+            &sha_nonce,
+            Some("auth-int"),
+            Algorithm::Sha256,
+            Code::BadNonce,
+        ),
+        (&md5_nonce, Some("auth"), Algorithm::Md5, Code::DigestOk),
+    ];
+    for (nonce, qop, alg, want) in cases {
+        let h = digest_header(
+            &a,
+            "alice",
+            "example.com",
+            Some(nonce.clone()),
+            qop,
+            alg,
+            b"",
+        );
+        let o = alice_digest(&mut a, &mut sso, &h, NOW);
+        assert_eq!(o.code, want, "{alg:?} {qop:?}: {}", o.reason);
+    }
+    assert_eq!(sso.logins, 1, "downgraded answers never reach the SSO");
+    // With both qops offered, either may be used.
+    let spec = ChallengeSpec {
+        qop: QopOffer::Both,
+        algorithms: vec![Algorithm::Sha256],
+        ..spec
+    };
+    let lines = a.challenge(&spec, None, NOW, &[5; 12]).unwrap();
+    let n = nonce_of(&lines[0]);
+    let h = digest_header(
+        &a,
+        "alice",
+        "example.com",
+        Some(n),
+        Some("auth-int"),
+        Algorithm::Sha256,
+        b"",
+    );
+    assert_eq!(alice_digest(&mut a, &mut sso, &h, NOW).code, Code::DigestOk);
+}
+
+/// Item 2: flooding the replay table never lets a header through later: a nonce refused
+/// for lack of room (-3) stays refused once room is back.
+#[test]
+fn nonce_refused_by_a_full_table_stays_refused() {
+    let c = Config {
+        cache_slots: 64,
+        nonce_slots: 64,
+        ..Default::default()
+    };
+    let shared = std::sync::Arc::new(SharedState::new(&c).unwrap());
+    let mut a = Authorizer::new(config(), shared);
+    let mut sso = session_sso();
+    // Fill the table with nonces issued at NOW.
+    let mut filled = 0;
+    for i in 0..1000u32 {
+        let mut r = [0u8; 12];
+        r[..4].copy_from_slice(&i.to_be_bytes());
+        let n = a.nonces.issue(NOW, &r, Algorithm::Md5, QopOffer::Auth);
+        let h = digest_header(
+            &a,
+            "alice",
+            "example.com",
+            Some(n),
+            Some("auth"),
+            Algorithm::Md5,
+            b"",
+        );
+        match alice_digest(&mut a, &mut sso, &h, NOW).code {
+            Code::DigestOk => filled += 1,
+            Code::StaleNonce => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(filled >= 32, "{filled}");
+    // Headers of nonces issued at NOW + 100 until one finds no room: -3, no SSO call.
+    let mut refused = None;
+    for i in 0..1000u32 {
+        let mut r = [0xee; 12];
+        r[..4].copy_from_slice(&i.to_be_bytes());
+        let n = a
+            .nonces
+            .issue(NOW + 100, &r, Algorithm::Md5, QopOffer::Auth);
+        let h = digest_header(
+            &a,
+            "alice",
+            "example.com",
+            Some(n),
+            Some("auth"),
+            Algorithm::Md5,
+            b"",
+        );
+        match alice_digest(&mut a, &mut sso, &h, NOW + 100).code {
+            Code::StaleNonce => {
+                refused = Some(h);
+                break;
+            }
+            Code::DigestOk => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    let h = refused.expect("victim refused");
+    let logins = sso.logins;
+    // NOW + 305: the early nonces have expired and room is back; the captured header is
+    // still refused, and a fresh nonce works.
+    let o = alice_digest(&mut a, &mut sso, &h, NOW + 305);
+    assert_eq!(o.code, Code::StaleNonce, "{}", o.reason);
+    assert_eq!(
+        sso.logins, logins,
+        "the captured header never reaches the SSO"
+    );
+    let fresh = digest_header(
+        &a,
+        "alice",
+        "example.com",
+        Some(
+            a.nonces
+                .issue(NOW + 305, &[1; 12], Algorithm::Md5, QopOffer::Auth),
+        ),
+        Some("auth"),
+        Algorithm::Md5,
+        b"",
+    );
+    assert_eq!(
+        alice_digest(&mut a, &mut sso, &fresh, NOW + 305).code,
+        Code::DigestOk
+    );
+}
+
+// ---- issue 14: tokens, bounded time, honest outcomes ------------------------------------
+
+fn tok(value: &'static [u8]) -> Vec<HeaderRef<'static>> {
+    vec![HeaderRef { id: 0, value }]
+}
+
+fn with_claims_json(user: &str, claims: serde_json::Value, scope: &str) -> Introspection {
+    let mut i = active(user, Some(NOW as i64 + 600));
+    i.scope = Some(scope.into());
+    i.claims = ClaimSet::from_json(&claims.to_string());
+    i
+}
+
+/// Item 7: refresh and ID tokens never authenticate; `audience` and `required_scope` are
+/// checked on introspected tokens, failures are -6 (insufficient_scope for the scope).
+#[test]
+fn token_kind_audience_and_scope() {
+    let mut cfg = config();
+    cfg.set_str("audience", "opensips").unwrap();
+    cfg.set_str("required_scope", "sip  voice").unwrap();
+    assert_eq!(cfg.required_scope, ["sip", "voice"]);
+    let mut a = Authorizer::new(cfg, shared());
+    let good = serde_json::json!({"aud": ["account", "opensips"], "token_type": "Bearer"});
+    let mut sso = FakeSso {
+        tokens: vec![
+            (
+                "good".into(),
+                Ok(with_claims_json("alice", good.clone(), "sip voice x")),
+            ),
+            (
+                "aud-str".into(),
+                Ok(with_claims_json(
+                    "alice",
+                    serde_json::json!({"aud": "opensips"}),
+                    "voice sip",
+                )),
+            ),
+            (
+                "refresh".into(),
+                Ok(with_claims_json(
+                    "alice",
+                    serde_json::json!({"aud": "opensips", "token_type": "refresh_token"}),
+                    "sip voice",
+                )),
+            ),
+            (
+                "kc-refresh".into(),
+                Ok(with_claims_json(
+                    "alice",
+                    serde_json::json!({"aud": "opensips", "typ": "Refresh"}),
+                    "sip voice",
+                )),
+            ),
+            (
+                "kc-id".into(),
+                Ok(with_claims_json(
+                    "alice",
+                    serde_json::json!({"aud": "opensips", "typ": "ID"}),
+                    "sip voice",
+                )),
+            ),
+            (
+                "other-aud".into(),
+                Ok(with_claims_json(
+                    "alice",
+                    serde_json::json!({"aud": ["web"]}),
+                    "sip voice",
+                )),
+            ),
+            (
+                "no-aud".into(),
+                Ok(with_claims_json(
+                    "alice",
+                    serde_json::json!({}),
+                    "sip voice",
+                )),
+            ),
+            (
+                "few-scopes".into(),
+                Ok(with_claims_json("alice", good.clone(), "sip")),
+            ),
+            (
+                "scope-prefix".into(),
+                Ok(with_claims_json("alice", good, "sip voicemail")),
+            ),
+        ],
+        ..Default::default()
+    };
+    let cases: [(&'static [u8], Code, Option<BearerError>); 9] = [
+        (b"good", Code::TokenOk, None),
+        (b"aud-str", Code::TokenOk, None),
+        (
+            b"refresh",
+            Code::InvalidToken,
+            Some(BearerError::InvalidToken),
+        ),
+        (
+            b"kc-refresh",
+            Code::InvalidToken,
+            Some(BearerError::InvalidToken),
+        ),
+        (
+            b"kc-id",
+            Code::InvalidToken,
+            Some(BearerError::InvalidToken),
+        ),
+        (
+            b"other-aud",
+            Code::InvalidToken,
+            Some(BearerError::InvalidToken),
+        ),
+        (
+            b"no-aud",
+            Code::InvalidToken,
+            Some(BearerError::InvalidToken),
+        ),
+        (
+            b"few-scopes",
+            Code::InvalidToken,
+            Some(BearerError::InsufficientScope),
+        ),
+        (
+            b"scope-prefix",
+            Code::InvalidToken,
+            Some(BearerError::InsufficientScope),
+        ),
+    ];
+    for round in 0..2 {
+        // The second round is answered by the cache: the same verdicts.
+        for (t, code, error) in &cases {
+            let o = a.authorize(
+                &register(b"<sip:alice@example.com>", vec![], tok(t)),
+                &mut sso,
+                NOW,
+            );
+            assert_eq!(
+                (o.code, o.bearer_error),
+                (*code, *error),
+                "round {round} {:?}: {}",
+                String::from_utf8_lossy(t),
+                o.reason
+            );
+        }
+    }
+    // The challenge after an insufficient scope says so and names what is required.
+    let o = a.authorize(
+        &register(b"<sip:alice@example.com>", vec![], tok(b"few-scopes")),
+        &mut sso,
+        NOW,
+    );
+    let spec = ChallengeSpec {
+        placement: Placement::Www,
+        realm: "example.com",
+        is_register: true,
+        to: None,
+        from: None,
+        qop: QopOffer::Auth,
+        algorithms: vec![Algorithm::Md5],
+    };
+    let lines = a.challenge(&spec, Some(&o), NOW, &[1; 12]).unwrap();
+    let bearer = lines.last().unwrap();
+    assert!(
+        bearer.contains("error=\"insufficient_scope\"") && bearer.contains("scope=\"sip voice\""),
+        "{bearer}"
+    );
+    // Defaults: no audience, no required scope; refresh tokens are still refused.
+    let mut plain = Authorizer::new(config(), shared());
+    for (t, code) in [
+        (&b"no-aud"[..], Code::TokenOk),
+        (b"few-scopes", Code::TokenOk),
+        (b"refresh", Code::InvalidToken),
+    ] {
+        let t: &'static [u8] = Box::leak(t.to_vec().into_boxed_slice());
+        assert_eq!(
+            plain
+                .authorize(
+                    &register(b"<sip:alice@example.com>", vec![], tok(t)),
+                    &mut sso,
+                    NOW
+                )
+                .code,
+            code
+        );
+    }
+}
+
+/// Item 7, JWT side: `audience` applies to locally validated JWTs too.
+#[test]
+fn audience_applies_to_jwts() {
+    let mut cfg = jwt_config(true);
+    cfg.set_str("audience", "opensips").unwrap();
+    let mut a = Authorizer::new(cfg, shared());
+    let mut sso = FakeSso::default();
+    let mut claims = alice_claims(NOW + 600);
+    let without = ed_jwt(claims.clone(), None);
+    claims["aud"] = serde_json::json!("opensips");
+    let with = ed_jwt(claims.clone(), None);
+    claims["typ"] = serde_json::json!("ID");
+    let id_token = ed_jwt(claims, None);
+    for (t, code) in [
+        (&without, Code::InvalidToken),
+        (&with, Code::TokenOk),
+        (&id_token, Code::InvalidToken),
+    ] {
+        let req = register(
+            b"<sip:alice@example.com>",
+            vec![],
+            vec![HeaderRef {
+                id: 0,
+                value: t.as_bytes(),
+            }],
+        );
+        let o = a.authorize(&req, &mut sso, NOW);
+        assert_eq!(o.code, code, "{}", o.reason);
+    }
+}
+
+/// Item 8: one rule for a JWT's exp: inside jwt_leeway it is accepted by every check (not
+/// accepted by the JWT check and then refused and negatively cached).
+#[test]
+fn jwt_leeway_is_one_rule() {
+    let mut a = Authorizer::new(jwt_config(true), shared());
+    let mut sso = FakeSso::default();
+    let token = ed_jwt(alice_claims(NOW - 5), None);
+    for _ in 0..3 {
+        let req = register(
+            b"<sip:alice@example.com>",
+            vec![],
+            vec![HeaderRef {
+                id: 0,
+                value: token.as_bytes(),
+            }],
+        );
+        let o = a.authorize(&req, &mut sso, NOW);
+        assert_eq!(o.code, Code::TokenOk, "{}", o.reason);
+    }
+    let req = register(
+        b"<sip:alice@example.com>",
+        vec![],
+        vec![HeaderRef {
+            id: 0,
+            value: token.as_bytes(),
+        }],
+    );
+    assert_eq!(
+        a.authorize(&req, &mut sso, NOW + 30).code,
+        Code::InvalidToken,
+        "past the leeway"
+    );
+    // An introspected token gets no leeway: the SSO decides whether it is active.
+    let mut b = Authorizer::new(config(), shared());
+    let mut sso = FakeSso {
+        tokens: vec![("opaque".into(), Ok(active("alice", Some(NOW as i64 - 5))))],
+        ..Default::default()
+    };
+    assert_eq!(
+        b.authorize(
+            &register(b"<sip:alice@example.com>", vec![], tok(b"opaque")),
+            &mut sso,
+            NOW
+        )
+        .code,
+        Code::InvalidToken
+    );
+}
+
+/// Item 9: a token without exp still caps the registration, at cache_ttl.
+#[test]
+fn register_limit_without_exp_is_cache_ttl() {
+    let mut cfg = config();
+    cfg.bind_register_to_token = true;
+    cfg.cache_ttl = 45;
+    let mut a = Authorizer::new(cfg, shared());
+    let mut sso = FakeSso {
+        tokens: vec![
+            ("noexp".into(), Ok(active("alice", None))),
+            ("exp".into(), Ok(active("alice", Some(NOW as i64 + 20)))),
+        ],
+        ..Default::default()
+    };
+    let o = a.authorize(
+        &register(b"<sip:alice@example.com>", vec![], tok(b"noexp")),
+        &mut sso,
+        NOW,
+    );
+    assert_eq!(a.register_limit(&o, NOW), Some(45));
+    let o = a.authorize(
+        &register(b"<sip:alice@example.com>", vec![], tok(b"exp")),
+        &mut sso,
+        NOW,
+    );
+    assert_eq!(a.register_limit(&o, NOW), Some(20));
+    let mut cfg = config();
+    cfg.bind_register_to_token = true;
+    cfg.cache_ttl = 0;
+    let a0 = Authorizer::new(cfg, shared());
+    let o = a.authorize(
+        &register(b"<sip:alice@example.com>", vec![], tok(b"noexp")),
+        &mut sso,
+        NOW,
+    );
+    assert_eq!(
+        a0.register_limit(&o, NOW),
+        Some(1),
+        "never 0 (a de-registration)"
+    );
+}
+
+/// An SSO that honours the call's deadline like HttpSso: each call sleeps until the
+/// deadline and times out.
+#[derive(Default)]
+struct HangingSso {
+    deadline: Option<std::time::Instant>,
+    calls: usize,
+}
+
+impl SsoApi for HangingSso {
+    fn introspect(&mut self, _token: &str) -> Result<Introspection, SsoError> {
+        self.hang()
+    }
+    fn digest_login(&mut self, _req: &DigestLogin) -> Result<LoginOutcome, SsoError> {
+        self.hang()
+    }
+    fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
+        self.deadline = deadline;
+    }
+}
+
+impl HangingSso {
+    fn hang<T>(&mut self) -> Result<T, SsoError> {
+        self.calls += 1;
+        let left = self
+            .deadline
+            .expect("deadline set")
+            .saturating_duration_since(std::time::Instant::now());
+        std::thread::sleep(left);
+        Err(SsoError::Timeout)
+    }
+}
+
+/// Item 10: one deadline per call. A hanging token check followed by a Digest attempt, or
+/// a wait for another worker's pending check, all end within http_timeout.
+#[test]
+fn one_deadline_per_call() {
+    let mut cfg = config();
+    cfg.http_timeout_ms = 200;
+    let shared = shared();
+    let mut a = Authorizer::new(cfg.clone(), shared.clone());
+    let mut sso = HangingSso::default();
+    let h = digest_header(
+        &a,
+        "alice",
+        "example.com",
+        None,
+        Some("auth"),
+        Algorithm::Md5,
+        b"",
+    );
+    let c = [HeaderRef {
+        id: 1,
+        value: h.as_bytes(),
+    }];
+    let started = std::time::Instant::now();
+    let o = a.authorize(
+        &register(b"<sip:alice@example.com>", c.to_vec(), tok(b"hangs")),
+        &mut sso,
+        NOW,
+    );
+    let took = started.elapsed();
+    assert_eq!(o.code, Code::Error, "{}", o.reason);
+    assert!(
+        took < std::time::Duration::from_millis(350),
+        "{took:?}: token then Digest, one budget"
+    );
+    // Another worker (a child process) holds the pending mark of a token and dies: the
+    // waiter gives up at its own deadline instead of asking the SSO after it.
+    let id = TokenId::of("pending-token");
+    // SAFETY: the child only touches the shared mapping and exits with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let claimed = matches!(
+            shared.tokens.lookup(&id, NOW, NOW + 60),
+            crate::core::token_cache::Lookup::Claimed
+        );
+        unsafe { libc::_exit(if claimed { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(status, 0);
+    let mut sso = HangingSso::default();
+    let started = std::time::Instant::now();
+    let o = a.authorize(
+        &register(b"<sip:alice@example.com>", vec![], tok(b"pending-token")),
+        &mut sso,
+        NOW,
+    );
+    let took = started.elapsed();
+    assert_eq!(o.code, Code::Error, "{}", o.reason);
+    assert_eq!(sso.calls, 0, "no SSO call of its own after the wait");
+    assert!(took < std::time::Duration::from_millis(350), "{took:?}");
+}
+
+/// Item 11: a success turned into -5 afterwards exposes nothing.
+#[test]
+fn a_success_that_failed_later_exposes_nothing() {
+    let mut a = Authorizer::new(config(), shared());
+    let mut sso = FakeSso {
+        tokens: vec![("tok1".into(), Ok(active("alice", Some(NOW as i64 + 600))))],
+        ..Default::default()
+    };
+    let o = a.authorize(
+        &register(b"<sip:alice@example.com>", vec![], tok(b"tok1")),
+        &mut sso,
+        NOW,
+    );
+    assert_eq!(o.code, Code::TokenOk);
+    let mut failed = o.failed("cannot add a reply header");
+    assert_eq!(failed.code, Code::Error);
+    assert_eq!(a.variable(&mut failed, &SsoVar::User, &mut sso, NOW), None);
+    assert!(a
+        .is_user_in(&mut failed, None, "staff", &mut sso, NOW)
+        .is_err());
+    assert!(a.identity(&mut failed, &mut sso, NOW).is_none());
+    assert!(failed.consume_headers.is_empty() && failed.new_token.is_none());
+}
+
+/// Also-look-at: the token headers of a request. Empty token headers are absent; one token
+/// sent twice is one token; two different tokens, or a malformed one beside a good one, are
+/// -6; sso_consume_credentials removes every token-carrying header.
+#[test]
+fn token_headers_policy_and_consume() {
+    let mut a = Authorizer::new(config(), shared());
+    let mut sso = FakeSso {
+        tokens: vec![
+            ("good".into(), Ok(active("alice", Some(NOW as i64 + 600)))),
+            ("other".into(), Ok(active("alice", Some(NOW as i64 + 600)))),
+        ],
+        ..Default::default()
+    };
+    let h = |id, value: &'static [u8]| HeaderRef { id, value };
+    let run = |a: &mut Authorizer,
+               sso: &mut FakeSso,
+               creds: Vec<HeaderRef<'static>>,
+               tokens: Vec<HeaderRef<'static>>| {
+        a.authorize(
+            &register(b"<sip:alice@example.com>", creds, tokens),
+            sso,
+            NOW,
+        )
+    };
+    let o = run(
+        &mut a,
+        &mut sso,
+        vec![h(1, b"Bearer good")],
+        vec![h(0, b"  ")],
+    );
+    assert_eq!(
+        (o.code, o.source),
+        (Code::TokenOk, Some(TokenSource::Bearer)),
+        "empty X-SSO-Token is absent"
+    );
+    assert_eq!(o.consume_headers, vec![0, 1]);
+    let o = run(
+        &mut a,
+        &mut sso,
+        vec![h(1, b"Bearer good")],
+        vec![h(0, b"good")],
+    );
+    assert_eq!(o.code, Code::TokenOk, "the same token twice");
+    assert_eq!(o.consume_headers, vec![0, 1], "both copies are consumed");
+    let o = run(
+        &mut a,
+        &mut sso,
+        vec![h(2, b"Bearer other")],
+        vec![h(0, b"good")],
+    );
+    assert_eq!(
+        (o.code, o.bearer_error),
+        (Code::InvalidToken, Some(BearerError::InvalidRequest))
+    );
+    let o = run(
+        &mut a,
+        &mut sso,
+        vec![],
+        vec![h(0, b"good"), h(1, b"other")],
+    );
+    assert_eq!(
+        (o.code, o.bearer_error),
+        (Code::InvalidToken, Some(BearerError::InvalidRequest)),
+        "second token header read too"
+    );
+    let o = run(
+        &mut a,
+        &mut sso,
+        vec![h(1, b"Bearer good")],
+        vec![h(0, b"not a token")],
+    );
+    assert_eq!(
+        (o.code, o.bearer_error),
+        (Code::InvalidToken, Some(BearerError::InvalidToken))
+    );
+    let o = run(
+        &mut a,
+        &mut sso,
+        vec![h(1, b"Bearer good")],
+        vec![h(0, b"good"), h(3, b"good")],
+    );
+    assert_eq!(o.code, Code::TokenOk);
+    assert_eq!(o.consume_headers, vec![0, 1, 3]);
+    // A Digest login with a stray Bearer beside it: both go on consume.
+    let d = digest_header(
+        &a,
+        "alice",
+        "example.com",
+        None,
+        Some("auth"),
+        Algorithm::Md5,
+        b"",
+    );
+    let d: &'static [u8] = Box::leak(d.into_bytes().into_boxed_slice());
+    let mut sso = session_sso();
+    let o = run(
+        &mut a,
+        &mut sso,
+        vec![h(4, b"Bearer unknown"), h(5, d)],
+        vec![],
+    );
+    assert_eq!(o.code, Code::DigestOk, "{}", o.reason);
+    assert_eq!(o.consume_headers, vec![4, 5]);
 }
