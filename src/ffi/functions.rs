@@ -420,7 +420,7 @@ macro_rules! async_trampoline {
             let mut sso_used = false;
             let code = authorize($entry, $placement, m, realm, &mut sso_used);
             // SAFETY: a plain int of the core's, read by tm right after this call returns
-            // in this same (single-threaded) worker.
+            // on this same thread.
             unsafe {
                 async_status = if sso_used { ASYNC_SYNC } else { ASYNC_NO_IO };
             }
