@@ -361,7 +361,10 @@ impl Authorizer {
                     let (answer, (ttl, negative_ttl)) =
                         Self::second_level(cfg, stats, id, now, cluster, verify);
                     match &answer {
-                        Ok(info) if usable(info, now, grace) => {
+                        Ok(info)
+                            if usable(info, now, grace)
+                                && token_kind_and_audience(cfg, info).is_ok() =>
+                        {
                             cache.store_positive(id, info, &claims_to_cache(cfg, info), now, ttl)
                         }
                         Ok(_) => cache.store_negative(id, now, negative_ttl),
@@ -615,7 +618,7 @@ impl Authorizer {
             }
         };
         let grace = self.exp_grace(&token);
-        let mut o = self.judge_token(req, &info, now, &id, grace);
+        let mut o = self.judge_token(req, &info, now, &id, grace, cached);
         o.used_headers.push(header);
         o.source = Some(source);
         if o.code.is_success() {
@@ -634,6 +637,7 @@ impl Authorizer {
         now: u64,
         id: &TokenId,
         grace: u64,
+        cached: bool,
     ) -> Outcome {
         // Only failures (and successes when explained) name the token: hex it on demand.
         let fp = || id.fingerprint();
@@ -650,7 +654,14 @@ impl Authorizer {
                 return invalid(format!("token #{} expired", fp()));
             }
         }
-        if let Err((why, error)) = token_policy(&self.cfg, info) {
+        // A local cache hit passed the claim rules when it was stored: only the scope rule
+        // (no JSON parse) runs again.
+        let policy = if cached {
+            token_scope(&self.cfg, info)
+        } else {
+            token_policy(&self.cfg, info)
+        };
+        if let Err((why, error)) = policy {
             let mut o = invalid(format!("token #{} {why}", fp()));
             o.bearer_error = Some(error);
             return o;
@@ -1331,6 +1342,16 @@ const NOT_ACCESS_TOKENS: &[&str] = &[
 /// The audience, token kind and scope rules (issue 14 item 7). Err: why, and the Bearer
 /// error the next challenge reports.
 fn token_policy(cfg: &Config, info: &Introspection) -> Result<(), (String, BearerError)> {
+    token_kind_and_audience(cfg, info)?;
+    token_scope(cfg, info)
+}
+
+/// The rules that read the claims (parsing their JSON). A verdict enters the shared cache
+/// as positive only when it passes them (`introspect_cached`), so a cache hit skips them.
+fn token_kind_and_audience(
+    cfg: &Config,
+    info: &Introspection,
+) -> Result<(), (String, BearerError)> {
     for name in ["token_type", "typ"] {
         match info.claims.get(name) {
             None | Some(serde_json::Value::Null) => {}
@@ -1366,6 +1387,11 @@ fn token_policy(cfg: &Config, info: &Introspection) -> Result<(), (String, Beare
             ));
         }
     }
+    Ok(())
+}
+
+/// The scope rule: reads only the `scope` field, cheap enough for every request.
+fn token_scope(cfg: &Config, info: &Introspection) -> Result<(), (String, BearerError)> {
     if !cfg.required_scope.is_empty() {
         let held = info.scope.as_deref().unwrap_or("");
         if let Some(missing) = cfg
@@ -1403,7 +1429,7 @@ fn claims_to_cache(cfg: &Config, info: &Introspection) -> String {
     }
     let mut names: Vec<&str> = cfg.group_claims.iter().map(String::as_str).collect();
     names.push(&cfg.rpid_claim);
-    // What token_policy reads must survive a cache hit.
+    // Kept for the script's $sso(claim.*); the rules on them ran before the entry was stored.
     names.extend(["aud", "token_type", "typ"]);
     info.claims.to_json_only(&names)
 }
