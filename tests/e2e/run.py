@@ -1696,8 +1696,11 @@ def t_memory(ctx):
     done = failed = 0
     t_start = time.monotonic()
     for stage, n_tok, n_dig in stages:
+        # The Digest rate stays well below what the Python SSO answers on a 2-core machine
+        # (about 800 logins/s there): at saturation, calls time out in sipp's 4 s recv
+        # windows and the case would measure the machine, not the module's memory.
         for scenario, n, rate, port in (("register_token", n_tok, 6000, ports[0]),
-                                        ("register_digest", n_dig, 800, ports[1])):
+                                        ("register_digest", n_dig, 500, ports[1])):
             if n <= 0:
                 continue
             ok, bad, secs = run_sipp(ctx, inst, scenario, n, rate, port,
