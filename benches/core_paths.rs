@@ -9,8 +9,8 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use sso_auth::core::authorize::{
     AuthRequest, Authorizer, ChallengeSpec, Code, HeaderRef, Placement, SharedState,
 };
-use sso_auth::core::challenge::QopOffer;
 use sso_auth::core::config::Config;
+use sso_auth::core::digest::challenge::QopOffer;
 use sso_auth::core::digest::Algorithm;
 use sso_auth::core::sso::{DigestLogin, Introspection, LoginOutcome, SsoApi, SsoError};
 

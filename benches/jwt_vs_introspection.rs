@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use sso_auth::core::jwt::{self, JwtPolicy, KeySet};
 use sso_auth::core::sso::{HttpSso, SsoApi, SsoSettings};
+use sso_auth::core::token::jwt::{self, JwtPolicy, KeySet};
 
 // The test keys of src/core/jwt.rs (openssl genpkey); they protect nothing.
 const BENCH_RSA_PRIVATE: &str = include_str!("../tests/data/jwt/rsa-private.pem");

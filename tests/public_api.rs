@@ -36,7 +36,7 @@ fn challenge_then_login() {
         is_register: true,
         to: None,
         from: None,
-        qop: sso_auth::core::challenge::QopOffer::Auth,
+        qop: sso_auth::core::digest::challenge::QopOffer::Auth,
         algorithms: vec![sso_auth::core::digest::Algorithm::Md5],
     };
     let lines = auth.challenge(&spec, None, now, &[9; 12]).unwrap();

@@ -1,7 +1,7 @@
 //! Authorization / Proxy-Authorization values: Digest, Bearer, other schemes, garbage.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sso_auth::core::credentials::{
+use sso_auth::core::digest::credentials::{
     parse_authorization, Credentials, DigestCredentials, MAX_CREDENTIALS_LEN,
 };
 use sso_auth::core::text::is_token68_like;

@@ -2,7 +2,7 @@
 //! them: claim text, group checks, and the asserted identity that goes on the wire.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sso_auth::core::claims::{asserted_uri, claim_text, is_member, uri_user, ClaimSet};
+use sso_auth::core::token::claims::{asserted_uri, claim_text, is_member, uri_user, ClaimSet};
 use sso_auth::core::text::is_header_safe;
 
 fuzz_target!(|data: &[u8]| {

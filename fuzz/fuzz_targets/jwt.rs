@@ -2,7 +2,7 @@
 //! the key loaders: never a panic, never a success without a valid signature.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sso_auth::core::jwt::{looks_like_jwt, validate, JwtError, JwtPolicy, KeySet};
+use sso_auth::core::token::jwt::{looks_like_jwt, validate, JwtError, JwtPolicy, KeySet};
 
 // A real Ed25519 public key (test only), so inputs can reach the signature check.
 const ED_PUBLIC: &str = include_str!("../../tests/data/jwt/ed-public.pem");

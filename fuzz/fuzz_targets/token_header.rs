@@ -1,7 +1,7 @@
 //! The token header value: whatever is accepted must be a token68-like string.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sso_auth::core::credentials::{parse_authorization, parse_token_header, Credentials};
+use sso_auth::core::digest::credentials::{parse_authorization, parse_token_header, Credentials};
 use sso_auth::core::text::{is_header_safe, is_token68_like};
 
 fuzz_target!(|data: &[u8]| {

@@ -6,21 +6,21 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::challenge::{self, BearerError, QopOffer};
-use super::claims::{self, IdentityValueError, SsoVar};
 use super::cluster::NonceOrigin;
 use super::config::{BearerChallenge, Config};
-use super::credentials::{self, Credentials, DigestCredentials};
+use super::digest::challenge::{self, BearerError, QopOffer};
+use super::digest::credentials::{self, Credentials, DigestCredentials};
+use super::digest::nonce::{self, Issuer, NonceError, NonceKey};
+use super::digest::replay::{ReplayError, ReplayGuard};
+use super::digest::retrans::{Fingerprint, RetransKey, RetransTable, Seen, TransactionId};
 use super::digest::{self, Algorithm};
 use super::identity::{self, Aor};
-use super::jwt::{self, JwksCache, JwtError, JwtPolicy, KeySet};
-use super::nonce::{self, Issuer, NonceError, NonceKey};
-use super::replay::{ReplayError, ReplayGuard};
-use super::retrans::{Fingerprint, RetransKey, RetransTable, Seen, TransactionId};
 use super::sso::{DigestLogin, Introspection, LoginOutcome, SsoApi, SsoError};
 use super::stats::{Stat, Stats};
 use super::text::trim_lws;
-use super::token_cache::{Lookup, SharedTokenCache, TokenId, MAX_CLAIMS_JSON};
+use super::token::cache::{Lookup, SharedTokenCache, TokenId, MAX_CLAIMS_JSON};
+use super::token::claims::{self, IdentityValueError, SsoVar};
+use super::token::jwt::{self, JwksCache, JwtError, JwtPolicy, KeySet};
 
 /// Return codes of sso_authorize / sso_proxy_authorize (OpenSIPS auth's codes, extended).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,10 +6,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::claims;
-use super::jwt::{self, KeySet};
 use super::sso::SsoSettings;
 use super::text::{is_header_safe, is_quoted_safe};
+use super::token::claims;
+use super::token::jwt::{self, KeySet};
 
 /// When `sso_challenge` / `sso_proxy_challenge` add a Bearer challenge (token checks on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,19 +2,12 @@
 //! client and the authorization decision. Nothing here knows about OpenSIPS types.
 
 pub mod authorize;
-pub mod challenge;
-pub mod claims;
 pub mod cluster;
 pub mod config;
-pub mod credentials;
 pub mod digest;
 pub mod identity;
-pub mod jwt;
-pub mod nonce;
-pub mod replay;
-pub mod retrans;
 pub mod shm;
 pub mod sso;
 pub mod stats;
 pub mod text;
-pub mod token_cache;
+pub mod token;

@@ -3,152 +3,23 @@
 //! headers, replies, delete lumps).
 
 use std::ffi::{c_int, c_void, CStr};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::core::authorize::{
-    challenge_options, AuthRequest, ChallengeSpec, Code, HeaderRef, Placement,
-};
+use crate::core::authorize::{challenge_options, ChallengeSpec, Code, Placement};
 use crate::core::config::Config;
-use crate::core::retrans::TransactionId;
 use crate::core::sso::{DigestLogin, Introspection, LoginOutcome, SsoApi, SsoError};
 use crate::core::text::is_header_safe;
 
 use super::bindings::{
     _str as os_str, async_ctx, async_status, sip_msg, ASYNC_NO_IO, ASYNC_SYNC, HDR_AUTHORIZATION_T,
-    HDR_FROM_T, HDR_OTHER_T, HDR_PROXYAUTH_T, HDR_TO_T,
+    HDR_PROXYAUTH_T,
 };
 use super::guard::{guarded, EntryError};
 use super::log::{self, report_error, sso_log, L_DBG, L_ERR, L_INFO, L_WARN};
-use super::msg::{Header, Msg};
+use super::msg::Msg;
 use super::reply::{add_reply_header, delete_span, send_reply};
+use super::request::{auth_request, now, request, str_arg, to_and_from, ERROR};
 use super::worker::{self, LastAuth, Span};
 use super::{identity, pvar};
-
-pub(super) const ERROR: i32 = Code::Error as i32;
-
-pub(super) fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// A CMD_PARAM_STR argument: OpenSIPS passes a `str*` (already expanded), or NULL when an
-/// optional one was left out.
-pub(super) fn str_arg<'a>(what: &str, p: *mut c_void) -> Result<Option<&'a str>, EntryError> {
-    if p.is_null() {
-        return Ok(None);
-    }
-    // SAFETY: for CMD_PARAM_STR parameters the core hands over a valid `str*`.
-    let s = unsafe { &*(p as *const os_str) };
-    if s.s.is_null() || s.len <= 0 {
-        return Ok(Some(""));
-    }
-    // SAFETY: the `str` describes `len` readable bytes for the duration of the call.
-    let bytes = unsafe { std::slice::from_raw_parts(s.s as *const u8, s.len as usize) };
-    std::str::from_utf8(bytes)
-        .map(Some)
-        .map_err(|_| EntryError::new(ERROR, format!("{what} argument is not UTF-8")))
-}
-
-pub(super) fn request<'a>(ptr: *mut sip_msg) -> Result<Msg<'a>, EntryError> {
-    // SAFETY: `ptr` is the message OpenSIPS called the script function with.
-    let mut msg = unsafe { Msg::from_ptr(ptr) }
-        .ok_or_else(|| EntryError::new(ERROR, "called without a message"))?;
-    if !msg.is_request() {
-        return Err(EntryError::new(
-            ERROR,
-            "called for a reply; only requests can be authorized",
-        ));
-    }
-    if !msg.parse_all_headers() {
-        return Err(EntryError::new(ERROR, "cannot parse the request's headers"));
-    }
-    Ok(msg)
-}
-
-/// The value of the first header of type `kind`.
-pub(super) fn first_value<'a>(msg: &Msg<'a>, kind: u32) -> Option<&'a [u8]> {
-    msg.headers()
-        .find(|h| h.kind == kind as i32)
-        .map(|h| h.value)
-}
-
-/// The first To and the first From header of a message.
-fn to_and_from<'a>(msg: &Msg<'a>) -> (Option<&'a [u8]>, Option<&'a [u8]>) {
-    let (mut to, mut from) = (None, None);
-    for h in msg.headers() {
-        if h.kind == HDR_TO_T as i32 {
-            to.get_or_insert(h.value);
-        } else if h.kind == HDR_FROM_T as i32 {
-            from.get_or_insert(h.value);
-        }
-    }
-    (to, from)
-}
-
-/// What the core needs of a request, from one walk over its headers: only credential headers
-/// (of the `cred_kinds` types) and token headers are kept, in message order; a HeaderRef's id
-/// is its index in the returned Vec.
-pub(super) fn auth_request<'a>(
-    msg: &Msg<'a>,
-    placement: Placement,
-    cred_kinds: &[i32],
-    realm: &'a str,
-    cfg: &Config,
-) -> Result<(AuthRequest<'a>, Vec<Header<'a>>), EntryError> {
-    let is_token_header = |h: &Header| {
-        h.kind == HDR_OTHER_T as i32 && h.name.eq_ignore_ascii_case(cfg.token_header.as_bytes())
-    };
-    let method = std::str::from_utf8(msg.method())
-        .map_err(|_| EntryError::new(ERROR, "method is not UTF-8"))?;
-    let (mut to, mut from) = (None, None);
-    let mut kept: Vec<Header> = Vec::new();
-    let mut credential_headers = Vec::new();
-    let mut token_headers = Vec::new();
-    for h in msg.headers() {
-        if h.kind == HDR_TO_T as i32 {
-            to.get_or_insert(h.value);
-        } else if h.kind == HDR_FROM_T as i32 {
-            from.get_or_insert(h.value);
-        } else if cred_kinds.contains(&h.kind) {
-            credential_headers.push(HeaderRef {
-                id: kept.len(),
-                value: h.value,
-            });
-            kept.push(h);
-        } else if is_token_header(&h) {
-            token_headers.push(HeaderRef {
-                id: kept.len(),
-                value: h.value,
-            });
-            kept.push(h);
-        }
-    }
-    // Only Digest credentials (qop=auth-int) look at the body: skip the scan for the token
-    // path and credential-less requests.
-    let has_credentials = !credential_headers.is_empty();
-    let req = AuthRequest {
-        placement,
-        method,
-        is_register: msg.is_register(),
-        realm,
-        to,
-        from,
-        credential_headers,
-        token_headers,
-        body: if has_credentials { msg.body() } else { &[] },
-        transaction: msg
-            .transaction_parts()
-            .map(|(via, call_id, cseq)| TransactionId {
-                via,
-                call_id,
-                cseq,
-                source: msg.source(),
-            }),
-    };
-    Ok((req, kept))
-}
 
 /// Counts the SSO round trips of one decision: the async form tells the core whether the
 /// function did I/O.

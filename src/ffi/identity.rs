@@ -5,16 +5,16 @@
 use std::ffi::{c_int, c_void, CStr};
 
 use crate::core::authorize::{AssertError, Authorizer, Placement};
-use crate::core::claims::{is_e164, uri_user};
 use crate::core::identity::{parse_aor, Aor};
 use crate::core::sso::HttpSso;
 use crate::core::text::is_header_safe;
+use crate::core::token::claims::{is_e164, uri_user};
 
 use super::bindings::{sip_msg, HDR_AUTHORIZATION_T, HDR_FROM_T, HDR_PROXYAUTH_T, HDR_TO_T};
-use super::functions::{auth_request, first_value, now, request, str_arg, ERROR};
 use super::guard::{guarded, EntryError};
 use super::log::{report_error, sso_log, L_DBG, L_INFO};
 use super::msg::Msg;
+use super::request::{auth_request, first_value, now, request, str_arg, ERROR};
 use super::worker::{self, LastAuth};
 
 /// Runs `f` on this message's authorization with the worker's engine; None when nothing

@@ -28,4 +28,6 @@ mod pvar;
 #[cfg(not(test))]
 mod reply;
 #[cfg(not(test))]
+mod request;
+#[cfg(not(test))]
 mod worker;

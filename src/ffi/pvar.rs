@@ -4,17 +4,17 @@
 use std::ffi::c_int;
 
 use crate::core::authorize::VarValue;
-use crate::core::claims::SsoVar;
+use crate::core::token::claims::SsoVar;
 
 use super::bindings::{
     _str as os_str, pv_param_t, pv_spec_t, pv_value_t, sip_msg, PV_TYPE_INT, PV_VAL_INT,
     PV_VAL_NULL, PV_VAL_STR,
 };
-use super::functions::now;
 use super::guard::{guarded, EntryError};
 use super::identity::with_outcome;
 use super::log::report_error;
 use super::msg::Msg;
+use super::request::now;
 
 /// Parsed names live as long as the configuration that names them (the whole process):
 /// each distinct name is leaked once, in the main process before fork.

@@ -1,8 +1,8 @@
 //! Decision tests with a scripted SSO: every return code, both token placements, fallbacks.
 
 use super::*;
-use crate::core::claims::ClaimSet;
 use crate::core::digest::{expected_response, ResponseInput};
+use crate::core::token::claims::ClaimSet;
 
 /// An SSO double: answers from fixed tables and counts calls.
 #[derive(Default)]
@@ -1506,7 +1506,7 @@ fn retransmission_gets_the_same_answer_and_a_replay_does_not() {
 
 #[test]
 fn retransmission_waits_for_the_first_copy() {
-    use crate::core::retrans::{RetransKey, Seen};
+    use crate::core::digest::retrans::{RetransKey, Seen};
     let shared = shared();
     let key = RetransKey::new(b"0123456789abcdef0123456789abcdef");
     let t = TransactionId {
@@ -2242,7 +2242,7 @@ fn one_deadline_per_call() {
     if pid == 0 {
         let claimed = matches!(
             shared.tokens.lookup(&id, NOW, NOW + 60),
-            crate::core::token_cache::Lookup::Claimed
+            crate::core::token::cache::Lookup::Claimed
         );
         unsafe { libc::_exit(if claimed { 0 } else { 1 }) };
     }

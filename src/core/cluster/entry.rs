@@ -19,9 +19,9 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::core::claims::ClaimSet;
 use crate::core::sso::Introspection;
-use crate::core::token_cache::MAX_CLAIMS_JSON;
+use crate::core::token::cache::MAX_CLAIMS_JSON;
+use crate::core::token::claims::ClaimSet;
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::store::memory::MemoryStore;
 use super::*;
-use crate::core::claims::ClaimSet;
+use crate::core::token::claims::ClaimSet;
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 

@@ -11,8 +11,8 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use super::challenge::QopOffer;
-use super::digest::Algorithm;
+use crate::core::digest::challenge::QopOffer;
+use crate::core::digest::Algorithm;
 
 type HmacSha256 = Hmac<Sha256>;
 

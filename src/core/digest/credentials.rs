@@ -2,7 +2,7 @@
 //! header values (Digest, Bearer, anything else) and the token header value.
 //! They work on bytes, check length first, and refuse anything doubtful rather than guess.
 
-use super::text::{is_lws, is_token68_like, trim_lws};
+use crate::core::text::{is_lws, is_token68_like, trim_lws};
 
 /// Longest header value the module looks at; longer values are rejected as malformed.
 pub const MAX_CREDENTIALS_LEN: usize = 8192;

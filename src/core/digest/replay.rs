@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::shm::{Found, SharedCounters, SharedTable, WAYS};
+use crate::core::shm::{Found, SharedCounters, SharedTable, WAYS};
 
 /// What the table remembers of one nonce.
 #[repr(C)]

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use super::claims::ClaimSet;
 use super::text::is_token68_like;
+use super::token::claims::ClaimSet;
 
 /// Largest SSO answer body the module reads; anything longer is an error (-5).
 pub const MAX_SSO_BODY: usize = 64 * 1024;

@@ -19,7 +19,7 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
-use super::sso::{Introspection, SsoError};
+use crate::core::sso::{Introspection, SsoError};
 
 /// Longest token validated; a longer one is refused before any crypto.
 pub const MAX_JWT_LEN: usize = 16 * 1024;
@@ -1179,8 +1179,8 @@ mod tests {
     const NOW: u64 = 1_700_000_000;
 
     // Test-only keys generated with openssl for these tests; they protect nothing.
-    const RSA_PRIVATE: &str = include_str!("../../tests/data/jwt/rsa-private.pem");
-    const RSA_PUBLIC: &str = include_str!("../../tests/data/jwt/rsa-public.pem");
+    const RSA_PRIVATE: &str = include_str!("../../../tests/data/jwt/rsa-private.pem");
+    const RSA_PUBLIC: &str = include_str!("../../../tests/data/jwt/rsa-public.pem");
     const RSA_PUBLIC_PKCS1: &str = "-----BEGIN RSA PUBLIC KEY-----
 MIIBCgKCAQEAjvsVe4HwlRv1fe8FKKyeWMlrTiAHvtKXt9URJUUOOXYnE0sMiizD
 1YpcBDTHSudaFsppT3O/HMBURPCQv97yuRbRaDhy24LzL2tHRMI8JFMP/szP7Dbq
@@ -1190,8 +1190,8 @@ YU0Uy4cThziNraIlG/lLWwac5DP4u8Twd2pwk5CsQMr1KcyiG5eoH3G+Jl3KSvSF
 3XySvtFhc7Cpf1c7V/qF0GPKRTnvZDBzkQIDAQAB
 -----END RSA PUBLIC KEY-----
 ";
-    const EC1_PRIVATE: &str = include_str!("../../tests/data/jwt/ec-private.pem");
-    const EC1_PUBLIC: &str = include_str!("../../tests/data/jwt/ec-public.pem");
+    const EC1_PRIVATE: &str = include_str!("../../../tests/data/jwt/ec-private.pem");
+    const EC1_PUBLIC: &str = include_str!("../../../tests/data/jwt/ec-public.pem");
     const EC2_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg+YTJWrcAE4SnquP+
 TAiAHcLLLazz+xPtSrRBywjSLWWhRANCAATFIoxjitNNv7fBLy/LnR7q41Z9c1lm
@@ -1203,8 +1203,8 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAExSKMY4rTTb+3wS8vy50e6uNWfXNZ
 ZgfAZH2vP7s7/FJ68c4XDMZ/5XLR6D4ryg924loc9gGItio9W8o7IB2sPg==
 -----END PUBLIC KEY-----
 ";
-    const ED_PRIVATE: &str = include_str!("../../tests/data/jwt/ed-private.pem");
-    const ED_PUBLIC: &str = include_str!("../../tests/data/jwt/ed-public.pem");
+    const ED_PRIVATE: &str = include_str!("../../../tests/data/jwt/ed-private.pem");
+    const ED_PUBLIC: &str = include_str!("../../../tests/data/jwt/ed-public.pem");
     const P384_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
 MIG2AgEAMBAGByqGSM49AgEGBSuBBAAiBIGeMIGbAgEBBDCtGN8g0DCckU56ETC6
 4NpctS0gmyG2I2QqNTKcMTjOYMiJhPD8hRgp6z5yCUmFqwWhZANiAAQRxy69nCxb

@@ -9,9 +9,9 @@
 
 use sha2::{Digest, Sha256};
 
-use super::claims::ClaimSet;
-use super::shm::{current_pid, Found, SharedTable};
-use super::sso::Introspection;
+use crate::core::shm::{current_pid, Found, SharedTable};
+use crate::core::sso::Introspection;
+use crate::core::token::claims::ClaimSet;
 
 /// Longest user name / scope kept in an entry; longer results are not cached.
 const MAX_FIELD: usize = 127;

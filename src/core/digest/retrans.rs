@@ -12,7 +12,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::shm::{Found, SharedTable};
+use crate::core::shm::{Found, SharedTable};
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -2,6 +2,12 @@
 //! The module itself never verifies a response (the SSO does); it needs H() for `body_hash`
 //! (qop=auth-int) and the response computation for tests and the reference SSO.
 
+pub mod challenge;
+pub mod credentials;
+pub mod nonce;
+pub mod replay;
+pub mod retrans;
+
 use md5::Md5;
 use sha2::{Digest, Sha256, Sha512_256};
 use subtle::ConstantTimeEq;

@@ -1,7 +1,7 @@
 //! Builders for the challenge header lines the module adds to 401/407 replies.
 
-use super::digest::Algorithm;
-use super::text::is_quoted_safe;
+use crate::core::digest::Algorithm;
+use crate::core::text::is_quoted_safe;
 
 /// Which qop values a challenge offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
