@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod call;
+pub mod resolve;
 
 use base64::Engine as _;
 use serde_json::{Map, Value};
