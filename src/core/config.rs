@@ -92,6 +92,9 @@ pub struct Config {
     pub cachedb_url: Option<String>,
     /// Longest a store call may take before the store counts as down (ms).
     pub cachedb_timeout_ms: u64,
+    /// SSO requests one process may have in flight at once (the async form); one more
+    /// fails at once with -5 rather than queueing behind them.
+    pub sso_max_connections: u64,
 }
 
 // Hand-written so that no secret ever reaches a log through `{:?}`.
@@ -139,6 +142,7 @@ impl fmt::Debug for Config {
             .field("required_scope", &self.required_scope)
             .field("cachedb_url", &self.cachedb_engine())
             .field("cachedb_timeout_ms", &self.cachedb_timeout_ms)
+            .field("sso_max_connections", &self.sso_max_connections)
             .finish()
     }
 }
@@ -185,6 +189,7 @@ impl Default for Config {
             required_scope: Vec::new(),
             cachedb_url: None,
             cachedb_timeout_ms: 250,
+            sso_max_connections: 32,
         }
     }
 }
@@ -247,6 +252,7 @@ pub const INT_PARAMS: &[&str] = &[
     "jwks_refresh",
     "case_sensitive",
     "cachedb_timeout",
+    "sso_max_connections",
 ];
 
 fn check_url(param: &str, value: &str) -> Result<String, ConfigError> {
@@ -542,6 +548,12 @@ impl Config {
                 }
                 self.cachedb_timeout_ms = v
             }
+            "sso_max_connections" => {
+                if !(1..=4096).contains(&v) {
+                    return Err(err(name, "must be between 1 and 4096"));
+                }
+                self.sso_max_connections = v
+            }
             "cache_slots" | "nonce_slots" | "retransmission_slots" => {
                 if !(64..=16_777_216).contains(&v) {
                     return Err(err(name, "must be between 64 and 16777216"));
@@ -786,6 +798,16 @@ mod tests {
         c.set_int("cachedb_timeout", 100).unwrap();
         assert!(c.set_int("cachedb_timeout", 0).is_err());
         assert!(c.set_int("cachedb_timeout", 10_001).is_err());
+    }
+
+    #[test]
+    fn sso_max_connections_is_bounded() {
+        let mut c = Config::default();
+        assert_eq!(c.sso_max_connections, 32);
+        c.set_int("sso_max_connections", 64).unwrap();
+        assert_eq!(c.sso_max_connections, 64);
+        assert!(c.set_int("sso_max_connections", 0).is_err());
+        assert!(c.set_int("sso_max_connections", 4097).is_err());
     }
 
     #[test]

@@ -198,7 +198,7 @@ const fn param(name: &'static CStr, kind: u32, f: Setter) -> param_export_t {
     }
 }
 
-static PARAMS: Table<[param_export_t; 39]> = Table([
+static PARAMS: Table<[param_export_t; 40]> = Table([
     param(c"introspect_url", STR_PARAM, set_introspect_url),
     param(c"token_url", STR_PARAM, set_token_url),
     param(c"client_id", STR_PARAM, set_client_id),
@@ -241,6 +241,7 @@ static PARAMS: Table<[param_export_t; 39]> = Table([
     param(c"required_scope", STR_PARAM, set_required_scope),
     param(c"cachedb_url", STR_PARAM, set_cachedb_url),
     param(c"cachedb_timeout", INT_PARAM, set_cachedb_timeout),
+    param(c"sso_max_connections", INT_PARAM, set_sso_max_connections),
     param_export_t {
         name: null(),
         type_: 0,

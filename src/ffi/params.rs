@@ -108,4 +108,5 @@ setters! {
     set_required_scope => c"required_scope",
     set_cachedb_url => c"cachedb_url",
     set_cachedb_timeout => c"cachedb_timeout",
+    set_sso_max_connections => c"sso_max_connections",
 }
