@@ -4,7 +4,7 @@
 
 use std::ffi::{c_int, c_void, CStr};
 
-use crate::core::authorize::{challenge_options, ChallengeSpec, Code, Placement};
+use crate::core::authorize::{challenge_options, ChallengeSpec, Code, Outcome, Placement};
 use crate::core::config::Config;
 use crate::core::sso::{DigestLogin, Introspection, LoginOutcome, SsoApi, SsoError};
 use crate::core::text::is_header_safe;
@@ -15,7 +15,7 @@ use super::bindings::{
 };
 use super::guard::{guarded, EntryError};
 use super::log::{self, report_error, sso_log, L_DBG, L_ERR, L_INFO, L_WARN};
-use super::msg::Msg;
+use super::msg::{Header, Msg};
 use super::reply::{add_reply_header, delete_span, send_reply};
 use super::request::{auth_request, now, request, str_arg, to_and_from, ERROR};
 use super::worker::{self, LastAuth, Span};
@@ -48,6 +48,15 @@ impl SsoApi for CountedSso<'_> {
     }
 }
 
+/// The credential header type each placement reads.
+pub(super) fn credential_kind(placement: Placement) -> i32 {
+    let kind = match placement {
+        Placement::Www => HDR_AUTHORIZATION_T,
+        Placement::Proxy => HDR_PROXYAUTH_T,
+    };
+    kind as i32
+}
+
 /// `sso_authorize` / `sso_proxy_authorize`. `sso_used` is set when the decision needed a
 /// round trip to the SSO.
 fn authorize(
@@ -62,16 +71,11 @@ fn authorize(
         let realm = str_arg("realm", realm)?.unwrap_or("");
         let cfg =
             worker::config().ok_or_else(|| EntryError::new(ERROR, "module not initialized"))?;
-        let cred_kind = match placement {
-            Placement::Www => HDR_AUTHORIZATION_T,
-            Placement::Proxy => HDR_PROXYAUTH_T,
-        } as i32;
-        let (req, kept) = auth_request(&msg, placement, &[cred_kind], realm, cfg)?;
-        let msg_key = msg.key();
+        let (req, kept) = auth_request(&msg, placement, &[credential_kind(placement)], realm, cfg)?;
         // The success line is logged at DBG only: without it the core skips building it.
         let explain_success = log::enabled(L_DBG);
         let now = now();
-        let (mut outcome, spans, register_limit) = worker::with_worker(|w| {
+        let outcome = worker::with_worker(|w| {
             w.authorizer.set_explain_success(explain_success);
             let mut sso = CountedSso {
                 inner: &mut w.sso,
@@ -79,48 +83,63 @@ fn authorize(
             };
             let outcome = w.authorizer.authorize(&req, &mut sso, now);
             *sso_used = sso.calls > 0;
-            // Credentials to remove on sso_consume_credentials: the deciding header and every
-            // token-carrying header (the core lists them), in message order.
-            let spans: Vec<Span> = outcome
-                .consume_headers
-                .iter()
-                .filter_map(|&i| kept.get(i))
-                .map(|h| Span {
-                    offset: h.offset,
-                    len: h.len,
-                    kind: h.kind,
-                })
-                .collect();
-            let register_limit = w.authorizer.register_limit(&outcome, now);
-            (outcome, spans, register_limit)
+            outcome
         })
         .map_err(|e| EntryError::new(ERROR, e))?;
-        let reason = std::mem::take(&mut outcome.reason);
-        let decision = outcome.code;
-        let code = decision.value();
-        match decision {
-            Code::Error => sso_log!(L_ERR, "{reason} -> {code}"),
-            Code::BadNonce => sso_log!(L_WARN, "{reason} -> {code}"),
-            // Success and "no credentials yet" (the first step of every login) are routine.
-            c if c.is_success() || c == Code::NoCredentials => {
-                sso_log!(L_DBG, "{reason} -> {code}")
-            }
-            _ => sso_log!(L_INFO, "{reason} -> {code}"),
-        }
-        // What can still fail comes before the outcome is recorded: a request that ends in
-        // -5 here must not look authenticated to sso_consume_credentials, $sso or the
-        // identity functions afterwards.
-        let applied = apply_success(&mut msg, cfg, &outcome, register_limit);
-        worker::with_worker(|w| {
-            w.last = Some(match &applied {
-                Ok(()) => LastAuth::new(msg_key, outcome, spans),
-                Err(e) => LastAuth::new(msg_key, outcome.failed(e.message.clone()), Vec::new()),
-            })
-        })
-        .map_err(|e| EntryError::new(ERROR, e))?;
-        applied?;
-        Ok(code)
+        conclude(&mut msg, cfg, &kept, outcome, now)
     })
+}
+
+/// What every decision ends with, sync or async: the log line, the reply header with a new
+/// token, the capped registration lifetime, and the record the identity functions, `$sso`
+/// and sso_consume_credentials read. Returns the script code.
+pub(super) fn conclude(
+    msg: &mut Msg,
+    cfg: &Config,
+    kept: &[Header],
+    mut outcome: Outcome,
+    now: u64,
+) -> Result<c_int, EntryError> {
+    let msg_key = msg.key();
+    // Credentials to remove on sso_consume_credentials: the deciding header and every
+    // token-carrying header (the core lists them), in message order.
+    let spans: Vec<Span> = outcome
+        .consume_headers
+        .iter()
+        .filter_map(|&i| kept.get(i))
+        .map(|h| Span {
+            offset: h.offset,
+            len: h.len,
+            kind: h.kind,
+        })
+        .collect();
+    let register_limit = worker::with_worker(|w| w.authorizer.register_limit(&outcome, now))
+        .map_err(|e| EntryError::new(ERROR, e))?;
+    let reason = std::mem::take(&mut outcome.reason);
+    let decision = outcome.code;
+    let code = decision.value();
+    match decision {
+        Code::Error => sso_log!(L_ERR, "{reason} -> {code}"),
+        Code::BadNonce => sso_log!(L_WARN, "{reason} -> {code}"),
+        // Success and "no credentials yet" (the first step of every login) are routine.
+        c if c.is_success() || c == Code::NoCredentials => {
+            sso_log!(L_DBG, "{reason} -> {code}")
+        }
+        _ => sso_log!(L_INFO, "{reason} -> {code}"),
+    }
+    // What can still fail comes before the outcome is recorded: a request that ends in
+    // -5 here must not look authenticated to sso_consume_credentials, $sso or the
+    // identity functions afterwards.
+    let applied = apply_success(msg, cfg, &outcome, register_limit);
+    worker::with_worker(|w| {
+        w.last = Some(match &applied {
+            Ok(()) => LastAuth::new(msg_key, outcome, spans),
+            Err(e) => LastAuth::new(msg_key, outcome.failed(e.message.clone()), Vec::new()),
+        })
+    })
+    .map_err(|e| EntryError::new(ERROR, e))?;
+    applied?;
+    Ok(code)
 }
 
 /// The parts of a success that touch the message: the capped registration lifetime and
@@ -128,7 +147,7 @@ fn authorize(
 fn apply_success(
     msg: &mut Msg,
     cfg: &Config,
-    outcome: &crate::core::authorize::Outcome,
+    outcome: &Outcome,
     register_limit: Option<u64>,
 ) -> Result<(), EntryError> {
     if let Some(limit) = register_limit.filter(|_| msg.is_register()) {
