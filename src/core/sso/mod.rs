@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 pub mod call;
 pub mod resolve;
+pub mod timer;
 
 use base64::Engine as _;
 use serde_json::{Map, Value};
