@@ -1,0 +1,275 @@
+//! The async form, `async(sso_authorize(realm), resume_route)`: the decision's first step
+//! runs in the async command; when it names an SSO request, the request is started on the
+//! worker's non-blocking client and its fd goes to tm, which suspends the transaction and
+//! watches the fd in this worker's reactor. Each time the fd is readable, `resume` lets the
+//! exchange progress; when it is over, the decision's second step runs on the answer and the
+//! resume route gets the code. A wait for another worker's answer is a timerfd instead.
+//!
+//! The job (decision state + exchange) lives on this process's heap, behind tm's
+//! `resume_param`: only this worker's reactor resumes it. It is reclaimed as a `Box` at the
+//! start of every resume, so a panic or an early return frees its fds and memory.
+
+use std::ffi::{c_int, c_void, CStr};
+use std::time::Instant;
+
+use crate::core::authorize::{Outcome, Pending, Placement, Step};
+use crate::core::sso::call::SsoAnswer;
+use crate::core::sso::http::InFlight;
+use crate::core::sso::timer::OneShotTimer;
+use crate::core::sso::SsoError;
+
+use super::bindings::{
+    async_ctx, async_status, sip_msg, ASYNC_CHANGE_FD, ASYNC_CONTINUE, ASYNC_DONE, ASYNC_NO_IO,
+    ASYNC_SYNC,
+};
+use super::functions::{conclude, credential_kind};
+use super::guard::{guarded, EntryError};
+use super::log::{self, report_error, L_DBG};
+use super::request::{auth_request, now, request, str_arg, ERROR};
+use super::worker;
+
+/// What the reactor watches for a suspended request.
+enum Io {
+    /// An SSO exchange in flight: its epoll fd.
+    Http(InFlight),
+    /// Waiting for another worker's answer (or the first copy of a retransmission).
+    Timer(OneShotTimer),
+}
+
+impl Io {
+    fn fd(&self) -> c_int {
+        match self {
+            Io::Http(f) => f.fd(),
+            Io::Timer(t) => t.fd(),
+        }
+    }
+}
+
+struct Job {
+    name: &'static CStr,
+    placement: Placement,
+    /// The realm argument as expanded when the request arrived.
+    realm: String,
+    /// Taken while a step runs; always there between resumes.
+    pending: Option<Pending>,
+    io: Io,
+}
+
+/// Where a step leaves the request: decided, or suspended on an fd.
+enum Next {
+    Done(Outcome, bool),
+    Suspend(Pending, Io),
+}
+
+/// Drives steps until one needs the reactor: a call that could not even start (no slot,
+/// deadline gone, refused at once) is answered at once and the decision goes on.
+fn advance(mut step: Step, req: &crate::core::authorize::AuthRequest, now: u64) -> Result<Next, String> {
+    let mut sso_used = false;
+    loop {
+        step = match step {
+            Step::Done(outcome) => return Ok(Next::Done(outcome, sso_used)),
+            Step::Call(pending) => {
+                let call = pending
+                    .call()
+                    .cloned()
+                    .ok_or("the decision asked for an SSO call without naming it")?;
+                sso_used = true;
+                let started = worker::with_worker(|w| w.sso.start(&call, pending.deadline()))?;
+                match started {
+                    Ok(flight) => return Ok(Next::Suspend(pending, Io::Http(flight))),
+                    Err(answer) => {
+                        worker::with_worker(|w| w.authorizer.resume(req, pending, Some(answer), now))?
+                    }
+                }
+            }
+            Step::Wait(pending) => {
+                let left = pending.deadline().saturating_duration_since(Instant::now());
+                let after = pending.retry_in().min(left);
+                match OneShotTimer::new(after) {
+                    Ok(timer) => return Ok(Next::Suspend(pending, Io::Timer(timer))),
+                    // No fd for the timer: look again at once rather than wait blind.
+                    Err(_) => worker::with_worker(|w| w.authorizer.resume(req, pending, None, now))?,
+                }
+            }
+        }
+    }
+}
+
+/// Sets a variable of the core's that tm reads right after the call returns.
+fn set_async_status(value: c_int) {
+    // SAFETY: a plain int of the core's, read by tm on this same thread after we return.
+    unsafe { async_status = value }
+}
+
+/// The async command: `wa_sso_authorize` / `wa_sso_proxy_authorize`.
+pub(super) fn start(
+    name: &'static CStr,
+    placement: Placement,
+    ptr: *mut sip_msg,
+    ctx: *mut async_ctx,
+    realm: *mut c_void,
+) -> c_int {
+    // Until a job is handed over, tm runs the resume route at once with our return code.
+    set_async_status(ASYNC_NO_IO);
+    guarded(name, ERROR, report_error, || {
+        let mut msg = request(ptr)?;
+        let realm = str_arg("realm", realm)?.unwrap_or("");
+        let cfg =
+            worker::config().ok_or_else(|| EntryError::new(ERROR, "module not initialized"))?;
+        let (req, kept) = auth_request(&msg, placement, &[credential_kind(placement)], realm, cfg)?;
+        let explain_success = log::enabled(L_DBG);
+        let now = now();
+        let first = worker::with_worker(|w| {
+            w.authorizer.set_explain_success(explain_success);
+            w.authorizer.start(&req, now)
+        })
+        .map_err(|e| EntryError::new(ERROR, e))?;
+        match advance(first, &req, now).map_err(|e| EntryError::new(ERROR, e))? {
+            Next::Done(outcome, sso_used) => {
+                let code = conclude(&mut msg, cfg, &kept, outcome, now)?;
+                set_async_status(if sso_used { ASYNC_SYNC } else { ASYNC_NO_IO });
+                Ok(code)
+            }
+            Next::Suspend(pending, io) => {
+                if ctx.is_null() {
+                    return Err(EntryError::new(ERROR, "async command called without a context"));
+                }
+                let fd = io.fd();
+                let job = Box::new(Job {
+                    name,
+                    placement,
+                    realm: realm.to_string(),
+                    pending: Some(pending),
+                    io,
+                });
+                // SAFETY: tm hands a valid, writable context for this call; it keeps the
+                // pointers until it calls `resume` or `timeout` in this same process.
+                unsafe {
+                    let ctx = &mut *ctx;
+                    ctx.resume_f = resume as *mut c_void;
+                    #[cfg(sso_abi = "400")]
+                    {
+                        ctx.resume_f_name = c"sso_auth_resume".as_ptr() as *mut _;
+                    }
+                    ctx.resume_param = Box::into_raw(job) as *mut c_void;
+                    ctx.timeout_f = timeout as *mut c_void;
+                    // A safety net only: the exchange's own timer fires at http_timeout,
+                    // to the millisecond; the reactor counts whole seconds.
+                    ctx.timeout_s = (cfg.http_timeout_ms.div_ceil(1000) + 2) as u32;
+                }
+                set_async_status(fd);
+                Ok(1)
+            }
+        }
+    })
+}
+
+/// tm's resume function: the job's fd is readable.
+unsafe extern "C" fn resume(_fd: c_int, ptr: *mut sip_msg, param: *mut c_void) -> c_int {
+    // tm's default is ASYNC_DONE: a failure below ends the job (its Box is dropped on the way
+    // out) and the resume route runs with -5.
+    set_async_status(ASYNC_DONE);
+    if param.is_null() {
+        return ERROR;
+    }
+    // SAFETY: `param` is the Box handed to tm in `start`, resumed only once at a time.
+    let job = unsafe { Box::from_raw(param as *mut Job) };
+    guarded(job.name, ERROR, report_error, move || resume_job(job, ptr))
+}
+
+fn resume_job(mut job: Box<Job>, ptr: *mut sip_msg) -> Result<c_int, EntryError> {
+    let answer: Option<SsoAnswer> = match &mut job.io {
+        Io::Http(flight) => {
+            let progressed = worker::with_worker(|w| w.sso.progress(flight))
+                .map_err(|e| EntryError::new(ERROR, e))?;
+            match progressed {
+                Some(answer) => Some(answer),
+                None => {
+                    // Not over yet: same fd, same job.
+                    set_async_status(ASYNC_CONTINUE);
+                    let _ = Box::into_raw(job);
+                    return Ok(0);
+                }
+            }
+        }
+        Io::Timer(timer) => {
+            timer.fired();
+            None
+        }
+    };
+    finish_step(job, ptr, answer)
+}
+
+/// Second step of the decision on `answer`, then either the end of the job or a new fd.
+/// The job keeps its allocation across a change of fd: tm holds its address.
+fn finish_step(
+    mut job: Box<Job>,
+    ptr: *mut sip_msg,
+    answer: Option<SsoAnswer>,
+) -> Result<c_int, EntryError> {
+    let pending = job
+        .pending
+        .take()
+        .ok_or_else(|| EntryError::new(ERROR, "async job resumed without its decision state"))?;
+    let mut msg = request(ptr)?;
+    let cfg = worker::config().ok_or_else(|| EntryError::new(ERROR, "module not initialized"))?;
+    let kind = credential_kind(job.placement);
+    let (req, kept) = auth_request(&msg, job.placement, &[kind], &job.realm, cfg)?;
+    let now = now();
+    let step = worker::with_worker(|w| w.authorizer.resume(&req, pending, answer, now))
+        .map_err(|e| EntryError::new(ERROR, e))?;
+    match advance(step, &req, now).map_err(|e| EntryError::new(ERROR, e))? {
+        Next::Done(outcome, _) => {
+            // The old fd closes with the job; tm takes it out of the reactor after we
+            // return (it tolerates an fd already closed).
+            drop(job);
+            set_async_status(ASYNC_DONE);
+            conclude(&mut msg, cfg, &kept, outcome, now)
+        }
+        Next::Suspend(pending, io) => {
+            // The new fd exists before the old one closes, so their numbers differ, as
+            // ASYNC_CHANGE_FD requires.
+            let fd = io.fd();
+            job.pending = Some(pending);
+            drop(std::mem::replace(&mut job.io, io));
+            let _ = Box::into_raw(job);
+            set_async_status(ASYNC_CHANGE_FD);
+            Ok(fd)
+        }
+    }
+}
+
+/// tm's timeout function (the script's async timeout, or our safety net of
+/// http_timeout + 2 s): the request ends with the SSO's timeout.
+unsafe extern "C" fn timeout(_fd: c_int, ptr: *mut sip_msg, param: *mut c_void) -> c_int {
+    set_async_status(ASYNC_DONE);
+    if param.is_null() {
+        return ERROR;
+    }
+    // SAFETY: as in `resume`.
+    let job = unsafe { Box::from_raw(param as *mut Job) };
+    guarded(job.name, ERROR, report_error, move || {
+        let Job {
+            placement,
+            realm,
+            pending,
+            io,
+            ..
+        } = *job;
+        drop(io);
+        let pending = pending.ok_or_else(|| EntryError::new(ERROR, "async job without state"))?;
+        let answer = pending.call().map(|c| c.failed(SsoError::Timeout));
+        let mut msg = request(ptr)?;
+        let cfg =
+            worker::config().ok_or_else(|| EntryError::new(ERROR, "module not initialized"))?;
+        let (req, kept) = auth_request(&msg, placement, &[credential_kind(placement)], &realm, cfg)?;
+        let now = now();
+        let outcome = worker::with_worker(|w| match w.authorizer.resume(&req, pending, answer, now) {
+            Step::Done(o) => o,
+            // No time left for another round trip: what was named is abandoned.
+            _ => Outcome::error("the async timeout passed before the SSO answered"),
+        })
+        .map_err(|e| EntryError::new(ERROR, e))?;
+        conclude(&mut msg, cfg, &kept, outcome, now)
+    })
+}
