@@ -201,6 +201,10 @@ pub struct Authorizer {
     explain_success: bool,
     /// The shared store (`cachedb_url`), when this process has one (`cluster_glue.rs`).
     cluster: Option<super::cluster::Cluster>,
+    /// Tokens this worker is checking right now, with the deadline of that check: the
+    /// cache's pending mark names the process, so under async a second request of this
+    /// worker with the same token would take it for its own stale mark (`token_path.rs`).
+    checking: Vec<(TokenId, std::time::Instant)>,
 }
 
 /// Where this worker's JWT keys come from: the key file read at start-up, or the SSO's JWK
@@ -256,6 +260,7 @@ impl Authorizer {
             cfg,
             explain_success: true,
             cluster: None,
+            checking: Vec::new(),
         }
     }
 

@@ -17,6 +17,8 @@ pub(super) struct TokenCheck {
     /// This worker holds the cache's pending mark and must store a verdict or release it.
     /// Dropped unanswered, the mark lapses at its claim time (`claim_until`) by itself.
     claimed: bool,
+    /// The deadline under which this check is listed in `Authorizer::checking`.
+    listed: Option<Instant>,
     at: CheckAt,
 }
 
@@ -68,6 +70,15 @@ impl Authorizer {
         now + self.cfg.http_timeout_ms / 1000 + 2
     }
 
+    /// Whether another request of this worker is checking the token. A listed check past
+    /// its deadline no longer counts (its Pending was dropped, or its answer is lost) and
+    /// is forgotten here, so the list only holds checks in progress.
+    fn checked_elsewhere(&mut self, id: &TokenId) -> bool {
+        let now = Instant::now();
+        self.checking.retain(|(_, until)| *until > now);
+        self.checking.iter().any(|(listed, _)| listed == id)
+    }
+
     /// First step of a token's verdict.
     pub(super) fn check_start(&mut self, token: String, now: u64, deadline: Instant) -> Check {
         let how = if self.jwt.is_some() && jwt::looks_like_jwt(&token) {
@@ -80,6 +91,7 @@ impl Authorizer {
             token,
             how,
             claimed: false,
+            listed: None,
             at: CheckAt::OtherWorker,
         };
         if how == How::Introspect && self.cfg.introspect_url.is_none() {
@@ -129,7 +141,6 @@ impl Authorizer {
     /// Looks into the local cache: a verdict, a wait for the worker holding the pending
     /// mark, or this worker's own check (now holding the mark when there was room).
     fn check_look(&mut self, mut tc: TokenCheck, now: u64, deadline: Instant) -> Check {
-        let stats = &self.shared.stats;
         let looked = if self.cfg.cache_ttl == 0 {
             Lookup::Uncached
         } else {
@@ -137,13 +148,19 @@ impl Authorizer {
                 .tokens
                 .lookup(&tc.id, now, self.claim_until(now))
         };
+        // The mark is ours, but another request of this worker (async) is checking the
+        // token: wait for it like any other worker would.
+        let looked = match looked {
+            Lookup::Claimed if self.checked_elsewhere(&tc.id) => Lookup::Pending,
+            other => other,
+        };
         match looked {
             Lookup::Hit(info) => {
-                stats.inc(Stat::CacheHits);
+                self.shared.stats.inc(Stat::CacheHits);
                 Check::Verdict(tc, Ok((Some(info), true)), None)
             }
             Lookup::NegativeHit => {
-                stats.inc(Stat::CacheHits);
+                self.shared.stats.inc(Stat::CacheHits);
                 Check::Verdict(tc, Ok((None, true)), None)
             }
             // Another worker is asking the SSO: wait for its answer within this call's own
@@ -156,8 +173,12 @@ impl Authorizer {
                 Check::Wait(tc)
             }
             Lookup::Uncached | Lookup::Claimed => {
-                stats.inc(Stat::CacheMisses);
+                self.shared.stats.inc(Stat::CacheMisses);
                 tc.claimed = matches!(looked, Lookup::Claimed);
+                if tc.claimed {
+                    self.checking.push((tc.id, deadline));
+                    tc.listed = Some(deadline);
+                }
                 self.check_own(tc, now)
             }
         }
@@ -223,13 +244,17 @@ impl Authorizer {
     /// This worker's own verdict (SSO, store or JWT keys) into the local cache, or the
     /// pending mark released when there is none, so a waiter may try.
     fn check_answer(
-        &self,
+        &mut self,
         tc: TokenCheck,
         answer: Result<Introspection, SsoError>,
         (ttl, negative_ttl): (u64, u64),
         now: u64,
         why: Option<String>,
     ) -> Check {
+        if let Some(until) = tc.listed {
+            self.checking
+                .retain(|(id, u)| !(*id == tc.id && *u == until));
+        }
         let cache = &self.shared.tokens;
         let grace = self.exp_grace(&tc.token);
         match &answer {
