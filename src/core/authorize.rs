@@ -904,6 +904,10 @@ fn describe(e: &SsoError) -> String {
 #[cfg(test)]
 mod tests;
 
+/// The same decisions driven step by step.
+#[cfg(test)]
+mod step_tests;
+
 /// The shared store's hooks (replay claim, second-level token cache).
 mod cluster_glue;
 
