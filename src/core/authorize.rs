@@ -1,6 +1,10 @@
 //! The authorization decision of `sso_authorize` / `sso_proxy_authorize` and the content of
 //! `sso_challenge` / `sso_proxy_challenge`, independent of OpenSIPS: the FFI layer hands in the
 //! request's relevant headers and gets back a code, the headers to add and a reason to log.
+//!
+//! The decision runs in steps (`step.rs`): `start` decides locally or names the SSO request
+//! it needs, `resume` takes the answer; the token and Digest paths live in `token_path.rs`
+//! and `digest_path.rs`, the blocking driver `authorize` in `step.rs`.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -801,7 +805,7 @@ fn token_policy(cfg: &Config, info: &Introspection) -> Result<(), (String, Beare
 }
 
 /// The rules that read the claims (parsing their JSON). A verdict enters the shared cache
-/// as positive only when it passes them (`introspect_cached`), so a cache hit skips them.
+/// as positive only when it passes them (`token_path.rs`, `check_answer`), so a cache hit skips them.
 fn token_kind_and_audience(
     cfg: &Config,
     info: &Introspection,
