@@ -1,9 +1,15 @@
 //! The authorization decision of `sso_authorize` / `sso_proxy_authorize` and the content of
 //! `sso_challenge` / `sso_proxy_challenge`, independent of OpenSIPS: the FFI layer hands in the
 //! request's relevant headers and gets back a code, the headers to add and a reason to log.
+//!
+//! The decision runs in steps (`step.rs`): `start` decides locally or names the SSO request
+//! it needs, `resume` takes the answer; the token and Digest paths live in `token_path.rs`
+//! and `digest_path.rs`, the blocking driver `authorize` in `step.rs`.
 
 use std::borrow::Cow;
 use std::sync::Arc;
+// The tests' clock (the decision's own timing lives in `step.rs`).
+#[cfg(test)]
 use std::time::{Duration, Instant};
 
 use super::cluster::NonceOrigin;
@@ -197,11 +203,12 @@ pub struct Authorizer {
     /// Whether successes get a `reason` (a fingerprint and a formatted line). Failures always
     /// do: they are logged at INFO and above.
     explain_success: bool,
-    /// End of the running call's budget (http_timeout from its start): every SSO request
-    /// and every wait for another worker's request ends by then.
-    deadline: Instant,
     /// The shared store (`cachedb_url`), when this process has one (`cluster_glue.rs`).
     cluster: Option<super::cluster::Cluster>,
+    /// Tokens this worker is checking right now, with the deadline of that check: the
+    /// cache's pending mark names the process, so under async a second request of this
+    /// worker with the same token would take it for its own stale mark (`token_path.rs`).
+    checking: Vec<(TokenId, std::time::Instant)>,
 }
 
 /// Where this worker's JWT keys come from: the key file read at start-up, or the SSO's JWK
@@ -237,32 +244,7 @@ impl LocalJwt {
             keys,
         })
     }
-
-    /// Validates a JWT; a JWK Set fetch, when one is due, is one SSO request.
-    fn validate(
-        &mut self,
-        token: &str,
-        sso: &mut dyn SsoApi,
-        stats: &Stats,
-        now: u64,
-    ) -> Result<Introspection, JwtError> {
-        match &mut self.keys {
-            JwtKeys::Fixed(keys) => jwt::validate(token, keys, &self.policy, now),
-            JwtKeys::Fetched { url, cache } => {
-                let url = url.as_str();
-                cache.validate_with_refresh(token, &self.policy, now, &mut || {
-                    stats.inc(Stat::SsoRequests);
-                    let fetched = sso.fetch_jwks(url);
-                    count_sso_error(stats, &fetched);
-                    fetched
-                })
-            }
-        }
-    }
 }
-
-/// How often a worker looks again while another worker introspects the same token.
-const PENDING_POLL: Duration = Duration::from_millis(2);
 
 impl Authorizer {
     /// `cfg` must have passed `Config::finish` (the secret is set).
@@ -281,17 +263,9 @@ impl Authorizer {
             shared,
             cfg,
             explain_success: true,
-            deadline: Instant::now(),
             cluster: None,
+            checking: Vec::new(),
         }
-    }
-
-    /// Starts the budget of one script-function call: http_timeout for everything it does
-    /// (name resolution, connections, waiting for another worker, a Digest login after a
-    /// failed token check).
-    fn begin_call(&mut self, sso: &mut dyn SsoApi) {
-        self.deadline = Instant::now() + Duration::from_millis(self.cfg.http_timeout_ms);
-        sso.set_deadline(Some(self.deadline));
     }
 
     /// Off: a successful outcome comes back with an empty `reason`, which saves hashing and
@@ -302,131 +276,6 @@ impl Authorizer {
 
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
-    }
-
-    /// One SSO call, counted.
-    fn count_sso<T>(&self, result: Result<T, SsoError>) -> Result<T, SsoError> {
-        self.shared.stats.inc(Stat::SsoRequests);
-        count_sso_error(&self.shared.stats, &result);
-        result
-    }
-
-    /// Introspection through the shared cache: a hit, or one SSO call for the whole instance
-    /// (other workers asking at the same moment wait for it). Ok(None): the cache remembers
-    /// the token as not active.
-    // An associated function (it runs inside closures that borrow the engine's fields), so
-    // the exp grace, the call's deadline and the store come in as arguments.
-    #[allow(clippy::too_many_arguments)]
-    fn introspect_cached(
-        cfg: &Config,
-        shared: &SharedState,
-        id: &TokenId,
-        now: u64,
-        grace: u64,
-        deadline: Instant,
-        cluster: Option<&mut super::cluster::Cluster>,
-        verify: &mut dyn FnMut() -> Result<Introspection, SsoError>,
-    ) -> Result<(Option<Introspection>, bool), SsoError> {
-        let cache = &shared.tokens;
-        let stats = &shared.stats;
-        let claim_until = now + cfg.http_timeout_ms / 1000 + 2;
-        loop {
-            let looked = if cfg.cache_ttl == 0 {
-                Lookup::Uncached
-            } else {
-                cache.lookup(id, now, claim_until)
-            };
-            match looked {
-                Lookup::Hit(info) => {
-                    stats.inc(Stat::CacheHits);
-                    return Ok((Some(info), true));
-                }
-                Lookup::NegativeHit => {
-                    stats.inc(Stat::CacheHits);
-                    return Ok((None, true));
-                }
-                Lookup::Pending => {
-                    // Another worker is asking the SSO: wait for its answer, within this
-                    // call's own budget only (no second SSO call of our own after it).
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(SsoError::Timeout);
-                    }
-                    std::thread::sleep(PENDING_POLL.min(left));
-                    continue;
-                }
-                Lookup::Uncached | Lookup::Claimed => {
-                    stats.inc(Stat::CacheMisses);
-                    let claimed = matches!(looked, Lookup::Claimed);
-                    let (answer, (ttl, negative_ttl)) =
-                        Self::second_level(cfg, stats, id, now, cluster, verify);
-                    match &answer {
-                        Ok(info)
-                            if usable(info, now, grace)
-                                && token_kind_and_audience(cfg, info).is_ok() =>
-                        {
-                            cache.store_positive(id, info, &claims_to_cache(cfg, info), now, ttl)
-                        }
-                        Ok(_) => cache.store_negative(id, now, negative_ttl),
-                        Err(_) if claimed => cache.release(id, now),
-                        Err(_) => {}
-                    }
-                    return answer.map(|i| (Some(i), false));
-                }
-            }
-        }
-    }
-
-    /// A token's verdict: validated locally when it is a JWT and JWT keys are configured,
-    /// else introspected; either way through the shared cache.
-    /// A token's verdict through the shared cache: a JWT is validated locally when JWT keys
-    /// are configured, anything else is introspected. `why` receives the reason a JWT was
-    /// refused (for the log). Ok((None, _)): not active.
-    fn check_token(
-        &mut self,
-        token: &str,
-        id: &TokenId,
-        sso: &mut dyn SsoApi,
-        now: u64,
-        why: &mut Option<String>,
-    ) -> Result<(Option<Introspection>, bool), SsoError> {
-        let (cfg, shared) = (&self.cfg, &*self.shared);
-        let stats = &shared.stats;
-        if let Some(local) = self.jwt.as_mut().filter(|_| jwt::looks_like_jwt(token)) {
-            let grace = cfg.jwt_leeway;
-            let deadline = self.deadline;
-            return Self::introspect_cached(
-                cfg,
-                shared,
-                id,
-                now,
-                grace,
-                deadline,
-                None,
-                &mut || match local.validate(token, sso, stats, now) {
-                    Ok(info) => Ok(info),
-                    Err(JwtError::NoKeys(m)) => Err(SsoError::Unreachable(format!(
-                        "no JWT keys to check the token with: {m}"
-                    ))),
-                    Err(e) => {
-                        *why = Some(e.to_string());
-                        Ok(not_active())
-                    }
-                },
-            );
-        }
-        if cfg.introspect_url.is_none() {
-            *why = Some("not a JWT, and introspect_url is not set".into());
-            return Ok((None, false));
-        }
-        let deadline = self.deadline;
-        let cluster = self.cluster.as_mut();
-        Self::introspect_cached(cfg, shared, id, now, 0, deadline, cluster, &mut || {
-            stats.inc(Stat::SsoRequests);
-            let result = sso.introspect(token);
-            count_sso_error(stats, &result);
-            result
-        })
     }
 
     pub fn config(&self) -> &Config {
@@ -503,133 +352,6 @@ impl Authorizer {
         })
     }
 
-    /// Decides one request. `now` is unix seconds.
-    pub fn authorize(&mut self, req: &AuthRequest, sso: &mut dyn SsoApi, now: u64) -> Outcome {
-        self.begin_call(sso);
-        let mut o = self.decide(req, sso, now);
-        o.consume_headers = consume_headers(req, &o.used_headers);
-        let stats = &self.shared.stats;
-        match (o.code, o.source) {
-            (Code::TokenOk, _) => stats.inc(Stat::TokenAccepted),
-            (Code::DigestOk, _) => stats.inc(Stat::DigestAccepted),
-            (Code::NoCredentials, None) => {}
-            (_, Some(TokenSource::Digest)) => stats.inc(Stat::DigestRejected),
-            (_, Some(_)) => stats.inc(Stat::TokenRejected),
-            (_, None) => {}
-        }
-        o
-    }
-
-    fn decide(&mut self, req: &AuthRequest, sso: &mut dyn SsoApi, now: u64) -> Outcome {
-        let token_outcome = match self.try_token(req, sso, now) {
-            Some(t) if t.code.is_success() => return t,
-            other => other,
-        };
-        let carried_token = token_outcome.is_some();
-        let mut o = self.decide_without_token(req, sso, now, token_outcome);
-        o.carried_token = carried_token;
-        o
-    }
-
-    fn decide_without_token(
-        &mut self,
-        req: &AuthRequest,
-        sso: &mut dyn SsoApi,
-        now: u64,
-        token_outcome: Option<Outcome>,
-    ) -> Outcome {
-        // No valid token: regular SIP authentication decides when Digest credentials are there.
-        match self.try_digest(req, sso, now) {
-            Some(d) => {
-                let mut d = d;
-                if d.bearer_error.is_none() {
-                    d.bearer_error = token_outcome.as_ref().and_then(|t| t.bearer_error);
-                }
-                d
-            }
-            None => token_outcome.unwrap_or_else(|| {
-                Outcome::new(
-                    Code::NoCredentials,
-                    "no token and no Digest credentials for the realm",
-                )
-            }),
-        }
-    }
-
-    /// The request's token checked again (through the shared cache), for identity functions
-    /// running where this worker's own authorization of the request is not at hand: a failure
-    /// route, which tm runs on a copy of the request, possibly in another worker. Only the
-    /// token path: a Digest login cannot be repeated. Leaves the statistics alone.
-    pub fn recheck_token(
-        &mut self,
-        req: &AuthRequest,
-        sso: &mut dyn SsoApi,
-        now: u64,
-    ) -> Option<Outcome> {
-        self.begin_call(sso);
-        self.try_token(req, sso, now)
-            .filter(|o| o.code.is_success())
-    }
-
-    /// Token path; None when the request carries no token (or token checks are off).
-    fn try_token(&mut self, req: &AuthRequest, sso: &mut dyn SsoApi, now: u64) -> Option<Outcome> {
-        if !self.cfg.token_checks() {
-            return None;
-        }
-        let (header, source, parsed) = find_token(req)?;
-        let token = match parsed {
-            Ok(t) => t,
-            Err((why, error)) => {
-                let mut o = Outcome::new(Code::InvalidToken, format!("token refused ({why})"));
-                o.bearer_error = Some(error);
-                o.used_headers.push(header);
-                o.source = Some(source);
-                return Some(o);
-            }
-        };
-        let id = TokenId::of(&token);
-        let mut why = None;
-        let (info, cached) = match self.check_token(&token, &id, sso, now, &mut why) {
-            Ok((Some(info), cached)) if why.is_none() => (info, cached),
-            Ok(_) => {
-                let fp = id.fingerprint();
-                let reason = match why {
-                    Some(w) => format!("token #{fp} refused: {w}"),
-                    None => format!("token #{fp} is not active (cached)"),
-                };
-                let mut o = Outcome::new(Code::InvalidToken, reason);
-                o.bearer_error = Some(BearerError::InvalidToken);
-                o.used_headers.push(header);
-                o.source = Some(source);
-                return Some(o);
-            }
-            Err(e) => {
-                let mut o = Outcome::new(
-                    Code::Error,
-                    format!(
-                        "introspection of token #{} failed: {}",
-                        id.fingerprint(),
-                        describe(&e)
-                    ),
-                );
-                o.used_headers.push(header);
-                o.source = Some(source);
-                return Some(o);
-            }
-        };
-        let grace = self.exp_grace(&token);
-        let mut o = self.judge_token(req, &info, now, &id, grace, cached);
-        o.used_headers.push(header);
-        o.source = Some(source);
-        if o.code.is_success() {
-            o.introspection = Some(info);
-            if cached && self.explain_success {
-                o.reason.to_mut().push_str(" (cached)");
-            }
-        }
-        Some(o)
-    }
-
     fn judge_token(
         &self,
         req: &AuthRequest,
@@ -697,268 +419,6 @@ impl Authorizer {
         let mut o = Outcome::new(Code::TokenOk, reason);
         o.user = Some(user);
         o
-    }
-
-    /// Digest path; None when the request has no Digest credentials for the realm.
-    fn try_digest(&mut self, req: &AuthRequest, sso: &mut dyn SsoApi, now: u64) -> Option<Outcome> {
-        if req.credential_headers.is_empty() {
-            return None;
-        }
-        // The AOR is parsed once, for the realm (when not given) and for the identity check.
-        let aor = Self::request_aor(req);
-        let realm = if req.realm.is_empty() {
-            // As effective_realm: the header the AOR comes from is the one the realm is taken from.
-            self.realm_of(aor.as_ref().ok()?)?
-        } else {
-            req.realm.to_string()
-        };
-        let (header, value, creds) = req.credential_headers.iter().find_map(|h| {
-            match credentials::parse_authorization(h.value) {
-                Ok(Credentials::Digest(d)) if d.realm == realm => Some((h.id, h.value, d)),
-                _ => None,
-            }
-        })?;
-        let fp = req
-            .transaction
-            .map(|t| self.retrans_key.fingerprint(&t, value));
-        let mut o = self.judge_digest(req, &creds, &realm, aor, fp.as_ref(), sso, now);
-        o.used_headers.push(header);
-        o.source = Some(TokenSource::Digest);
-        o.realm = Some(realm);
-        Some(o)
-    }
-
-    // The retransmission fingerprint joined the inputs; bundling them would only move them.
-    #[allow(clippy::too_many_arguments)]
-    fn judge_digest(
-        &mut self,
-        req: &AuthRequest,
-        creds: &DigestCredentials,
-        realm: &str,
-        aor: Result<Aor, &'static str>,
-        fp: Option<&Fingerprint>,
-        sso: &mut dyn SsoApi,
-        now: u64,
-    ) -> Outcome {
-        let algorithm = match creds.algorithm.as_deref() {
-            None => Algorithm::Md5,
-            Some(name) => match Algorithm::parse(name) {
-                Some(a) => a,
-                None => {
-                    return Outcome::new(
-                        Code::NoCredentials,
-                        "Digest credentials with an unknown algorithm",
-                    )
-                }
-            },
-        };
-        if let Some(qop) = creds.qop.as_deref() {
-            if qop != "auth" && qop != "auth-int" {
-                return Outcome::new(
-                    Code::NoCredentials,
-                    "Digest credentials with an unknown qop",
-                );
-            }
-        }
-        let info = match self.nonces.verify(&creds.nonce, now, self.cfg.nonce_expire) {
-            Ok(info) => info,
-            Err(NonceError::Forged) => {
-                return Outcome::new(
-                    Code::BadNonce,
-                    "nonce not issued by this service (forged or corrupted)",
-                )
-            }
-            Err(NonceError::Expired) => return Outcome::new(Code::StaleNonce, "nonce expired"),
-        };
-        // The nonce names the algorithm and qop its challenge offered: an answer with others
-        // was altered on the way (a downgrade) or is not an answer to it.
-        if info.algorithm != algorithm || !nonce::qop_allowed(info.qop, creds.qop.as_deref()) {
-            return Outcome::new(
-                Code::BadNonce,
-                "Digest answer uses another algorithm or qop than its nonce was issued for",
-            );
-        }
-        // A nonce of another node or of an earlier start of this one: this node's replay
-        // table has not seen its uses. Only the shared store (cachedb_url) can tell whether
-        // it was used; without one, the client is asked to sign a local nonce (stale=true).
-        let origin = match (info.issuer, self.cluster.is_some()) {
-            (Issuer::Here, _) => NonceOrigin::Here,
-            (_, true) => NonceOrigin::Elsewhere,
-            (Issuer::OtherNode, false) => {
-                return Outcome::new(
-                    Code::StaleNonce,
-                    "nonce issued by another node (or, without node_id, before this start)",
-                )
-            }
-            (Issuer::EarlierStart, false) => {
-                return Outcome::new(
-                    Code::StaleNonce,
-                    "nonce issued before this node's last start",
-                )
-            }
-        };
-        let issued = info.issued;
-        let aor = match aor {
-            Ok(a) => a,
-            Err(why) => return Outcome::new(Code::Error, why),
-        };
-        if !identity::digest_user_matches(&creds.username, realm, &aor, &self.aor_rules()) {
-            return Outcome::new(
-                Code::IdentityMismatch,
-                format!(
-                    "Digest username {:?} is not the request's AOR {}@{} as registrar stores it",
-                    creds.username, aor.user, aor.host
-                ),
-            );
-        }
-        if self.cfg.token_url.is_none() {
-            return Outcome::new(
-                Code::Error,
-                "Digest credentials received but token_url is not set",
-            );
-        }
-        // Reserve (nonce, nc) before asking the SSO: of two identical requests racing in two
-        // workers, only one reaches the SSO.
-        let nc = match creds.nc.as_deref().map(|h| u32::from_str_radix(h, 16)) {
-            None => None,
-            Some(Ok(n)) => Some(n),
-            Some(Err(_)) => {
-                return Outcome::new(Code::NoCredentials, "Digest credentials with a bad nc")
-            }
-        };
-        match self.shared.replay.record(
-            &creds.nonce,
-            nc,
-            issued,
-            issued.saturating_add(self.cfg.nonce_expire + 1),
-            now,
-        ) {
-            Ok(()) => {
-                // Shared mode: the store decides whether this is the first use cluster-wide.
-                if let Some(refused) = self.cluster_replay_check(&creds.nonce, nc, now, origin) {
-                    return refused;
-                }
-                if let Some(fp) = fp {
-                    // Retransmissions of this request wait for its answer meanwhile.
-                    let until = now + self.cfg.http_timeout_ms.div_ceil(1000) + 2;
-                    self.shared.retrans.begin(fp, now, until);
-                }
-            }
-            Err(ReplayError::Replayed) => {
-                if let Some(o) = fp.and_then(|fp| self.retransmitted(fp, &creds.username, now)) {
-                    return o;
-                }
-                self.shared.stats.inc(Stat::ReplaysBlocked);
-                let mut o = Outcome::new(
-                    Code::BadNonce,
-                    "nonce reused (replayed credentials or nc not increasing)",
-                );
-                o.nonce_reused = true;
-                return o;
-            }
-            Err(ReplayError::Full) => {
-                return Outcome::new(
-                    Code::StaleNonce,
-                    "replay table full: asking the client to retry with a fresh nonce",
-                )
-            }
-        }
-        let body_hash = match creds.qop.as_deref() {
-            Some("auth-int") => Some(digest::hash_hex(algorithm, req.body)),
-            _ => None,
-        };
-        let login = DigestLogin {
-            username: creds.username.clone(),
-            realm: realm.to_string(),
-            nonce: creds.nonce.clone(),
-            uri: creds.uri.clone(),
-            response: creds.response.clone(),
-            algorithm: algorithm.name().to_string(),
-            method: req.method.to_string(),
-            qop: creds.qop.clone(),
-            nc: creds.nc.clone(),
-            cnonce: creds.cnonce.clone(),
-            opaque: creds.opaque.clone(),
-            body_hash,
-        };
-        let user = creds.username.clone();
-        let answer = self.count_sso(sso.digest_login(&login));
-        if let Some(fp) = fp {
-            let retrans = &self.shared.retrans;
-            match &answer {
-                Ok(LoginOutcome::Session { access_token, .. }) => {
-                    retrans.finish(fp, Code::DigestOk as i8, Some(access_token), now)
-                }
-                Ok(LoginOutcome::InvalidGrant) => {
-                    retrans.finish(fp, Code::WrongCredentials as i8, None, now)
-                }
-                Ok(LoginOutcome::UnknownUser) => {
-                    retrans.finish(fp, Code::UnknownUser as i8, None, now)
-                }
-                Err(_) => retrans.abandon(fp, now),
-            }
-        }
-        match answer {
-            Ok(LoginOutcome::Session { access_token, .. }) => {
-                let reason = if self.explain_success {
-                    Cow::Owned(format!(
-                        "Digest login of {user:?} accepted; SSO issued token #{}",
-                        fingerprint(&access_token)
-                    ))
-                } else {
-                    Cow::Borrowed("")
-                };
-                let mut o = Outcome::new(Code::DigestOk, reason);
-                o.new_token = Some(access_token);
-                o.user = Some(user);
-                o
-            }
-            Ok(LoginOutcome::InvalidGrant) => Outcome::new(
-                Code::WrongCredentials,
-                format!("SSO rejected the Digest response of {user:?}"),
-            ),
-            Ok(LoginOutcome::UnknownUser) => Outcome::new(
-                Code::UnknownUser,
-                format!("SSO does not know user {user:?}"),
-            ),
-            Err(e) => Outcome::new(
-                Code::Error,
-                format!("Digest login of {user:?} failed: {}", describe(&e)),
-            ),
-        }
-    }
-
-    /// The answer given to the first copy of a retransmitted request, waiting for it while
-    /// that copy is still with the SSO (at most http_timeout). None: not a retransmission
-    /// (or its answer is not known), so the request counts as a replay.
-    fn retransmitted(&self, fp: &Fingerprint, user: &str, now: u64) -> Option<Outcome> {
-        let budget = Duration::from_millis(self.cfg.http_timeout_ms + 200);
-        let mut started: Option<Instant> = None;
-        loop {
-            match self.shared.retrans.lookup(fp, now) {
-                Seen::Unknown => return None,
-                Seen::Pending if started.get_or_insert_with(Instant::now).elapsed() < budget => {
-                    std::thread::sleep(PENDING_POLL)
-                }
-                Seen::Pending => return None,
-                Seen::Done(code, token) => {
-                    let code = match code {
-                        2 => Code::DigestOk,
-                        -1 => Code::UnknownUser,
-                        _ => Code::WrongCredentials,
-                    };
-                    let mut o = Outcome::new(
-                        code,
-                        "retransmission of a Digest request: the first copy's answer again",
-                    );
-                    if code == Code::DigestOk {
-                        o.new_token = token;
-                        o.user = Some(user.to_string());
-                    }
-                    return Some(o);
-                }
-            }
-        }
     }
 
     /// Header lines (with CRLF) of a challenge: one Digest challenge per algorithm, then the
@@ -1050,11 +510,9 @@ impl Authorizer {
         if outcome.introspection.is_none() && !outcome.issued_token_checked {
             outcome.issued_token_checked = true;
             if let Some(token) = outcome.new_token.clone() {
-                self.begin_call(sso);
-                let id = TokenId::of(&token);
-                let mut why = None;
-                if let Ok((Some(info), _)) = self.check_token(&token, &id, sso, now, &mut why) {
-                    if usable(&info, now, self.exp_grace(&token)) {
+                let grace = self.exp_grace(&token);
+                if let (Ok((Some(info), _)), _) = self.check_token_blocking(token, sso, now) {
+                    if usable(&info, now, grace) {
                         outcome.introspection = Some(info);
                     }
                 }
@@ -1347,7 +805,7 @@ fn token_policy(cfg: &Config, info: &Introspection) -> Result<(), (String, Beare
 }
 
 /// The rules that read the claims (parsing their JSON). A verdict enters the shared cache
-/// as positive only when it passes them (`introspect_cached`), so a cache hit skips them.
+/// as positive only when it passes them (`token_path.rs`, `check_answer`), so a cache hit skips them.
 fn token_kind_and_audience(
     cfg: &Config,
     info: &Introspection,
@@ -1434,18 +892,6 @@ fn claims_to_cache(cfg: &Config, info: &Introspection) -> String {
     info.claims.to_json_only(&names)
 }
 
-fn count_sso_error<T>(stats: &Stats, result: &Result<T, SsoError>) {
-    match result {
-        Err(SsoError::Timeout) => {
-            stats.inc(Stat::SsoErrors);
-            stats.inc(Stat::SsoTimeouts)
-        }
-        Err(SsoError::NotConfigured) => {}
-        Err(_) => stats.inc(Stat::SsoErrors),
-        Ok(_) => {}
-    }
-}
-
 fn describe(e: &SsoError) -> String {
     match e {
         SsoError::NotConfigured => "SSO URL not configured".to_string(),
@@ -1462,5 +908,19 @@ fn describe(e: &SsoError) -> String {
 #[cfg(test)]
 mod tests;
 
-/// The shared store's two hooks (replay claim, second-level token cache).
+/// The same decisions driven step by step.
+#[cfg(test)]
+mod step_tests;
+
+/// The shared store's hooks (replay claim, second-level token cache).
 mod cluster_glue;
+
+/// The two steps of a decision (`start`, `resume`) and the blocking drivers.
+mod step;
+pub use step::{Pending, Step};
+
+/// The token path's steps: a token's verdict through the shared cache, then its rules.
+mod token_path;
+
+/// The Digest path's steps: local checks and the replay record, then the SSO's login.
+mod digest_path;

@@ -1,5 +1,5 @@
 //! Where the shared store (`cachedb_url`) meets the decision: the cluster-wide replay claim on
-//! the Digest path, and the second level of the token cache on an introspection miss. The
+//! the Digest path, and the second level of the token cache around an introspection. The
 //! logic itself lives in `core::cluster`; this file only wires it to the Authorizer.
 
 use std::borrow::Cow;
@@ -52,25 +52,40 @@ impl Authorizer {
         }
     }
 
-    /// An introspection behind the local cache: through the store when there is one.
-    /// Returns the verdict and the lifetimes the local cache may give it.
-    pub(super) fn second_level(
-        cfg: &Config,
-        stats: &Stats,
+    /// Before an introspection the local cache missed: the store's verdict, when there is a
+    /// store and it has one, with the lifetimes the local cache may give it.
+    pub(super) fn store_lookup(
+        &mut self,
         id: &TokenId,
         now: u64,
-        cluster: Option<&mut Cluster>,
-        verify: &mut dyn FnMut() -> Result<Introspection, SsoError>,
-    ) -> (Result<Introspection, SsoError>, cluster::LocalTtls) {
-        cluster::through_store(
-            cluster,
-            stats,
+    ) -> Option<(Introspection, cluster::LocalTtls)> {
+        cluster::store_lookup(
+            self.cluster.as_mut(),
+            &self.shared.stats,
+            id.bytes(),
+            self.cfg.cache_ttl,
+            self.cfg.negative_cache_ttl,
+            now,
+        )
+    }
+
+    /// After that introspection: its verdict to the store too. Returns the local lifetimes.
+    pub(super) fn store_remember(
+        &mut self,
+        id: &TokenId,
+        now: u64,
+        answer: &Result<Introspection, SsoError>,
+    ) -> cluster::LocalTtls {
+        let cfg = &self.cfg;
+        cluster::store_remember(
+            self.cluster.as_mut(),
+            &self.shared.stats,
             id.bytes(),
             cfg.cache_ttl,
             cfg.negative_cache_ttl,
             |info| claims_to_cache(cfg, info),
             now,
-            verify,
+            answer,
         )
     }
 }

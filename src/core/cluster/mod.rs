@@ -277,9 +277,10 @@ pub type LocalTtls = (u64, u64);
 /// on a miss `verify`, whose verdict then goes to the store too. Returns the verdict and how
 /// long the local cache may keep it (no longer than the store entry has left, so a token is
 /// never trusted past `cache_ttl` after its introspection, whichever node made it).
+/// The blocking form of `store_lookup` / `store_remember`.
 #[allow(clippy::too_many_arguments)]
 pub fn through_store<E>(
-    cluster: Option<&mut Cluster>,
+    mut cluster: Option<&mut Cluster>,
     stats: &Stats,
     token_sha256: &[u8; 32],
     cache_ttl: u64,
@@ -288,36 +289,82 @@ pub fn through_store<E>(
     now: u64,
     verify: &mut dyn FnMut() -> Result<Introspection, E>,
 ) -> (Result<Introspection, E>, LocalTtls) {
-    let Some(cluster) = cluster.filter(|_| cache_ttl > 0) else {
-        return (verify(), (cache_ttl, negative_ttl));
-    };
-    match cluster.lookup_token(stats, token_sha256, now) {
-        Some(Cached::Positive { info, until }) => {
-            stats.inc(Stat::CachedbHits);
-            let left = until - now;
-            return (Ok(info), (left.min(cache_ttl), negative_ttl));
-        }
-        Some(Cached::Negative { until }) => {
-            stats.inc(Stat::CachedbHits);
-            let left = until - now;
-            return (Ok(inactive()), (cache_ttl, left.min(negative_ttl)));
-        }
-        None => {}
+    if let Some(found) = store_lookup(
+        cluster.as_deref_mut(),
+        stats,
+        token_sha256,
+        cache_ttl,
+        negative_ttl,
+        now,
+    ) {
+        return (Ok(found.0), found.1);
     }
     let answer = verify();
-    if let Ok(info) = &answer {
-        let live = info.active && info.user.is_some() && info.exp.is_none_or(|e| e > now as i64);
-        if live {
-            let until = match info.exp {
-                Some(exp) => (now + cache_ttl).min(exp as u64),
-                None => now + cache_ttl,
-            };
-            cluster.remember_positive(stats, token_sha256, info, &claims_json(info), until, now);
-        } else {
-            cluster.remember_negative(stats, token_sha256, negative_ttl, now);
+    let ttls = store_remember(
+        cluster,
+        stats,
+        token_sha256,
+        cache_ttl,
+        negative_ttl,
+        claims_json,
+        now,
+        &answer,
+    );
+    (answer, ttls)
+}
+
+/// Before an introspection: the store's verdict on the token, if it has one, and the local
+/// lifetimes that go with it. None: ask the SSO, then `store_remember` its answer.
+pub fn store_lookup(
+    cluster: Option<&mut Cluster>,
+    stats: &Stats,
+    token_sha256: &[u8; 32],
+    cache_ttl: u64,
+    negative_ttl: u64,
+    now: u64,
+) -> Option<(Introspection, LocalTtls)> {
+    let cluster = cluster.filter(|_| cache_ttl > 0)?;
+    match cluster.lookup_token(stats, token_sha256, now)? {
+        Cached::Positive { info, until } => {
+            stats.inc(Stat::CachedbHits);
+            let left = until - now;
+            Some((info, (left.min(cache_ttl), negative_ttl)))
+        }
+        Cached::Negative { until } => {
+            stats.inc(Stat::CachedbHits);
+            let left = until - now;
+            Some((inactive(), (cache_ttl, left.min(negative_ttl))))
         }
     }
-    (answer, (cache_ttl, negative_ttl))
+}
+
+/// After an introspection the store did not know: its verdict goes to the store (an error
+/// does not). Returns the local lifetimes.
+#[allow(clippy::too_many_arguments)]
+pub fn store_remember<E>(
+    cluster: Option<&mut Cluster>,
+    stats: &Stats,
+    token_sha256: &[u8; 32],
+    cache_ttl: u64,
+    negative_ttl: u64,
+    claims_json: impl Fn(&Introspection) -> String,
+    now: u64,
+    answer: &Result<Introspection, E>,
+) -> LocalTtls {
+    let (Some(cluster), Ok(info)) = (cluster.filter(|_| cache_ttl > 0), answer) else {
+        return (cache_ttl, negative_ttl);
+    };
+    let live = info.active && info.user.is_some() && info.exp.is_none_or(|e| e > now as i64);
+    if live {
+        let until = match info.exp {
+            Some(exp) => (now + cache_ttl).min(exp as u64),
+            None => now + cache_ttl,
+        };
+        cluster.remember_positive(stats, token_sha256, info, &claims_json(info), until, now);
+    } else {
+        cluster.remember_negative(stats, token_sha256, negative_ttl, now);
+    }
+    (cache_ttl, negative_ttl)
 }
 
 fn inactive() -> Introspection {

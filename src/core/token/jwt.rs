@@ -1094,10 +1094,25 @@ impl JwksCache {
         }
     }
 
-    /// One fetch attempt; on success the keys are replaced, on failure kept.
+    /// Whether the keys held are due for a refresh (none yet, older than the interval, or
+    /// a clock that stepped back, as in `may_attempt`).
+    fn due(&self, now: u64) -> bool {
+        match &self.keys {
+            None => true,
+            Some(_) => now < self.fetched_at || now - self.fetched_at >= self.refresh_interval,
+        }
+    }
+
+    /// One fetch attempt made on the spot (`keys`, `validate_with_refresh`).
     fn refetch(&mut self, now: u64, fetch: &mut JwksFetch<'_>) -> bool {
         self.last_attempt = Some(now);
-        let result = fetch()
+        self.note_fetch(now, fetch())
+    }
+
+    /// The outcome of a fetch attempt: on success the keys are replaced, on failure kept.
+    /// The attempt itself was counted when it was asked for (`last_attempt`).
+    fn note_fetch(&mut self, now: u64, body: Result<Vec<u8>, SsoError>) -> bool {
+        let result = body
             .map_err(|e| describe_fetch_error(&e))
             .and_then(|body| KeySet::from_jwks_json(&body));
         match result {
@@ -1117,26 +1132,78 @@ impl JwksCache {
     /// The keys to validate with, fetching first when there are none or they are due for
     /// a refresh (and the rate limit allows).
     pub fn keys(&mut self, now: u64, fetch: &mut JwksFetch<'_>) -> Result<&KeySet, JwtError> {
-        let due = match &self.keys {
-            None => true,
-            // (a clock that stepped back counts as due, like in may_attempt)
-            Some(_) => now < self.fetched_at || now - self.fetched_at >= self.refresh_interval,
-        };
-        if due && self.may_attempt(now) {
+        if self.due(now) && self.may_attempt(now) {
             self.refetch(now, fetch);
         }
-        match &self.keys {
-            Some(keys) => Ok(keys),
-            None => Err(JwtError::NoKeys(
+        self.held()
+    }
+
+    fn held(&self) -> Result<&KeySet, JwtError> {
+        self.keys.as_ref().ok_or_else(|| {
+            JwtError::NoKeys(
                 self.last_error
                     .clone()
                     .unwrap_or_else(|| "JWK Set not fetched yet".to_string()),
-            )),
+            )
+        })
+    }
+
+    /// First step of a validation that does not fetch by itself: a verdict from the keys
+    /// held, or the fetch that must come first (then hand its body to [`Self::fetched`]).
+    /// Asking for a fetch counts as the attempt, so the rate limit holds even when several
+    /// validations are in progress at once or the fetch is never made.
+    pub fn check(&mut self, token: &str, policy: &JwtPolicy, now: u64) -> JwksCheck {
+        let parsed = match parse(token) {
+            Ok(p) => p,
+            Err(e) => return JwksCheck::Verdict(Err(e)),
+        };
+        if self.due(now) && self.may_attempt(now) {
+            self.last_attempt = Some(now);
+            return JwksCheck::Fetch(JwksFetchReason::Due);
+        }
+        self.verdict(&parsed, policy, now, true)
+    }
+
+    /// Second step: the fetched body (or why there is none) for the fetch `check` asked for.
+    /// After a refresh that was due, a token naming an unknown key may ask for one more
+    /// fetch (rate limit permitting), as `validate_with_refresh` does; never a third.
+    pub fn fetched(
+        &mut self,
+        token: &str,
+        policy: &JwtPolicy,
+        now: u64,
+        reason: JwksFetchReason,
+        body: Result<Vec<u8>, SsoError>,
+    ) -> JwksCheck {
+        self.note_fetch(now, body);
+        match parse(token) {
+            Ok(parsed) => self.verdict(&parsed, policy, now, reason == JwksFetchReason::Due),
+            Err(e) => JwksCheck::Verdict(Err(e)),
         }
     }
 
+    fn verdict(
+        &mut self,
+        parsed: &Parsed<'_>,
+        policy: &JwtPolicy,
+        now: u64,
+        may_refetch: bool,
+    ) -> JwksCheck {
+        let first = match self.held() {
+            Ok(keys) => check(parsed, keys, policy, now),
+            Err(e) => return JwksCheck::Verdict(Err(e)),
+        };
+        if may_refetch && matches!(first, Err(JwtError::UnknownKey { .. })) && self.may_attempt(now)
+        {
+            self.last_attempt = Some(now);
+            return JwksCheck::Fetch(JwksFetchReason::UnknownKey);
+        }
+        JwksCheck::Verdict(first)
+    }
+
     /// [`validate`] with the cached keys; a token naming an unknown key gets one refetch
-    /// (rate limit permitting) and a second try. A non-JWT never causes a fetch.
+    /// (rate limit permitting) and a second try. A non-JWT never causes a fetch. The
+    /// blocking form of `check` / `fetched`.
     pub fn validate_with_refresh(
         &mut self,
         token: &str,
@@ -1144,18 +1211,32 @@ impl JwksCache {
         now: u64,
         fetch: &mut JwksFetch<'_>,
     ) -> Result<Introspection, JwtError> {
-        let parsed = parse(token)?;
-        let first = check(&parsed, self.keys(now, fetch)?, policy, now);
-        if matches!(first, Err(JwtError::UnknownKey { .. }))
-            && self.may_attempt(now)
-            && self.refetch(now, fetch)
-        {
-            if let Some(keys) = &self.keys {
-                return check(&parsed, keys, policy, now);
+        let mut step = self.check(token, policy, now);
+        loop {
+            match step {
+                JwksCheck::Verdict(v) => return v,
+                JwksCheck::Fetch(reason) => {
+                    step = self.fetched(token, policy, now, reason, fetch());
+                }
             }
         }
-        first
     }
+}
+
+/// What [`JwksCache::check`] decided.
+#[derive(Debug)]
+pub enum JwksCheck {
+    Verdict(Result<Introspection, JwtError>),
+    /// Fetch the JWK Set and hand the result to [`JwksCache::fetched`] with this reason.
+    Fetch(JwksFetchReason),
+}
+
+/// Why a fetch was asked for: the keys were due, or (after that) the token named a key the
+/// set lacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwksFetchReason {
+    Due,
+    UnknownKey,
 }
 
 fn describe_fetch_error(e: &SsoError) -> String {
