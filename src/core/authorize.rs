@@ -139,6 +139,12 @@ impl Outcome {
         o
     }
 
+    /// An error (-5) decided outside the decision: a driver that cannot finish it (the
+    /// async form's reactor timeout).
+    pub fn error(why: impl Into<Cow<'static, str>>) -> Outcome {
+        Outcome::new(Code::Error, why)
+    }
+
     fn new(code: Code, reason: impl Into<Cow<'static, str>>) -> Outcome {
         Outcome {
             code,
