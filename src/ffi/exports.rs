@@ -198,7 +198,7 @@ const fn param(name: &'static CStr, kind: u32, f: Setter) -> param_export_t {
     }
 }
 
-static PARAMS: Table<[param_export_t; 39]> = Table([
+static PARAMS: Table<[param_export_t; 40]> = Table([
     param(c"introspect_url", STR_PARAM, set_introspect_url),
     param(c"token_url", STR_PARAM, set_token_url),
     param(c"client_id", STR_PARAM, set_client_id),
@@ -235,6 +235,7 @@ static PARAMS: Table<[param_export_t; 39]> = Table([
     param(c"jwt_audience", STR_PARAM, set_jwt_audience),
     param(c"jwt_leeway", INT_PARAM, set_jwt_leeway),
     param(c"jwks_refresh", INT_PARAM, set_jwks_refresh),
+    param(c"dns_refresh", INT_PARAM, set_dns_refresh),
     param(c"node_id", STR_PARAM, set_node_id),
     param(c"case_sensitive", INT_PARAM, set_case_sensitive),
     param(c"audience", STR_PARAM, set_audience),
