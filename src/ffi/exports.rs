@@ -282,6 +282,7 @@ stat_readers! {
     stat_cross_node_replays_blocked => CrossNodeReplaysBlocked,
     stat_cachedb_hits => CachedbHits,
     stat_cachedb_bad_entries => CachedbBadEntries,
+    stat_dns_failures => DnsFailures,
 }
 
 type StatReader = unsafe extern "C" fn(*mut c_void) -> std::ffi::c_ulong;
@@ -294,7 +295,7 @@ const fn stat(name: &'static CStr, f: StatReader) -> stat_export_t {
     }
 }
 
-static STATS: Table<[stat_export_t; 16]> = Table([
+static STATS: Table<[stat_export_t; 17]> = Table([
     stat(c"token_accepted", stat_token_accepted),
     stat(c"token_rejected", stat_token_rejected),
     stat(c"digest_accepted", stat_digest_accepted),
@@ -313,6 +314,7 @@ static STATS: Table<[stat_export_t; 16]> = Table([
     ),
     stat(c"cachedb_hits", stat_cachedb_hits),
     stat(c"cachedb_bad_entries", stat_cachedb_bad_entries),
+    stat(c"dns_failures", stat_dns_failures),
     stat_export_t {
         name: null(),
         flags: 0,
