@@ -18,7 +18,7 @@ use super::functions::*;
 use super::guard::{guarded, EntryError};
 use super::log::{install_panic_hook, report_error, sso_log, L_INFO, L_NOTICE, L_WARN};
 use super::params::*;
-use super::{cachedb, params, reply, worker};
+use super::{cachedb, params, reply, resolver, worker};
 use crate::core::stats::Stat;
 
 /// Lets tables of raw pointers live in statics: they are written once by the compiler and
@@ -414,7 +414,7 @@ pub static exports: Table<module_exports> = Table(module_exports {
     mi_cmds: null(),
     items: &ITEMS.0 as *const pv_export_t as *const c_void,
     trans: null(),
-    procs: null(),
+    procs: &resolver::PROCS as *const resolver::ProcTable as *const super::bindings::proc_export_t,
     preinit_f: None,
     init_f: Some(mod_init),
     response_f: None,
@@ -457,6 +457,17 @@ unsafe extern "C" fn mod_init() -> c_int {
         reply::bind_signaling().map_err(|e| EntryError::new(-1, e))?;
         // Binds the engine only: connections are opened per process after fork.
         cachedb::bind(&cfg).map_err(|e| EntryError::new(-1, e))?;
+        // Before fork: the SSO host names' address table, and whether the resolver process
+        // is needed (the core counts and forks module processes after mod_init).
+        let names = resolver::map(&cfg).map_err(|e| EntryError::new(-1, e))?;
+        if !names.is_empty() {
+            sso_log!(
+                L_INFO,
+                "SSO URL host names ({}) are looked up by the \"SSO resolver\" process every {} s",
+                names.join(", "),
+                cfg.dns_refresh
+            );
+        }
         let (cache_slots, nonce_slots, retrans_slots) =
             (cfg.cache_slots, cfg.nonce_slots, cfg.retransmission_slots);
         let shared = worker::freeze(cfg).map_err(|e| EntryError::new(-1, e))?;
