@@ -241,6 +241,24 @@ typedef struct dep_export_ {
 	modparam_dependency_t mpd[];
 } dep_export_t;
 
+/* An extra process a module asks the core to fork (start_module_procs, after mod_init):
+ * the same layout in 3.4, 3.6 and 4.0. An entry with no == 0 is skipped. */
+typedef void (*mod_proc)(int no);
+typedef int (*mod_proc_wrapper)(void);
+
+#define PROC_FLAG_INITCHILD    (1<<0)
+#define PROC_FLAG_HAS_IPC      (1<<1)
+#define PROC_FLAG_NEEDS_SCRIPT (1<<2)
+
+typedef struct proc_export_ {
+	const char *name;
+	mod_proc_wrapper pre_fork_function;
+	mod_proc_wrapper post_fork_function;
+	mod_proc function;
+	unsigned int no;
+	unsigned int flags;
+} proc_export_t;
+
 struct scm_version {
 	const char *type;
 	const char *rev;
@@ -272,7 +290,7 @@ struct module_exports {
 	const void *mi_cmds;
 	const void *items;
 	const void *trans;
-	const void *procs;
+	const proc_export_t *procs;
 	preinit_function preinit_f;
 	init_function init_f;
 	response_function response_f;

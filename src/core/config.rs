@@ -78,6 +78,8 @@ pub struct Config {
     pub jwt_audience: Option<String>,
     pub jwt_leeway: u64,
     pub jwks_refresh: u64,
+    /// Seconds between two lookups of the SSO URLs' host names by the resolver process.
+    pub dns_refresh: u64,
     /// The keys of jwt_key_file, read by `finish` (main process, before fork).
     pub jwt_file_keys: Option<Arc<KeySet>>,
     /// This node's name in its nonces; None: every start is a node of its own.
@@ -136,6 +138,7 @@ impl fmt::Debug for Config {
             .field("jwt_audience", &self.jwt_audience)
             .field("jwt_leeway", &self.jwt_leeway)
             .field("jwks_refresh", &self.jwks_refresh)
+            .field("dns_refresh", &self.dns_refresh)
             .field("node_id", &self.node_id)
             .field("case_sensitive", &self.case_sensitive)
             .field("audience", &self.audience)
@@ -182,6 +185,7 @@ impl Default for Config {
             jwt_audience: None,
             jwt_leeway: 30,
             jwks_refresh: 3600,
+            dns_refresh: 30,
             jwt_file_keys: None,
             node_id: None,
             case_sensitive: false,
@@ -250,6 +254,7 @@ pub const INT_PARAMS: &[&str] = &[
     "bind_register_to_token",
     "jwt_leeway",
     "jwks_refresh",
+    "dns_refresh",
     "case_sensitive",
     "cachedb_timeout",
     "sso_max_connections",
@@ -541,6 +546,12 @@ impl Config {
                 }
                 self.jwks_refresh = v
             }
+            "dns_refresh" => {
+                if v == 0 {
+                    return Err(err(name, "must be at least 1 second"));
+                }
+                self.dns_refresh = v
+            }
             "negative_cache_ttl" => self.negative_cache_ttl = v,
             "cachedb_timeout" => {
                 if v == 0 || v > 10_000 {
@@ -637,6 +648,14 @@ impl Config {
     /// Token checks are on: by introspection, local JWT validation, or both.
     pub fn token_checks(&self) -> bool {
         self.introspect_url.is_some() || self.jwt_enabled()
+    }
+
+    /// Every SSO URL the module calls: the resolver process looks up their host names.
+    pub fn sso_urls(&self) -> impl Iterator<Item = &str> {
+        [&self.introspect_url, &self.token_url, &self.jwks_url]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
     }
 
     pub fn sso_settings(&self) -> SsoSettings {
@@ -765,6 +784,10 @@ mod tests {
         c.set_str("jwt_algorithms", "ES256").unwrap();
         assert!(c.set_int("jwt_leeway", 601).is_err());
         assert!(c.set_int("jwks_refresh", 10).is_err());
+        assert_eq!(c.dns_refresh, 30);
+        assert!(c.set_int("dns_refresh", 0).is_err());
+        c.set_int("dns_refresh", 1).unwrap();
+        assert_eq!(c.dns_refresh, 1);
         assert!(c.set_str("jwt_key_file", "/nonexistent").is_err());
     }
 

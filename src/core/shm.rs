@@ -51,7 +51,8 @@ impl SharedRegion {
         self.len == 0
     }
 
-    fn base(&self) -> *mut u8 {
+    /// Start of the mapping (page-aligned), for structures placed in it by other modules.
+    pub fn base(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 }

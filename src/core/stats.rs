@@ -20,10 +20,12 @@ pub enum Stat {
     CrossNodeReplaysBlocked,
     CachedbHits,
     CachedbBadEntries,
+    /// Lookups of an SSO host name by the resolver process that failed.
+    DnsFailures,
 }
 
 /// Every statistic with its exported name, in export order.
-pub const ALL: [(Stat, &str); 15] = [
+pub const ALL: [(Stat, &str); 16] = [
     (Stat::TokenAccepted, "token_accepted"),
     (Stat::TokenRejected, "token_rejected"),
     (Stat::DigestAccepted, "digest_accepted"),
@@ -39,6 +41,7 @@ pub const ALL: [(Stat, &str); 15] = [
     (Stat::CrossNodeReplaysBlocked, "cross_node_replays_blocked"),
     (Stat::CachedbHits, "cachedb_hits"),
     (Stat::CachedbBadEntries, "cachedb_bad_entries"),
+    (Stat::DnsFailures, "dns_failures"),
 ];
 
 pub struct Stats {
@@ -55,6 +58,10 @@ impl Stats {
 
     pub fn inc(&self, stat: Stat) {
         self.counters.add(stat as usize, 1);
+    }
+
+    pub fn add(&self, stat: Stat, n: u64) {
+        self.counters.add(stat as usize, n);
     }
 
     pub fn get(&self, stat: Stat) -> u64 {

@@ -18,7 +18,7 @@ use super::functions::*;
 use super::guard::{guarded, EntryError};
 use super::log::{install_panic_hook, report_error, sso_log, L_INFO, L_NOTICE, L_WARN};
 use super::params::*;
-use super::{cachedb, params, reply, worker};
+use super::{cachedb, params, reply, resolver, worker};
 use crate::core::stats::Stat;
 
 /// Lets tables of raw pointers live in statics: they are written once by the compiler and
@@ -198,7 +198,7 @@ const fn param(name: &'static CStr, kind: u32, f: Setter) -> param_export_t {
     }
 }
 
-static PARAMS: Table<[param_export_t; 40]> = Table([
+static PARAMS: Table<[param_export_t; 41]> = Table([
     param(c"introspect_url", STR_PARAM, set_introspect_url),
     param(c"token_url", STR_PARAM, set_token_url),
     param(c"client_id", STR_PARAM, set_client_id),
@@ -235,6 +235,7 @@ static PARAMS: Table<[param_export_t; 40]> = Table([
     param(c"jwt_audience", STR_PARAM, set_jwt_audience),
     param(c"jwt_leeway", INT_PARAM, set_jwt_leeway),
     param(c"jwks_refresh", INT_PARAM, set_jwks_refresh),
+    param(c"dns_refresh", INT_PARAM, set_dns_refresh),
     param(c"node_id", STR_PARAM, set_node_id),
     param(c"case_sensitive", INT_PARAM, set_case_sensitive),
     param(c"audience", STR_PARAM, set_audience),
@@ -282,6 +283,7 @@ stat_readers! {
     stat_cross_node_replays_blocked => CrossNodeReplaysBlocked,
     stat_cachedb_hits => CachedbHits,
     stat_cachedb_bad_entries => CachedbBadEntries,
+    stat_dns_failures => DnsFailures,
 }
 
 type StatReader = unsafe extern "C" fn(*mut c_void) -> std::ffi::c_ulong;
@@ -294,7 +296,7 @@ const fn stat(name: &'static CStr, f: StatReader) -> stat_export_t {
     }
 }
 
-static STATS: Table<[stat_export_t; 16]> = Table([
+static STATS: Table<[stat_export_t; 17]> = Table([
     stat(c"token_accepted", stat_token_accepted),
     stat(c"token_rejected", stat_token_rejected),
     stat(c"digest_accepted", stat_digest_accepted),
@@ -313,6 +315,7 @@ static STATS: Table<[stat_export_t; 16]> = Table([
     ),
     stat(c"cachedb_hits", stat_cachedb_hits),
     stat(c"cachedb_bad_entries", stat_cachedb_bad_entries),
+    stat(c"dns_failures", stat_dns_failures),
     stat_export_t {
         name: null(),
         flags: 0,
@@ -412,7 +415,7 @@ pub static exports: Table<module_exports> = Table(module_exports {
     mi_cmds: null(),
     items: &ITEMS.0 as *const pv_export_t as *const c_void,
     trans: null(),
-    procs: null(),
+    procs: &resolver::PROCS as *const resolver::ProcTable as *const super::bindings::proc_export_t,
     preinit_f: None,
     init_f: Some(mod_init),
     response_f: None,
@@ -455,6 +458,17 @@ unsafe extern "C" fn mod_init() -> c_int {
         reply::bind_signaling().map_err(|e| EntryError::new(-1, e))?;
         // Binds the engine only: connections are opened per process after fork.
         cachedb::bind(&cfg).map_err(|e| EntryError::new(-1, e))?;
+        // Before fork: the SSO host names' address table, and whether the resolver process
+        // is needed (the core counts and forks module processes after mod_init).
+        let names = resolver::map(&cfg).map_err(|e| EntryError::new(-1, e))?;
+        if !names.is_empty() {
+            sso_log!(
+                L_INFO,
+                "SSO URL host names ({}) are looked up by the \"SSO resolver\" process every {} s",
+                names.join(", "),
+                cfg.dns_refresh
+            );
+        }
         let (cache_slots, nonce_slots, retrans_slots) =
             (cfg.cache_slots, cfg.nonce_slots, cfg.retransmission_slots);
         let shared = worker::freeze(cfg).map_err(|e| EntryError::new(-1, e))?;

@@ -119,6 +119,10 @@ macro_rules! facts_of {
             L_WARN, L_NOTICE, L_INFO, L_DBG, STAT_NO_RESET, STAT_IS_FUNC, DEP_SILENT, DEP_WARN, DEP_ABORT,
             PV_VAL_NULL, PV_VAL_STR, PV_VAL_INT, PV_TYPE_INT, ASYNC_NO_IO, ASYNC_SYNC, ASYNC_NO_FD,
             ASYNC_CONTINUE, ASYNC_CHANGE_FD, ASYNC_DONE_CLOSE_FD, ASYNC_DONE_NO_IO, ASYNC_DONE);
+        put("sizeof.proc_export_t", size_of::<b::proc_export_t>() as i64);
+        offsets!(put, b::proc_export_t, "proc_export_t", name => "name", pre_fork_function => "pre_fork_function",
+            post_fork_function => "post_fork_function", function => "function", no => "no", flags => "flags");
+        constants!(put, b, PROC_FLAG_INITCHILD, PROC_FLAG_HAS_IPC, PROC_FLAG_NEEDS_SCRIPT);
         put("sizeof.cachedb_funcs", size_of::<b::cachedb_funcs>() as i64);
         put("sizeof.cachedb_con", size_of::<b::cachedb_con>() as i64);
         offsets!(put, b::cachedb_con, "cachedb_con", url => "url", data => "data");
@@ -203,6 +207,8 @@ const PROBE_ONLY: &[&str] = &[
     "ASYNC_",
     "struct receive_info.",
     "struct ip_addr.",
+    "proc_export_t",
+    "PROC_FLAG_",
 ];
 
 /// Real headers the probe includes: together they declare every struct and constant the
@@ -494,6 +500,20 @@ fn async_ctx_grew_in_4_0() {
     assert_eq!(a["sizeof.async_ctx"], 32);
     assert_eq!(b["sizeof.async_ctx"], 40);
     assert_eq!(b["offsetof.async_ctx.resume_param"], 16);
+}
+
+#[test]
+fn proc_export_is_the_same_everywhere() {
+    // The resolver process entry: one table serves every version.
+    for f in [
+        facts_of!(super::bindings::all::abi_304),
+        facts_of!(super::bindings::all::abi_306),
+        facts_of!(super::bindings::all::abi_400),
+    ] {
+        assert_eq!(f["sizeof.proc_export_t"], 40);
+        assert_eq!(f["offsetof.proc_export_t.no"], 32);
+        assert_eq!(f["offsetof.proc_export_t.flags"], 36);
+    }
 }
 
 #[test]

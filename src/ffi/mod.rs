@@ -30,4 +30,6 @@ mod reply;
 #[cfg(not(test))]
 mod request;
 #[cfg(not(test))]
+mod resolver;
+#[cfg(not(test))]
 mod worker;

@@ -102,6 +102,7 @@ setters! {
     set_jwt_audience => c"jwt_audience",
     set_jwt_leeway => c"jwt_leeway",
     set_jwks_refresh => c"jwks_refresh",
+    set_dns_refresh => c"dns_refresh",
     set_node_id => c"node_id",
     set_case_sensitive => c"case_sensitive",
     set_audience => c"audience",

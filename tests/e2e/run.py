@@ -42,7 +42,7 @@ sys.path.insert(0, str(HERE))
 
 from sip import (SipClient, SipError, SipUas, digest_credentials,  # noqa: E402
                  parse_auth_params, random_token)
-from mi import MiError, get_statistics  # noqa: E402
+from mi import MiError, get_statistics, mi_call  # noqa: E402
 from sso_server import (DIGEST_GRANT, SsoServer, digest_hash,  # noqa: E402
                         digest_response, _sha512_256_fallback)
 
@@ -219,6 +219,19 @@ class OpenSips(LogFile):
             return get_statistics(self.fifo, str(self.workdir), groups or ("sso_auth:",))
         except MiError as e:
             raise Fail("MI on OpenSIPS '%s': %s" % (self.name, e))
+
+    def mi(self, method, params=None):
+        """One MI command over this instance's FIFO; its JSON-RPC result."""
+        try:
+            return mi_call(self.fifo, str(self.workdir), method, params)
+        except MiError as e:
+            raise Fail("MI on OpenSIPS '%s': %s" % (self.name, e))
+
+    def process_types(self):
+        """The "Type" of every process MI `ps` lists (e.g. "UDP receiver", "SSO resolver")."""
+        res = self.mi("ps")
+        procs = res.get("Processes", []) if isinstance(res, dict) else []
+        return [p.get("Type", "") for p in procs]
 
     def sso_stats(self):
         return {k.split(":", 1)[1]: v for k, v in self.stats("sso_auth:").items()}
@@ -1234,7 +1247,7 @@ def t_stats_mi(ctx):
                            "digest_rejected", "challenges_sent", "sso_requests", "sso_errors",
                            "sso_timeouts", "cache_hits", "cache_misses", "replays_blocked",
                            "cachedb_errors", "cross_node_replays_blocked", "cachedb_hits",
-                           "cachedb_bad_entries"]),
+                           "cachedb_bad_entries", "dns_failures"]),
        "statistics of group sso_auth")
     # 1 challenge + 1 Digest login
     with client(ctx) as c:

@@ -330,6 +330,55 @@ def register(r):
         ctx.retire("dnshang")
         ctx.silent_dns.close()
 
+    r.INSTANCES["dnsname"] = lambda ctx: dict(udp_workers=2, sso=NamedSso(ctx.sso, "localhost"))
+
+    @case("sec_sso_host_resolved_by_its_own_process", instance="dnsname")
+    def t_dns_process(ctx):
+        """SSO URLs naming a host (localhost) instead of an IP literal: the "SSO resolver"
+        process resolves it (MI ps lists it, the log says what it found, dns_failures stays
+        0), Digest and token requests work, and a SIGTERM stops OpenSIPS cleanly within a
+        few seconds, resolver included. With IP-literal URLs (main) there is no such process."""
+        inst = ctx.instance("dnsname")
+        check("SSO resolver" in inst.process_types(),
+              "MI ps of the instance with a named SSO host: %r" % inst.process_types())
+        check("SSO resolver" not in ctx.instance("main").process_types(),
+              "a resolver process with IP-literal SSO URLs: %r"
+              % ctx.instance("main").process_types())
+        deadline = time.monotonic() + 5
+        while "SSO host localhost resolved" not in inst.log_text():
+            check(time.monotonic() < deadline, "no \"SSO host localhost resolved\" line in the log")
+            time.sleep(0.1)
+        with r.SipClient(inst.port, user="alice", domain=DOMAIN) as c:
+            _r, ds = challenge_for(c)
+            _req, resp, _info = digest_request(c, "REGISTER", "alicepw", ds[0])
+        expect(resp, 200, 2, "Digest login through the named SSO host")
+        tok = resp.get("X-SSO-Token")
+        with r.SipClient(inst.port, user="alice", domain=DOMAIN) as c:
+            _q, resp = c.request("REGISTER", headers=[("X-SSO-Token", tok)])
+        expect(resp, 200, 1, "token through the named SSO host")
+        eq(inst.sso_stats().get("dns_failures"), 0, "dns_failures")
+        pids = inst.children()
+        t = time.monotonic()
+        inst.proc.send_signal(r.signal.SIGTERM)
+        try:
+            rc = inst.proc.wait(timeout=6)
+        except subprocess.TimeoutExpired:
+            rc = None
+        took = time.monotonic() - t
+        ctx.retire("dnsname")
+        check(rc == 0, "OpenSIPS exit status after SIGTERM: %r (after %.1f s)" % (rc, took))
+        def alive(pid):
+            try:
+                stat = open("/proc/%d/stat" % pid).read()
+            except OSError:
+                return False
+            return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        deadline = time.monotonic() + 2
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = [p for p in pids if alive(p)]
+        check(not left, "processes left after the shutdown: %r" % left)
+
     @case("sec_waiter_keeps_its_own_deadline")
     def t_pending_waiter(ctx):
         """Item 10: two workers get the same new token while the SSO hangs: the one waiting

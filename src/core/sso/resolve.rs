@@ -5,6 +5,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::SsoError;
 
+// The shared-memory table the workers resolve from. Declared here rather than in
+// `sso/mod.rs` so this change stays out of that file; the path keeps it beside this one.
+#[path = "addresses.rs"]
+pub mod addresses;
+
 pub trait Resolve: Send + Sync {
     /// The addresses of `host` (as written in the URL, brackets removed), or an error at
     /// once when none are known. Never waits on the network.
