@@ -636,6 +636,8 @@ impl Config {
             timeout: Duration::from_millis(self.http_timeout_ms),
             tls_ca_file: self.tls_ca_file.clone(),
             digest_grant_type: self.digest_grant_type.clone(),
+            // the sso_max_connections modparam is wired separately
+            max_connections: crate::core::sso::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
