@@ -697,6 +697,9 @@ mod tests {
     use std::thread;
     use std::time::Instant;
 
+    /// Both HTTP drivers against the fake servers below (tests/drivers.rs).
+    mod drivers;
+
     // ---- interpret_introspection ----
 
     fn introspect_ok(body: &str) -> Result<Introspection, SsoError> {

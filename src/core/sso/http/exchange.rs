@@ -76,6 +76,7 @@ impl Exchange {
             let n = call.write(&mut buf).map_err(proto)?;
             out.extend_from_slice(&buf[..n]);
         }
+        title_case_names(&mut out);
         let head = match call.proceed().map_err(proto)? {
             Some(SendRequestResult::RecvResponse(c)) => c,
             Some(SendRequestResult::SendBody(mut c)) => {
@@ -268,6 +269,35 @@ impl Exchange {
             },
             reusable,
         )
+    }
+}
+
+/// http's header names are lower case; they go out as `Content-Type`, as every client
+/// writes them, for servers (and their logs) that compare names by case.
+fn title_case_names(head: &mut [u8]) {
+    let mut line_start = true;
+    let mut in_name = false;
+    let mut first_line = true;
+    let mut word_start = false;
+    for b in head.iter_mut() {
+        if line_start {
+            in_name = !first_line;
+            word_start = true;
+            line_start = false;
+        }
+        match *b {
+            b'\n' => {
+                line_start = true;
+                first_line = false;
+            }
+            b':' => in_name = false,
+            b'-' => word_start = true,
+            _ if in_name && word_start => {
+                b.make_ascii_uppercase();
+                word_start = false;
+            }
+            _ => {}
+        }
     }
 }
 
