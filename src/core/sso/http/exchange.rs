@@ -216,7 +216,10 @@ impl Exchange {
                 } => {
                     let mut chunk = [0u8; 16 * 1024];
                     loop {
-                        let (used, n) = call.read(&self.input, &mut chunk).map_err(proto)?;
+                        // never more than one byte past the limit
+                        let room = (MAX_SSO_BODY + 1 - self.body.len()).min(chunk.len());
+                        let (used, n) =
+                            call.read(&self.input, &mut chunk[..room]).map_err(proto)?;
                         self.input.drain(..used);
                         self.body.extend_from_slice(&chunk[..n]);
                         if self.body.len() > MAX_SSO_BODY {
