@@ -126,19 +126,17 @@ pub fn poll_one(fd: RawFd, want: Want, timeout_ms: libc::c_int) -> io::Result<bo
         },
         revents: 0,
     };
-    loop {
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-        if rc >= 0 {
-            return Ok(rc > 0);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-        // EINTR: the caller recomputes its budget on the next round.
+    // SAFETY: one valid pollfd.
+    let rc = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    if rc >= 0 {
+        return Ok(rc > 0);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::Interrupted {
+        // EINTR: the caller recomputes its budget and waits again.
         return Ok(false);
     }
+    Err(e)
 }
 
 pub fn epoll_create() -> io::Result<OwnedFd> {

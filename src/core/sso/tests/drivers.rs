@@ -341,7 +341,8 @@ fn every_fault_in_both_drivers() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let cases: Vec<(Fault, fn(&Result<Introspection, SsoError>) -> bool)> = vec![
+    type Good = fn(&Result<Introspection, SsoError>) -> bool;
+    let cases: Vec<(Fault, Good)> = vec![
         (Fault::Hang, |r| *r == Err(SsoError::Timeout)),
         (Fault::SlowHeaders, |r| *r == Err(SsoError::Timeout)),
         (Fault::SlowBody, |r| *r == Err(SsoError::Timeout)),
