@@ -127,6 +127,7 @@ fn bench_introspection(c: &mut Criterion) {
         timeout: Duration::from_secs(2),
         tls_ca_file: None,
         digest_grant_type: "urn:sso-auth:grant-type:sip-digest".into(),
+        max_connections: sso_auth::core::sso::DEFAULT_MAX_CONNECTIONS,
     };
     let mut sso = HttpSso::new(settings).unwrap();
     assert!(sso.introspect("warm-up").unwrap().active);

@@ -667,6 +667,7 @@ impl Config {
             timeout: Duration::from_millis(self.http_timeout_ms),
             tls_ca_file: self.tls_ca_file.clone(),
             digest_grant_type: self.digest_grant_type.clone(),
+            max_connections: self.sso_max_connections as usize,
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use crate::core::authorize::{Outcome, Pending, Placement, Step};
 use crate::core::sso::call::SsoAnswer;
-use crate::core::sso::http::InFlight;
+use crate::core::sso::http::nonblocking::InFlight;
 use crate::core::sso::timer::OneShotTimer;
 use crate::core::sso::SsoError;
 
@@ -63,7 +63,11 @@ enum Next {
 
 /// Drives steps until one needs the reactor: a call that could not even start (no slot,
 /// deadline gone, refused at once) is answered at once and the decision goes on.
-fn advance(mut step: Step, req: &crate::core::authorize::AuthRequest, now: u64) -> Result<Next, String> {
+fn advance(
+    mut step: Step,
+    req: &crate::core::authorize::AuthRequest,
+    now: u64,
+) -> Result<Next, String> {
     let mut sso_used = false;
     loop {
         step = match step {
@@ -77,9 +81,9 @@ fn advance(mut step: Step, req: &crate::core::authorize::AuthRequest, now: u64) 
                 let started = worker::with_worker(|w| w.sso.start(&call, pending.deadline()))?;
                 match started {
                     Ok(flight) => return Ok(Next::Suspend(pending, Io::Http(flight))),
-                    Err(answer) => {
-                        worker::with_worker(|w| w.authorizer.resume(req, pending, Some(answer), now))?
-                    }
+                    Err(answer) => worker::with_worker(|w| {
+                        w.authorizer.resume(req, pending, Some(answer), now)
+                    })?,
                 }
             }
             Step::Wait(pending) => {
@@ -88,7 +92,9 @@ fn advance(mut step: Step, req: &crate::core::authorize::AuthRequest, now: u64) 
                 match OneShotTimer::new(after) {
                     Ok(timer) => return Ok(Next::Suspend(pending, Io::Timer(timer))),
                     // No fd for the timer: look again at once rather than wait blind.
-                    Err(_) => worker::with_worker(|w| w.authorizer.resume(req, pending, None, now))?,
+                    Err(_) => {
+                        worker::with_worker(|w| w.authorizer.resume(req, pending, None, now))?
+                    }
                 }
             }
         }
@@ -132,7 +138,10 @@ pub(super) fn start(
             }
             Next::Suspend(pending, io) => {
                 if ctx.is_null() {
-                    return Err(EntryError::new(ERROR, "async command called without a context"));
+                    return Err(EntryError::new(
+                        ERROR,
+                        "async command called without a context",
+                    ));
                 }
                 let fd = io.fd();
                 let job = Box::new(Job {
@@ -220,9 +229,8 @@ fn finish_step(
         .map_err(|e| EntryError::new(ERROR, e))?;
     match advance(step, &req, now).map_err(|e| EntryError::new(ERROR, e))? {
         Next::Done(outcome, _) => {
-            // The old fd closes with the job; tm takes it out of the reactor after we
-            // return (it tolerates an fd already closed).
-            drop(job);
+            // The old fd closes with the job, at the end of this function; tm takes it out
+            // of the reactor after we return (it tolerates an fd already closed).
             set_async_status(ASYNC_DONE);
             conclude(&mut msg, cfg, &kept, outcome, now)
         }
@@ -262,14 +270,16 @@ unsafe extern "C" fn timeout(_fd: c_int, ptr: *mut sip_msg, param: *mut c_void) 
         let mut msg = request(ptr)?;
         let cfg =
             worker::config().ok_or_else(|| EntryError::new(ERROR, "module not initialized"))?;
-        let (req, kept) = auth_request(&msg, placement, &[credential_kind(placement)], &realm, cfg)?;
+        let (req, kept) =
+            auth_request(&msg, placement, &[credential_kind(placement)], &realm, cfg)?;
         let now = now();
-        let outcome = worker::with_worker(|w| match w.authorizer.resume(&req, pending, answer, now) {
-            Step::Done(o) => o,
-            // No time left for another round trip: what was named is abandoned.
-            _ => Outcome::error("the async timeout passed before the SSO answered"),
-        })
-        .map_err(|e| EntryError::new(ERROR, e))?;
+        let outcome =
+            worker::with_worker(|w| match w.authorizer.resume(&req, pending, answer, now) {
+                Step::Done(o) => o,
+                // No time left for another round trip: what was named is abandoned.
+                _ => Outcome::error("the async timeout passed before the SSO answered"),
+            })
+            .map_err(|e| EntryError::new(ERROR, e))?;
         conclude(&mut msg, cfg, &kept, outcome, now)
     })
 }

@@ -6,13 +6,9 @@ use std::ffi::{c_int, c_void, CStr};
 
 use crate::core::authorize::{challenge_options, ChallengeSpec, Code, Outcome, Placement};
 use crate::core::config::Config;
-use crate::core::sso::{DigestLogin, Introspection, LoginOutcome, SsoApi, SsoError};
 use crate::core::text::is_header_safe;
 
-use super::bindings::{
-    _str as os_str, async_ctx, async_status, sip_msg, ASYNC_NO_IO, ASYNC_SYNC, HDR_AUTHORIZATION_T,
-    HDR_PROXYAUTH_T,
-};
+use super::bindings::{_str as os_str, async_ctx, sip_msg, HDR_AUTHORIZATION_T, HDR_PROXYAUTH_T};
 use super::guard::{guarded, EntryError};
 use super::log::{self, report_error, sso_log, L_DBG, L_ERR, L_INFO, L_WARN};
 use super::msg::{Header, Msg};
@@ -20,33 +16,6 @@ use super::reply::{add_reply_header, delete_span, send_reply};
 use super::request::{auth_request, now, request, str_arg, to_and_from, ERROR};
 use super::worker::{self, LastAuth, Span};
 use super::{identity, pvar};
-
-/// Counts the SSO round trips of one decision: the async form tells the core whether the
-/// function did I/O.
-struct CountedSso<'a> {
-    inner: &'a mut dyn SsoApi,
-    calls: u32,
-}
-
-impl SsoApi for CountedSso<'_> {
-    fn introspect(&mut self, token: &str) -> Result<Introspection, SsoError> {
-        self.calls += 1;
-        self.inner.introspect(token)
-    }
-    fn digest_login(&mut self, req: &DigestLogin) -> Result<LoginOutcome, SsoError> {
-        self.calls += 1;
-        self.inner.digest_login(req)
-    }
-    fn fetch_jwks(&mut self, url: &str) -> Result<Vec<u8>, SsoError> {
-        self.calls += 1;
-        self.inner.fetch_jwks(url)
-    }
-    // The call's deadline must reach the client: without it each request would get a whole
-    // http_timeout again, and a deadline left by an earlier call would cut this one short.
-    fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
-        self.inner.set_deadline(deadline)
-    }
-}
 
 /// The credential header type each placement reads.
 pub(super) fn credential_kind(placement: Placement) -> i32 {
@@ -57,14 +26,12 @@ pub(super) fn credential_kind(placement: Placement) -> i32 {
     kind as i32
 }
 
-/// `sso_authorize` / `sso_proxy_authorize`. `sso_used` is set when the decision needed a
-/// round trip to the SSO.
+/// `sso_authorize` / `sso_proxy_authorize`, the sync form.
 fn authorize(
     name: &'static CStr,
     placement: Placement,
     ptr: *mut sip_msg,
     realm: *mut c_void,
-    sso_used: &mut bool,
 ) -> c_int {
     guarded(name, ERROR, report_error, || {
         let mut msg = request(ptr)?;
@@ -77,13 +44,7 @@ fn authorize(
         let now = now();
         let outcome = worker::with_worker(|w| {
             w.authorizer.set_explain_success(explain_success);
-            let mut sso = CountedSso {
-                inner: &mut w.sso,
-                calls: 0,
-            };
-            let outcome = w.authorizer.authorize(&req, &mut sso, now);
-            *sso_used = sso.calls > 0;
-            outcome
+            w.authorizer.authorize(&req, &mut w.sso, now)
         })
         .map_err(|e| EntryError::new(ERROR, e))?;
         conclude(&mut msg, cfg, &kept, outcome, now)
@@ -275,29 +236,18 @@ trampoline!(w_sso_authorize, |m, realm, _, _| authorize(
     c"sso_authorize",
     Placement::Www,
     m,
-    realm,
-    &mut false
+    realm
 ));
 trampoline!(w_sso_proxy_authorize, |m, realm, _, _| {
-    authorize(
-        c"sso_proxy_authorize",
-        Placement::Proxy,
-        m,
-        realm,
-        &mut false,
-    )
+    authorize(c"sso_proxy_authorize", Placement::Proxy, m, realm)
 });
 
-/// The async form, `async(sso_authorize(realm), resume_route)`. The decision is the sync
-/// call's; the core is told whether it needed the SSO (ASYNC_SYNC: the round trip was made
-/// in this worker) or not (ASYNC_NO_IO), and runs the resume route at once with `$rc` set
-/// to the same code. No resume function is registered, so the core never reads the
-/// context (4.0's resume_f_name included).
+/// The async form, `async(sso_authorize(realm), resume_route)`: see async_call.rs.
 macro_rules! async_trampoline {
     ($name:ident, $entry:literal, $placement:expr) => {
         pub unsafe extern "C" fn $name(
             m: *mut sip_msg,
-            _ctx: *mut async_ctx,
+            ctx: *mut async_ctx,
             realm: Arg,
             _: Arg,
             _: Arg,
@@ -307,14 +257,7 @@ macro_rules! async_trampoline {
             _: Arg,
             _: Arg,
         ) -> c_int {
-            let mut sso_used = false;
-            let code = authorize($entry, $placement, m, realm, &mut sso_used);
-            // SAFETY: a plain int of the core's, read by tm right after this call returns
-            // on this same thread.
-            unsafe {
-                async_status = if sso_used { ASYNC_SYNC } else { ASYNC_NO_IO };
-            }
-            code
+            super::async_call::start($entry, $placement, m, ctx, realm)
         }
     };
 }

@@ -5,6 +5,8 @@
 //! build (those symbols only exist inside a running opensips); the layout tests and the guard
 //! are tested there.
 
+#[cfg(not(test))]
+mod async_call;
 mod bindings;
 #[cfg(not(test))]
 mod cachedb;

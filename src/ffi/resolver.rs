@@ -79,7 +79,6 @@ pub fn map(cfg: &Config) -> Result<Vec<String>, String> {
 
 /// The resolver the workers' SSO client uses: IP literals at once, host names from the
 /// shared table (an error at once for a name not resolved yet). Before mod_init: literals only.
-#[allow(dead_code)] // wired by the HTTP client change (HttpSso takes a Box<dyn Resolve>)
 pub fn sso_resolver() -> Box<dyn Resolve> {
     match TABLE.get() {
         Some(table) => Box::new(table.reader()),

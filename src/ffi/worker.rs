@@ -111,10 +111,11 @@ pub fn with_worker<R>(f: impl FnOnce(&mut Worker) -> R) -> Result<R, String> {
     if slot.is_none() {
         let cfg = config().ok_or("module not initialized")?.clone();
         let shared = SHARED.get().ok_or("module not initialized")?.clone();
-        // wired by the HTTP client change: the client gets super::resolver::sso_resolver(),
-        // which answers from the resolver process's shared table and never waits.
+        // Host names come from the resolver process's shared table: a worker never waits
+        // on DNS.
         let sso = HttpSso::with_jwks_url(cfg.sso_settings(), cfg.jwks_url.as_deref())
-            .map_err(|e| format!("cannot build the SSO client: {e:?}"))?;
+            .map_err(|e| format!("cannot build the SSO client: {e:?}"))?
+            .with_resolver(super::resolver::sso_resolver());
         let mut authorizer = Authorizer::new(cfg.clone(), shared);
         if let Some(cluster) = super::cachedb::cluster_for(&cfg)? {
             authorizer.set_cluster(cluster);

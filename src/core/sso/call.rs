@@ -52,3 +52,32 @@ impl SsoAnswer {
         }
     }
 }
+
+/// What an HTTP answer is read as: the kind of call it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Introspection,
+    Login,
+    Jwks,
+}
+
+impl SsoCall {
+    pub fn expect(&self) -> Expect {
+        match self {
+            SsoCall::Introspect { .. } => Expect::Introspection,
+            SsoCall::DigestLogin(_) => Expect::Login,
+            SsoCall::FetchJwks { .. } => Expect::Jwks,
+        }
+    }
+}
+
+impl Expect {
+    /// The answer for a call that ended with `e` before any HTTP answer.
+    pub fn failed(self, e: SsoError) -> SsoAnswer {
+        match self {
+            Expect::Introspection => SsoAnswer::Introspection(Err(e)),
+            Expect::Login => SsoAnswer::Login(Err(e)),
+            Expect::Jwks => SsoAnswer::Jwks(Err(e)),
+        }
+    }
+}

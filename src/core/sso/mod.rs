@@ -1,18 +1,26 @@
 //! The SSO client: RFC 7662 token introspection and the Digest login (`token_url`) contract,
-//! over HTTP(S) with one keep-alive agent per OpenSIPS worker process.
+//! over HTTP(S) with one keep-alive pool per OpenSIPS worker process, driven blocking (sync
+//! script functions) or non-blocking (the async form; see `http`).
 
-use std::collections::HashMap;
-use std::error::Error as _;
 use std::fmt;
-use std::io::{self, BufReader, Read};
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::io::BufReader;
+#[cfg(test)]
+use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod call;
+pub mod http;
 pub mod resolve;
 pub mod timer;
+
+use self::call::{Expect, SsoAnswer, SsoCall};
+use self::http::client::Client;
+pub use self::http::nonblocking::InFlight;
+#[cfg(test)]
+use self::http::MAX_ERROR_TEXT;
+use self::http::{HttpRequest, HttpResponse};
+use self::resolve::Resolve;
 
 use base64::Engine as _;
 use serde_json::{Map, Value};
@@ -26,8 +34,8 @@ pub const MAX_SSO_BODY: usize = 64 * 1024;
 /// Longest access token accepted from `token_url`: it ends up in a SIP header.
 pub const MAX_ACCESS_TOKEN: usize = 4096;
 
-/// Longest transport error text kept, so a chatty library message cannot flood the log.
-const MAX_ERROR_TEXT: usize = 200;
+/// Default of [`SsoSettings::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 32;
 
 #[derive(Clone)]
 pub struct SsoSettings {
@@ -40,6 +48,9 @@ pub struct SsoSettings {
     /// PEM bundle replacing the system roots for https URLs.
     pub tls_ca_file: Option<String>,
     pub digest_grant_type: String,
+    /// Exchanges in flight at once per process (blocking and async together); past it a
+    /// request fails at once (-5) rather than queueing.
+    pub max_connections: usize,
 }
 
 // Written by hand so the client secret never reaches a log line.
@@ -56,6 +67,7 @@ impl fmt::Debug for SsoSettings {
             .field("timeout", &self.timeout)
             .field("tls_ca_file", &self.tls_ca_file)
             .field("digest_grant_type", &self.digest_grant_type)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -172,115 +184,6 @@ pub trait SsoApi {
     /// Every SSO request from now on must be over by `deadline` (None: each request gets
     /// the configured timeout): one budget for a whole sso_authorize call.
     fn set_deadline(&mut self, _deadline: Option<Instant>) {}
-}
-
-type Lookup = dyn Fn(&str) -> io::Result<Vec<SocketAddr>> + Send + Sync;
-
-/// Name resolution bounded by the current call's deadline. The system resolver
-/// (getaddrinfo) takes no timeout, so a lookup runs on a helper thread and the caller waits
-/// only as long as its budget allows. A lookup that outlives its caller is kept and waited
-/// for by the next caller asking for the same name, so a hanging DNS server costs at most
-/// one helper thread per name per process, never one per request. IP literals (the usual
-/// SSO URL in a data centre) never leave the calling thread.
-pub struct BoundedResolver {
-    deadline: Arc<Mutex<Option<Instant>>>,
-    fallback: Duration,
-    pending: Mutex<HashMap<String, Receiver<io::Result<Vec<SocketAddr>>>>>,
-    lookup: Arc<Lookup>,
-}
-
-impl BoundedResolver {
-    /// `deadline` is shared with the client that sets it per call; `fallback` bounds a
-    /// lookup when no deadline is set.
-    pub fn new(deadline: Arc<Mutex<Option<Instant>>>, fallback: Duration) -> BoundedResolver {
-        BoundedResolver::with_lookup(
-            deadline,
-            fallback,
-            Arc::new(|netloc: &str| netloc.to_socket_addrs().map(|i| i.collect())),
-        )
-    }
-
-    /// With another lookup function (tests: one that hangs).
-    pub fn with_lookup(
-        deadline: Arc<Mutex<Option<Instant>>>,
-        fallback: Duration,
-        lookup: Arc<Lookup>,
-    ) -> BoundedResolver {
-        BoundedResolver {
-            deadline,
-            fallback,
-            pending: Mutex::new(HashMap::new()),
-            lookup,
-        }
-    }
-
-    /// Helper threads started so far (tests).
-    pub fn pending_names(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    fn spawn(&self, netloc: &str) -> io::Result<Receiver<io::Result<Vec<SocketAddr>>>> {
-        let (tx, rx) = mpsc::channel();
-        let name = netloc.to_string();
-        let lookup = self.lookup.clone();
-        // The helper must never run OpenSIPS's signal handlers: it starts with every signal
-        // blocked (a new thread inherits the mask of the thread that creates it).
-        // SAFETY: plain sigset manipulation on this thread; the old mask is restored below.
-        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-        unsafe {
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        }
-        let spawned = std::thread::Builder::new()
-            .name("sso-dns".into())
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                let _ = tx.send(lookup(&name));
-            });
-        // SAFETY: restores the mask saved above.
-        unsafe {
-            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        }
-        spawned.map(|_| rx)
-    }
-}
-
-impl ureq::Resolver for BoundedResolver {
-    fn resolve(&self, netloc: &str) -> io::Result<Vec<SocketAddr>> {
-        if let Ok(addr) = netloc.parse::<SocketAddr>() {
-            return Ok(vec![addr]);
-        }
-        let deadline = self
-            .deadline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .unwrap_or_else(|| Instant::now() + self.fallback);
-        let earlier = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(netloc);
-        let rx = match earlier {
-            Some(rx) => rx,
-            None => self.spawn(netloc)?,
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(answer) => answer,
-            Err(RecvTimeoutError::Timeout) => {
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(netloc.to_string(), rx);
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "name resolution timed out",
-                ))
-            }
-            Err(RecvTimeoutError::Disconnected) => Err(io::Error::other("name resolution failed")),
-        }
-    }
 }
 
 /// Parses a body that must be one JSON object.
@@ -416,12 +319,14 @@ pub fn interpret_token_response(status: u16, body: &[u8]) -> Result<LoginOutcome
 }
 
 /// The real client. Creating it opens no connection (safe before fork, but the FFI layer
-/// still builds it lazily in each worker).
+/// still builds it lazily in each worker). No thread anywhere: names are resolved by the
+/// [`Resolve`] given to it (IP literals only by default).
 pub struct HttpSso {
     settings: SsoSettings,
-    agent: ureq::Agent,
-    /// End of the current call's budget; shared with the agent's resolver.
-    deadline: Arc<Mutex<Option<Instant>>>,
+    /// Pool, in-flight limit, resolver, TLS; behind a lock only because `get` takes `&self`.
+    client: Mutex<Client>,
+    /// End of the current call's budget (`set_deadline`).
+    deadline: Option<Instant>,
     /// Precomputed `Authorization` value when a client id is configured.
     basic_auth: Option<String>,
 }
@@ -448,7 +353,7 @@ fn check_url(param: &str, value: &Option<String>) -> Result<(), SsoError> {
     if url.host_str().is_none() {
         return bad("URL has no host");
     }
-    // ureq would not use them as credentials, and they would show up wherever the URL is logged.
+    // They would never be sent as credentials, and would show up wherever the URL is logged.
     if !url.username().is_empty() || url.password().is_some() {
         return bad("credentials belong in client_id/client_secret, not in the URL");
     }
@@ -521,82 +426,6 @@ fn basic_auth(settings: &SsoSettings) -> Option<String> {
     ))
 }
 
-/// True when an io error anywhere in the chain says the deadline passed.
-fn is_timeout(t: &ureq::Transport) -> bool {
-    if t.message().is_some_and(|m| m.contains("timed out")) {
-        return true;
-    }
-    let mut cur = t.source();
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            if matches!(
-                io.kind(),
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-            ) {
-                return true;
-            }
-        }
-        cur = e.source();
-    }
-    false
-}
-
-fn truncate(mut s: String) -> String {
-    if s.len() > MAX_ERROR_TEXT {
-        let mut end = MAX_ERROR_TEXT;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push('…');
-    }
-    s
-}
-
-/// Transport failure → SsoError. The text is built from the kind, ureq's note and the cause,
-/// never from ureq's Display (which starts with the URL).
-fn map_transport(t: &ureq::Transport) -> SsoError {
-    if is_timeout(t) {
-        return SsoError::Timeout;
-    }
-    let mut text = t.kind().to_string();
-    if let Some(m) = t.message() {
-        text.push_str(": ");
-        text.push_str(m);
-    }
-    if let Some(src) = t.source() {
-        text.push_str(": ");
-        text.push_str(&src.to_string());
-    }
-    SsoError::Unreachable(truncate(text))
-}
-
-fn map_read_error(e: &io::Error) -> SsoError {
-    match e.kind() {
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => SsoError::Timeout,
-        kind => SsoError::Unreachable(truncate(format!("reading the SSO answer: {kind}"))),
-    }
-}
-
-/// Reads the body, stopping one byte past the limit so an endless answer costs at most that.
-fn read_body(resp: ureq::Response) -> Result<Vec<u8>, SsoError> {
-    let announced = resp
-        .header("Content-Length")
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if announced.is_some_and(|n| n > MAX_SSO_BODY as u64) {
-        return Err(SsoError::TooLarge);
-    }
-    let mut body = Vec::with_capacity(announced.map_or(1024, |n| n as usize));
-    resp.into_reader()
-        .take(MAX_SSO_BODY as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| map_read_error(&e))?;
-    if body.len() > MAX_SSO_BODY {
-        return Err(SsoError::TooLarge);
-    }
-    Ok(body)
-}
-
 impl HttpSso {
     pub fn new(settings: SsoSettings) -> Result<HttpSso, SsoError> {
         HttpSso::with_jwks_url(settings, None)
@@ -623,120 +452,107 @@ impl HttpSso {
                 "the HTTP timeout must be above zero".to_string(),
             ));
         }
-        let deadline = Arc::new(Mutex::new(None));
-        let agent = ureq::AgentBuilder::new()
-            .timeout(settings.timeout)
-            .resolver(BoundedResolver::new(deadline.clone(), settings.timeout))
-            // A 3xx from the SSO is a misconfiguration; following it could carry the client
-            // credentials or the token somewhere else.
-            .redirects(0)
-            .tls_config(tls_config(&settings, jwks_url.is_some())?)
-            .user_agent(concat!("sso_auth/", env!("CARGO_PKG_VERSION")))
-            .build();
+        let client = Client::new(
+            tls_config(&settings, jwks_url.is_some())?,
+            settings.max_connections,
+        );
         let basic_auth = basic_auth(&settings);
         Ok(HttpSso {
             settings,
-            agent,
-            deadline,
+            client: Mutex::new(client),
+            deadline: None,
             basic_auth,
         })
+    }
+
+    /// With `resolver` for host names instead of IP literals only.
+    pub fn with_resolver(mut self, resolver: Box<dyn Resolve>) -> HttpSso {
+        self.set_resolver(resolver);
+        self
+    }
+
+    pub fn set_resolver(&mut self, resolver: Box<dyn Resolve>) {
+        self.client().set_resolver(resolver);
+    }
+
+    fn client(&self) -> std::sync::MutexGuard<'_, Client> {
+        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Exchanges in flight in this process (async ones until they finish).
+    pub fn in_flight(&self) -> usize {
+        self.client().in_flight()
+    }
+
+    /// Idle keep-alive connections held (tests, statistics).
+    pub fn idle_connections(&self) -> usize {
+        self.client().idle()
     }
 
     pub fn settings(&self) -> &SsoSettings {
         &self.settings
     }
 
-    /// What is left of the budget for the next request: the configured timeout, cut to the
-    /// call's deadline; Err(Timeout) when nothing is left.
-    fn budget(&self) -> Result<Duration, SsoError> {
-        match *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) {
-            None => Ok(self.settings.timeout),
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left < Duration::from_millis(1) {
-                    Err(SsoError::Timeout)
-                } else {
-                    Ok(left.min(self.settings.timeout))
-                }
+    /// When the next request must be over: the configured timeout, cut to the call's
+    /// deadline; Err(Timeout) when less than a millisecond is left.
+    fn request_deadline(&self, call_deadline: Option<Instant>) -> Result<Instant, SsoError> {
+        let now = Instant::now();
+        let own = now + self.settings.timeout;
+        match call_deadline {
+            None => Ok(own),
+            Some(d) if d.saturating_duration_since(now) < Duration::from_millis(1) => {
+                Err(SsoError::Timeout)
             }
+            Some(d) => Ok(d.min(own)),
         }
     }
 
-    /// One form POST; any status comes back with its (bounded) body.
-    fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<(u16, Vec<u8>), SsoError> {
-        let mut req = self
-            .agent
-            .post(url)
-            .timeout(self.budget()?)
-            .set("Accept", "application/json");
-        if let Some(auth) = &self.basic_auth {
-            req = req.set("Authorization", auth);
-        }
-        let resp = match req.send_form(form) {
-            Ok(resp) => resp,
-            // 4xx/5xx: the body still matters (400 invalid_grant), and reading it to the end
-            // lets the connection go back to the pool.
-            Err(ureq::Error::Status(_, resp)) => resp,
-            Err(ureq::Error::Transport(t)) => return Err(map_transport(&t)),
-        };
-        let status = resp.status();
-        Ok((status, read_body(resp)?))
+    fn common_headers(&self, accept: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("Accept", accept.to_string()),
+            (
+                "User-Agent",
+                concat!("sso_auth/", env!("CARGO_PKG_VERSION")).to_string(),
+            ),
+        ]
     }
 
-    /// One GET with the agent's timeout, TLS setup and body limit; any status comes back
-    /// with its (bounded) body. No client credentials are sent: what is fetched this way
-    /// (a JWK Set) is public.
-    pub fn get(&self, url: &str, accept: &str) -> Result<(u16, Vec<u8>), SsoError> {
-        let resp = match self
-            .agent
-            .get(url)
-            .timeout(self.budget()?)
-            .set("Accept", accept)
-            .call()
-        {
-            Ok(resp) => resp,
-            Err(ureq::Error::Status(_, resp)) => resp,
-            Err(ureq::Error::Transport(t)) => return Err(map_transport(&t)),
-        };
-        let status = resp.status();
-        Ok((status, read_body(resp)?))
-    }
-}
-
-fn is_https(url: &str) -> bool {
-    url.get(..8)
-        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-}
-
-/// Fetches the SSO's JWK Set (RFC 7517) for local JWT validation. Keys decide which tokens
-/// are genuine, so they are only taken over https, and only from a 200 answer.
-pub fn fetch_jwks(sso: &HttpSso, url: &str) -> Result<Vec<u8>, SsoError> {
-    if !is_https(url) {
-        return Err(SsoError::Unreachable(
-            "jwks_url: must be an https URL".to_string(),
+    /// A form POST with client authentication.
+    fn form_request(&self, url: &str, form: &[(&str, &str)]) -> Result<HttpRequest, SsoError> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish()
+            .into_bytes();
+        let mut headers = self.common_headers("application/json");
+        headers.push((
+            "Content-Type",
+            "application/x-www-form-urlencoded".to_string(),
         ));
+        if let Some(auth) = &self.basic_auth {
+            headers.push(("Authorization", auth.clone()));
+        }
+        HttpRequest::new(url, "POST", headers, body)
     }
-    match sso.get(url, "application/jwk-set+json, application/json")? {
-        (200, body) => Ok(body),
-        (status, _) => Err(SsoError::Status(status)),
-    }
-}
 
-impl SsoApi for HttpSso {
-    fn introspect(&mut self, token: &str) -> Result<Introspection, SsoError> {
+    /// A GET without client credentials: what is fetched this way (a JWK Set) is public.
+    fn get_request(&self, url: &str, accept: &str) -> Result<HttpRequest, SsoError> {
+        check_url("URL", &Some(url.to_string()))?;
+        HttpRequest::new(url, "GET", self.common_headers(accept), Vec::new())
+    }
+
+    fn introspect_request(&self, token: &str) -> Result<HttpRequest, SsoError> {
         let url = self
             .settings
             .introspect_url
             .as_deref()
             .ok_or(SsoError::NotConfigured)?;
-        let (status, body) = self.post_form(
+        self.form_request(
             url,
             &[("token", token), ("token_type_hint", "access_token")],
-        )?;
-        interpret_introspection(status, &body)
+        )
     }
 
-    fn digest_login(&mut self, req: &DigestLogin) -> Result<LoginOutcome, SsoError> {
+    fn login_request(&self, req: &DigestLogin) -> Result<HttpRequest, SsoError> {
         let url = self
             .settings
             .token_url
@@ -764,7 +580,102 @@ impl SsoApi for HttpSso {
                 .iter()
                 .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v))),
         );
-        let (status, body) = self.post_form(url, &form)?;
+        self.form_request(url, &form)
+    }
+
+    fn jwks_request(&self, url: &str) -> Result<HttpRequest, SsoError> {
+        if !is_https(url) {
+            return Err(SsoError::Unreachable(
+                "jwks_url: must be an https URL".to_string(),
+            ));
+        }
+        self.get_request(url, "application/jwk-set+json, application/json")
+    }
+
+    fn request_for(&self, call: &SsoCall) -> Result<HttpRequest, SsoError> {
+        match call {
+            SsoCall::Introspect { token } => self.introspect_request(token),
+            SsoCall::DigestLogin(login) => self.login_request(login),
+            SsoCall::FetchJwks { url } => self.jwks_request(url),
+        }
+    }
+
+    /// Runs a request blocking, within the current call's budget.
+    fn exchange(&self, req: HttpRequest) -> Result<(u16, Vec<u8>), SsoError> {
+        let deadline = self.request_deadline(self.deadline)?;
+        let resp = self.client().blocking(req, deadline)?;
+        Ok((resp.status, resp.body))
+    }
+
+    /// One GET with the client's timeout, TLS setup and body limit; any status comes back
+    /// with its (bounded) body. No client credentials are sent.
+    pub fn get(&self, url: &str, accept: &str) -> Result<(u16, Vec<u8>), SsoError> {
+        self.exchange(self.get_request(url, accept)?)
+    }
+
+    /// Starts `call` without waiting, to be over by `deadline` (and within the configured
+    /// timeout). Err: it is over already (deadline passed, connect refused at once, every
+    /// connection busy, URL not set...), with its answer.
+    pub fn start(&mut self, call: &SsoCall, deadline: Instant) -> Result<InFlight, SsoAnswer> {
+        let expect = call.expect();
+        let deadline = self
+            .request_deadline(Some(deadline))
+            .map_err(|e| expect.failed(e))?;
+        let req = self.request_for(call).map_err(|e| expect.failed(e))?;
+        self.client()
+            .start(req, deadline, expect)
+            .map_err(|result| answer(expect, result))
+    }
+
+    /// Moves `f` on without waiting: None while in flight (watch `f.fd()` for reading),
+    /// else its answer. A keep-alive connection goes back to the pool.
+    pub fn progress(&mut self, f: &mut InFlight) -> Option<SsoAnswer> {
+        let expect = f.expect;
+        self.client()
+            .progress(f)
+            .map(|result| answer(expect, result))
+    }
+}
+
+/// The answer an HTTP result gives for the kind of call it was.
+fn answer(expect: Expect, result: Result<HttpResponse, SsoError>) -> SsoAnswer {
+    let result = result.map(|r| (r.status, r.body));
+    match expect {
+        Expect::Introspection => SsoAnswer::Introspection(
+            result.and_then(|(status, body)| interpret_introspection(status, &body)),
+        ),
+        Expect::Login => SsoAnswer::Login(
+            result.and_then(|(status, body)| interpret_token_response(status, &body)),
+        ),
+        Expect::Jwks => SsoAnswer::Jwks(result.and_then(|(status, body)| match status {
+            200 => Ok(body),
+            other => Err(SsoError::Status(other)),
+        })),
+    }
+}
+
+fn is_https(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+}
+
+/// Fetches the SSO's JWK Set (RFC 7517) for local JWT validation. Keys decide which tokens
+/// are genuine, so they are only taken over https, and only from a 200 answer.
+pub fn fetch_jwks(sso: &HttpSso, url: &str) -> Result<Vec<u8>, SsoError> {
+    match sso.exchange(sso.jwks_request(url)?)? {
+        (200, body) => Ok(body),
+        (status, _) => Err(SsoError::Status(status)),
+    }
+}
+
+impl SsoApi for HttpSso {
+    fn introspect(&mut self, token: &str) -> Result<Introspection, SsoError> {
+        let (status, body) = self.exchange(self.introspect_request(token)?)?;
+        interpret_introspection(status, &body)
+    }
+
+    fn digest_login(&mut self, req: &DigestLogin) -> Result<LoginOutcome, SsoError> {
+        let (status, body) = self.exchange(self.login_request(req)?)?;
         interpret_token_response(status, &body)
     }
 
@@ -773,7 +684,7 @@ impl SsoApi for HttpSso {
     }
 
     fn set_deadline(&mut self, deadline: Option<Instant>) {
-        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = deadline;
+        self.deadline = deadline;
     }
 }
 
@@ -786,6 +697,9 @@ mod tests {
     use std::sync::Mutex;
     use std::thread;
     use std::time::Instant;
+
+    /// Both HTTP drivers against the fake servers below (tests/drivers.rs).
+    mod drivers;
 
     // ---- interpret_introspection ----
 
@@ -1181,6 +1095,7 @@ mod tests {
             timeout: Duration::from_millis(300),
             tls_ca_file: None,
             digest_grant_type: "urn:sso-auth:grant-type:sip-digest".into(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 
@@ -1707,57 +1622,6 @@ u0057AMOm4QOH/q2v+xm/jFEdsmx9aQ=
         assert!(srv.seen().is_empty());
     }
 
-    /// Issue 14 item 10: name resolution is bounded by the call's deadline. A lookup that
-    /// hangs times out at the deadline; the next call waits for the same lookup instead of
-    /// starting another one; a finished lookup answers; IP literals skip the resolver.
-    #[test]
-    fn resolver_honours_the_deadline() {
-        use std::sync::atomic::AtomicUsize;
-        let started = Arc::new(AtomicUsize::new(0));
-        let release = Arc::new(Mutex::new(false));
-        let (s2, r2) = (started.clone(), release.clone());
-        let lookup: Arc<Lookup> = Arc::new(move |netloc: &str| {
-            s2.fetch_add(1, Ordering::SeqCst);
-            while !*r2.lock().unwrap() {
-                thread::sleep(Duration::from_millis(5));
-            }
-            Ok(vec![format!(
-                "127.0.0.1:{}",
-                netloc.rsplit(':').next().unwrap()
-            )
-            .parse()
-            .unwrap()])
-        });
-        let deadline = Arc::new(Mutex::new(None));
-        let r = BoundedResolver::with_lookup(deadline.clone(), Duration::from_secs(5), lookup);
-        for _ in 0..3 {
-            *deadline.lock().unwrap() = Some(Instant::now() + Duration::from_millis(100));
-            let t = Instant::now();
-            let e = ureq::Resolver::resolve(&r, "sso.example.net:8443").unwrap_err();
-            assert_eq!(e.kind(), io::ErrorKind::TimedOut);
-            assert!(
-                t.elapsed() < Duration::from_millis(300),
-                "{:?}",
-                t.elapsed()
-            );
-        }
-        assert_eq!(started.load(Ordering::SeqCst), 1, "one lookup for one name");
-        assert_eq!(r.pending_names(), 1);
-        *release.lock().unwrap() = true;
-        *deadline.lock().unwrap() = Some(Instant::now() + Duration::from_secs(2));
-        let addrs = ureq::Resolver::resolve(&r, "sso.example.net:8443").unwrap();
-        assert_eq!(addrs, vec!["127.0.0.1:8443".parse::<SocketAddr>().unwrap()]);
-        assert_eq!(r.pending_names(), 0);
-        assert_eq!(
-            ureq::Resolver::resolve(&r, "192.0.2.7:443").unwrap(),
-            vec!["192.0.2.7:443".parse::<SocketAddr>().unwrap()]
-        );
-        assert_eq!(
-            ureq::Resolver::resolve(&r, "[2001:db8::1]:443").unwrap(),
-            vec!["[2001:db8::1]:443".parse::<SocketAddr>().unwrap()]
-        );
-    }
-
     /// A request started with its budget already spent is not sent at all.
     #[test]
     fn spent_budget_sends_nothing() {
@@ -1771,6 +1635,7 @@ u0057AMOm4QOH/q2v+xm/jFEdsmx9aQ=
             timeout: Duration::from_secs(2),
             tls_ca_file: None,
             digest_grant_type: "x".into(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         })
         .unwrap();
         sso.set_deadline(Some(Instant::now()));
