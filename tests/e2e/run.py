@@ -164,8 +164,9 @@ class LogFile:
 
 
 class OpenSips(LogFile):
-    def __init__(self, name, binary, workdir, cfg_text, wrap=None):
+    def __init__(self, name, binary, workdir, cfg_text, wrap=None, shm_mb=64):
         self.wrap = list(wrap or [])   # command prefix (e.g. a private mount namespace)
+        self.shm_mb = shm_mb
         self.name = name
         self.binary = binary
         self.workdir = Path(workdir)
@@ -180,7 +181,7 @@ class OpenSips(LogFile):
     def start(self, port):
         self.port = port
         self._logf = open(self.logpath, "ab")
-        cmd = self.wrap + [self.binary, "-F", "-f", str(self.cfg), "-m", "64", "-M", "8",
+        cmd = self.wrap + [self.binary, "-F", "-f", str(self.cfg), "-m", str(self.shm_mb), "-M", "8",
                            "-w", str(self.workdir)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._logf,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -306,7 +307,7 @@ class Ctx:
         module (another sso_auth .so), globals_/modules/params/route (config text spliced
         into the template), after_auth (script run once sso_*authorize succeeded),
         blocks (more top-level route blocks), after_any (run right after
-        sso_*authorize whatever it returned), wrap (a command prefix),
+        sso_*authorize whatever it returned), wrap (a command prefix), shm_mb (-m),
         allow_panic (the log may say "panicked at").
         """
         inst = self.instances.get(name)
@@ -321,7 +322,7 @@ class Ctx:
     def _start_instance(self, name, udp_workers=4, log_level=None, nonce_expire=None,
                         cache_ttl=60, http_timeout=HTTP_TIMEOUT_MS, sso=None, module=None,
                         globals_="", modules="", params="", route="", after_auth="",
-                        blocks="", allow_panic=False, after_any="", wrap=None):
+                        blocks="", allow_panic=False, after_any="", wrap=None, shm_mb=64):
         if nonce_expire is None:
             nonce_expire = 2 if name == "short" else 300
         sso = sso or self.sso
@@ -343,7 +344,7 @@ class Ctx:
                          EXTRA_GLOBALS=globals_.replace("{{SIP_PORT}}", str(port)),
                          EXTRA_MODULES=modules, EXTRA_PARAMS=params, EXTRA_ROUTE=route,
                          AFTER_AUTH=after_auth, AFTER_ANY=after_any, EXTRA_BLOCKS=blocks)
-        inst = OpenSips(name, self.binary, self.workdir, cfg, wrap=wrap)
+        inst = OpenSips(name, self.binary, self.workdir, cfg, wrap=wrap, shm_mb=shm_mb)
         inst.allow_panic = allow_panic
         self.instances[name] = inst
         inst.start(port)
