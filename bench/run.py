@@ -709,7 +709,9 @@ def sipp_cmd(xml, port, rate, calls, keys, stat_file, timeout_s):
            "-recv_timeout", str(RECV_TIMEOUT_MS),
            "-timeout", "%ds" % timeout_s, "-nostdin",
            "-trace_stat", "-stf", str(stat_file), "-fd", "1",
-           "-trace_rtt", "-rtt_freq", "1000",
+           # sipp writes response times every rtt_freq calls and drops the rest at the end:
+           # below 1000 calls per step (slow scenarios walking down) it would write none
+           "-trace_rtt", "-rtt_freq", str(max(1, min(1000, calls // 10))),
            "-trace_screen", "-trace_err",
            "-max_recv_loops", "10000", "-max_sched_loops", "10000",
            "-buff_size", str(4 * 1024 * 1024)]

@@ -6,6 +6,12 @@ The "async" instance routes every request carrying X-Test-Async through the asyn
 statement; its resume routes read `$rc` and act exactly as the sync script does. The
 module decides locally (ASYNC_NO_IO) or after its SSO round trip (ASYNC_SYNC): either way
 the resume route runs at once, with the code the sync call returns.
+
+The cases after register_nonblocking (issue 11) hold the async form to more than that:
+while the SSO is slow, hanging or failing, the same 2 workers keep answering OPTIONS,
+requests in flight overlap, each http_timeout runs from its own request's start, a cache
+hit does no I/O, and OpenSIPS stops promptly with requests in flight. While the round trip
+is still made inside the worker, the timing ones fail, saying how long the workers were held.
 """
 
 import os

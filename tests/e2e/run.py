@@ -15,6 +15,7 @@ Environment:
     E2E_KEEP               1 = keep the temporary directory (configs and logs)
     SSO_AUTH_PANIC_MODULE  a build with `--features panic-test` (else panic_guard is skipped)
     E2E_MEMORY_REQUESTS    authenticated requests of the memory case (default 200000)
+    E2E_ASYNC_MEMORY_REQUESTS  requests of async_fd_and_memory_100k (default 100000)
 
 The last line printed is always `e2e: N passed, N failed, N skipped`; exit status 1 when
 anything failed. Python 3.11 standard library only, plus two optional tools: `sipp` (Debian
