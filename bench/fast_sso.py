@@ -16,7 +16,11 @@ Differences from the test SSO, all on purpose:
 * GET /stats returns the request counters (per endpoint, per registered token) and the
   server-side service time of every answer since the last GET /stats?reset=1
   (p50/p99/max in microseconds).
-* no fault modes.
+* no fault modes, but two knobs for the async scenarios (issue 11), settable at start
+  (--delay-ms) or at runtime (GET /control?delay_ms=N&hang=0|1): `delay_ms` holds every
+  POST answer N ms without holding the loop (answers wait in a timer heap, other requests
+  keep being read and parsed, so N ms is the latency of every request however many are in
+  flight), and `hang` never answers POSTs at all.
 
     python3 bench/fast_sso.py --port 0 --token sometoken:alice
     -> prints `LISTENING <port>` on stdout once it accepts connections.
@@ -25,6 +29,7 @@ Python 3.11 standard library only.
 """
 
 import argparse
+import heapq
 import itertools
 import json
 import os
@@ -60,6 +65,8 @@ class Sso(ReferenceSso):
         self.service_us = []                       # per-answer service time
         self.serial = itertools.count(1)
         self.started = time.time()
+        self.delay_ms = 0.0
+        self.hang = False
 
     # ---- client authentication ------------------------------------------------------
     def client_ok(self, auth):
@@ -106,6 +113,13 @@ class Sso(ReferenceSso):
             return 200, self.stats("reset=1" in query)
         if method == "GET" and path == "/health":
             return 200, {"ok": True}
+        if method == "GET" and path == "/control":
+            q = urllib.parse.parse_qs(query)
+            if "delay_ms" in q:
+                self.delay_ms = float(q["delay_ms"][0])
+            if "hang" in q:
+                self.hang = q["hang"][0] not in ("", "0")
+            return 200, {"delay_ms": self.delay_ms, "hang": self.hang}
         if method != "POST":
             return 405, {"error": "method_not_allowed"}
         endpoint = path.strip("/")
@@ -212,10 +226,40 @@ def serve(sso, lsock, stop_after=None):
     sel.register(lsock, selectors.EVENT_READ, None)
     deadline = time.monotonic() + stop_after if stop_after else None
     perf = time.perf_counter
+    later = []              # (due, seq, conn, bytes): delayed answers, soonest first
+    seq = itertools.count()
+
+    def flush(c):
+        """Write what c has queued; False when the connection is gone."""
+        if c.outbuf:
+            try:
+                n = c.sock.send(c.outbuf)
+                del c.outbuf[:n]
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                return False
+        return True
+
     while True:
-        if deadline and time.monotonic() > deadline:
+        now = time.monotonic()
+        if deadline and now > deadline:
             return
-        for key, mask in sel.select(timeout=1.0):
+        # release the delayed answers that are due, in order (a connection's answers keep
+        # their order: they were queued with non-decreasing due times)
+        while later and later[0][0] <= now:
+            _due, _n, c, data = heapq.heappop(later)
+            if c.sock.fileno() < 0:
+                continue
+            c.outbuf += data
+            if not flush(c):
+                sel.unregister(c.sock)
+                c.sock.close()
+                continue
+            want = selectors.EVENT_READ | (selectors.EVENT_WRITE if c.outbuf else 0)
+            sel.modify(c.sock, want, c)
+        wait = 1.0 if not later else max(0.0, min(1.0, later[0][0] - time.monotonic()))
+        for key, mask in sel.select(timeout=wait):
             if key.data is None:
                 try:
                     s, _ = lsock.accept()
@@ -255,7 +299,15 @@ def serve(sso, lsock, stop_after=None):
                             status, obj = sso.handle(method, target, headers, body)
                         except Exception as e:  # noqa: BLE001
                             status, obj = 500, {"error": "server_error", "detail": str(e)}
-                        c.outbuf += render(status, obj, close)
+                        if method == "POST" and sso.hang:
+                            continue            # never answered
+                        answer = render(status, obj, close)
+                        if method == "POST" and sso.delay_ms > 0:
+                            heapq.heappush(later, (time.monotonic() + sso.delay_ms / 1000,
+                                                   next(seq), c, answer))
+                            close = False       # closing now would drop the held answer
+                        else:
+                            c.outbuf += answer
                         if method == "POST":
                             # parse-to-rendered time of one SSO answer
                             sso.service_us.append(int((perf() - t0) * 1e6))
@@ -287,6 +339,8 @@ def main(argv=None):
     ap.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
     ap.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET)
     ap.add_argument("--token", action="append", default=[], metavar="TOKEN:USER")
+    ap.add_argument("--delay-ms", type=float, default=0,
+                    help="hold every POST answer this long, without serializing requests")
     ap.add_argument("--max-seconds", type=float, default=3600,
                     help="exit after this long whatever happens (default 3600)")
     args = ap.parse_args(argv)
@@ -295,6 +349,7 @@ def main(argv=None):
         tok, _, user = spec.rpartition(":")
         tokens[tok] = user
     sso = Sso(DEFAULT_USERS, args.client_id, args.client_secret, tokens)
+    sso.delay_ms = args.delay_ms
     lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     lsock.bind((args.host, args.port))

@@ -14,6 +14,21 @@ Scenarios (every one a REGISTER answered by registrar's save("location"), usrloc
     f  d + cachedb_url   scenario d with the shared store on (a Redis of the run's own,
                          cachedb_redis): every login also claims its (nonce, nc) there
 
+Async SSO calls (issue 11), same REGISTER flows through `async(sso_authorize(""), resume)`
+(suffix "a") or the sync call, with the SSO answering after a delay that does not
+serialize it (fast_sso.py --delay-ms / GET /control):
+
+    ca, da             c and d, async form, SSO at 0 ms (against c and d: the async cost)
+    c20, c20a          c, SSO answering after 20 ms, sync / async form
+    d20, d20a          d, SSO answering after 20 ms, sync / async form
+    c20a8, c20a32, c20a64   c20a with modparam sso_max_connections 8 / 32 / 64 (reported
+                       "skipped: modparam missing" while the module does not know it)
+    oh, oha            no rate search: SSO hanging, sipp sends 1000 new-token REGISTERs/s
+                       for one step, and OPTIONS (100/s, answered by the script before any
+                       authentication) are timed: their p99 is how long a worker stays busy
+    BENCH_SCENARIOS=async runs a,b,c,d and all of the above, and prints the table of
+    BENCHMARKS.md "Async SSO calls (issue 11)" at the end.
+
 For each scenario the call rate is stepped up (doubling, then bisection) and the highest
 rate that passes is reported. A step passes when
   * fewer than 0.1 % of its calls fail (a call fails when it does not end with its 200 OK:
@@ -99,6 +114,35 @@ SCENARIOS = {
 }
 
 
+def _variant(base, title, **kw):
+    d = dict(SCENARIOS[base])
+    d.update(title=title, **kw)
+    return d
+
+
+# issue 11: the async form against the sync one (see the docstring)
+SCENARIOS.update({
+    "ca": _variant("c", "ca. c, async form, SSO 0 ms", auth="sso_async"),
+    "da": _variant("d", "da. d, async form, SSO 0 ms", auth="sso_async"),
+    "c20": _variant("c", "c20. c, SSO 20 ms, sync", delay_ms=20),
+    "c20a": _variant("c", "c20a. c, SSO 20 ms, async", delay_ms=20, auth="sso_async"),
+    "d20": _variant("d", "d20. d, SSO 20 ms, sync", delay_ms=20),
+    "d20a": _variant("d", "d20a. d, SSO 20 ms, async", delay_ms=20, auth="sso_async"),
+    "oh": _variant("c", "oh. OPTIONS, SSO hanging, 1000 new tokens/s, sync", hang=True,
+                   options=True),
+    "oha": _variant("c", "oha. OPTIONS, SSO hanging, 1000 new tokens/s, async", hang=True,
+                    options=True, auth="sso_async"),
+})
+for _n in (8, 32, 64):
+    SCENARIOS["c20a%d" % _n] = _variant(
+        "c", "c20a%d. c20a, sso_max_connections %d" % (_n, _n), delay_ms=20,
+        auth="sso_async", params='modparam("sso_auth", "sso_max_connections", %d)\n' % _n,
+        needs_param="sso_max_connections")
+GROUPS = {"async": "a,b,c,d,ca,da,c20,c20a,d20,d20a,c20a8,c20a32,c20a64,oh,oha"}
+OPTIONS_LOAD_RATE = 1000        # new-token REGISTERs/s of the oh/oha step
+OPTIONS_PROBE_RATE = 100.0      # OPTIONS/s timed beside it
+
+
 def log(msg):
     print("[bench %s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
 
@@ -137,6 +181,10 @@ def find_module():
         if c.exists():
             return c
     return None
+
+
+def uses_sso(key):
+    return SCENARIOS[key]["auth"].startswith("sso")
 
 
 def opensips_version(binary):
@@ -315,8 +363,84 @@ class FastSso:
                                     timeout=5) as r:
             return json.loads(r.read())
 
+    def control(self, delay_ms=0, hang=False):
+        """Set the answer delay and the hang switch (held answers keep their due time)."""
+        with urllib.request.urlopen("%s/control?delay_ms=%s&hang=%d"
+                                    % (self.url, delay_ms, 1 if hang else 0), timeout=5) as r:
+            return json.loads(r.read())
+
     def stop(self):
         kill_proc(self.proc)
+
+
+class OptionsProbe:
+    """OPTIONS at a fixed rate from one socket, each answer timed with a µs clock. The
+    script answers them before any authentication, so their latency is the time a SIP
+    worker takes to become free. A ping unanswered after `timeout` s counts as lost."""
+
+    def __init__(self, port, rate=OPTIONS_PROBE_RATE, timeout=2.0):
+        import threading
+        self.port, self.every, self.timeout = port, 1.0 / rate, timeout
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.lport = self.sock.getsockname()[1]
+        self.sent, self.rtt = {}, {}
+        self.halt = threading.Event()
+        self.threads = [threading.Thread(target=self._send, daemon=True),
+                        threading.Thread(target=self._recv, daemon=True)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def _send(self):
+        nxt = time.perf_counter()
+        while not self.halt.is_set():
+            cid = secrets.token_hex(8)
+            msg = ("OPTIONS sip:127.0.0.1:%d SIP/2.0\r\n"
+                   "Via: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bK%s\r\nMax-Forwards: 70\r\n"
+                   "From: <sip:ping@%s>;tag=%s\r\nTo: <sip:ping@%s>\r\nCall-ID: %s\r\n"
+                   "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+                   % (self.port, self.lport, cid, DOMAIN, cid[:8], DOMAIN, cid)).encode()
+            self.sent[cid] = time.perf_counter()
+            try:
+                self.sock.sendto(msg, ("127.0.0.1", self.port))
+            except OSError:
+                pass
+            nxt += self.every
+            self.halt.wait(max(0.0, nxt - time.perf_counter()))
+
+    def _recv(self):
+        while not self.halt.is_set() or time.perf_counter() < self.drain_until:
+            try:
+                data = self.sock.recv(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            t = time.perf_counter()
+            m = re.search(rb"\r\nCall-ID:\s*(\S+)", data, re.I)
+            if m and m.group(1).decode() in self.sent:
+                self.rtt.setdefault(m.group(1).decode(), (t - self.sent[m.group(1).decode()])
+                                    * 1000)
+
+    def stop(self):
+        self.drain_until = time.perf_counter() + self.timeout
+        self.halt.set()
+        for t in self.threads:
+            t.join(self.timeout + 1)
+        self.sock.close()
+
+    drain_until = float("inf")
+
+    def summary(self):
+        """{n, lost, p50, p99, max} in ms; a lost ping weighs as +inf in the percentiles."""
+        lat = sorted(v for v in self.rtt.values() if v <= self.timeout * 1000)
+        lost = len(self.sent) - len(lat)
+        allv = lat + [float("inf")] * lost
+        return dict(n=len(self.sent), lost=lost, p50=percentile(allv, 0.50),
+                    p99=percentile(allv, 0.99), max=allv[-1] if allv else None)
 
 
 def measure_sso_latency(port, token, n):
@@ -455,6 +579,29 @@ AUTH_BLOCK = {
 """,
 }
 
+# The async form (issue 11): the REGISTER waits in a tm transaction while the SSO answers;
+# the resume route reads $rc exactly as the sync script does.
+AUTH_BLOCK["sso_async"] = """\
+\t\tasync(sso_authorize(""), resume_register);
+\t\texit;
+"""
+
+CFG_RESUME = """
+route[resume_register] {
+\tif ($rc < 0) {
+\t\tif ($rc == -5) {
+\t\t\tsend_reply(500, "SSO error");
+\t\t\texit;
+\t\t}
+\t\tsso_challenge("");
+\t\texit;
+\t}
+\tif (!save("location"))
+\t\tsl_reply_error();
+\texit;
+}
+"""
+
 CFG_ROUTE = """
 route {{
 \tif (is_method("OPTIONS")) {{
@@ -562,7 +709,9 @@ def sipp_cmd(xml, port, rate, calls, keys, stat_file, timeout_s):
            "-recv_timeout", str(RECV_TIMEOUT_MS),
            "-timeout", "%ds" % timeout_s, "-nostdin",
            "-trace_stat", "-stf", str(stat_file), "-fd", "1",
-           "-trace_rtt", "-rtt_freq", "1000",
+           # sipp writes response times every rtt_freq calls and drops the rest at the end:
+           # below 1000 calls per step (slow scenarios walking down) it would write none
+           "-trace_rtt", "-rtt_freq", str(max(1, min(1000, calls // 10))),
            "-trace_screen", "-trace_err",
            "-max_recv_loops", "10000", "-max_sched_loops", "10000",
            "-buff_size", str(4 * 1024 * 1024)]
@@ -692,6 +841,8 @@ class Step:
 def fmt_ms(v):
     if v is None:
         return "-"
+    if v == float("inf"):
+        return "lost"
     return "%.2f" % v if v < 10 else "%.1f" % v if v < 100 else "%.0f" % v
 
 
@@ -877,14 +1028,19 @@ def main():
     version, version_line = opensips_version(binary)
     modules_dir = find_modules_dir(binary)
     module = find_module()
-    selected = [s.strip() for s in (os.environ.get("BENCH_SCENARIOS") or "a,b,c,d,e,f").split(",")
-                if s.strip()]
+    wanted = os.environ.get("BENCH_SCENARIOS") or "a,b,c,d,e,f"
+    for g, members in GROUPS.items():
+        wanted = re.sub(r"(?<![\w])%s(?![\w])" % g, members, wanted)
+    selected = []
+    for s_ in (x.strip() for x in wanted.split(",")):
+        if s_ and s_ not in selected:
+            selected.append(s_)
     for s in selected:
         if s not in SCENARIOS:
             sys.exit("unknown scenario %r (choose among %s)" % (s, ",".join(SCENARIOS)))
-    if module is None and any(SCENARIOS[s]["auth"] == "sso" for s in selected):
+    if module is None and any(uses_sso(s) for s in selected):
         log("sso_auth module not found (build it or set SSO_AUTH_MODULE): running only a and e")
-        selected = [s for s in selected if SCENARIOS[s]["auth"] != "sso"]
+        selected = [s for s in selected if not uses_sso(s)]
     if shutil.which("sipp") is None:
         sys.exit("sipp not found on PATH (Debian package sip-tester)")
     early_notes = []
@@ -919,8 +1075,10 @@ def main():
     redis = None
     sso_latency = None
     commands = {}
+    skipped = {}        # key -> why (a scenario OpenSIPS refused to start)
+    optres = {}         # key -> OPTIONS figures of the oh/oha scenarios
     try:
-        if any(SCENARIOS[s]["auth"] == "sso" for s in selected):
+        if any(uses_sso(s) for s in selected):
             sso = FastSso(workdir, {fixed_token: USER}).start()
             n = 300 if QUICK else 2000
             sso_latency = measure_sso_latency(sso.port, fixed_token, n) + (n,)
@@ -941,27 +1099,49 @@ def main():
             scen = SCENARIOS[key]
             port = free_udp_port()
             cfg = CFG_HEAD.format(name=key, workers=UDP_WORKERS, port=port, mpath=mpath)
-            if scen["auth"] == "sso":
+            if uses_sso(key):
                 cfg += CFG_SSO.format(module=module_copy, sso=sso.url, client_id=CLIENT_ID,
                                       client_secret=CLIENT_SECRET,
                                       secret=secrets.token_hex(24))
                 if scen.get("cachedb"):
                     cfg += CFG_CACHEDB.format(redis_port=redis_port)
+                cfg += scen.get("params", "")
             elif scen["auth"] == "native":
                 cfg += CFG_NATIVE.format(dbdir=dbdir)
             cfg += CFG_ROUTE.format(auth=AUTH_BLOCK[scen["auth"]])
+            if scen["auth"] == "sso_async":
+                cfg += CFG_RESUME
             osips = OpenSips(key, binary, workdir, cfg, port)
             log("scenario %s: starting OpenSIPS on udp:127.0.0.1:%d" % (scen["title"], port))
-            osips.start()
             try:
+                osips.start()
+            except RuntimeError as e:
+                need = scen.get("needs_param")
+                if not need:
+                    raise
+                # a modparam the module does not know yet: OpenSIPS refuses the config
+                why = ("skipped: modparam missing" if need in osips.log_text()
+                       else "skipped: OpenSIPS did not start")
+                log("  %s (%s)" % (why, str(e).splitlines()[0]))
+                skipped[key] = why
+                osips.stop()
+                CHILDREN[:] = [c for c in CHILDREN if c.poll() is None]
+                continue
+            if sso:
+                sso.control(scen.get("delay_ms", 0), scen.get("hang", False))
+            try:
+                if scen.get("options"):
+                    optres[key] = options_under_hang(workdir, key, scen, port, osips)
+                    commands[key] = (osips.cmd, optres[key]["cmd"])
+                    continue
                 run_id = [0]
 
                 def keys_for(rate, key=key):
                     run_id[0] += 1
                     if key == "b":
                         return {"token": fixed_token}
-                    if key == "c":
-                        return {"run": "r%d" % run_id[0]}
+                    if SCENARIOS[key]["xml"] == "c_token_per_call.xml":
+                        return {"run": "%s%d" % (key, run_id[0])}
                     return {}
 
                 before = sso.stats() if sso else None
@@ -999,6 +1179,8 @@ def main():
                     log("  scenario b: introspections of the one token: %d (expected 1)"
                         % res["fixed_token_introspections"])
             finally:
+                if sso:
+                    sso.control(0, False)
                 osips.stop()
                 CHILDREN[:] = [c for c in CHILDREN if c.poll() is None]
     finally:
@@ -1010,19 +1192,108 @@ def main():
 
     text = report(version, version_line, binary, module, results, sso_latency, commands,
                   notes, time.monotonic() - t_start)
+    table = async_table(results, skipped, optres, selected)
+    if table:
+        text = text.replace("\n## Every step\n", "\n" + table + "\n## Every step\n", 1)
     out = HERE / ("results-%s%s%s.md" % (version,
                                           "" if UDP_WORKERS == 4 else "-w%d" % UDP_WORKERS,
                                           "-quick" if QUICK else ""))
     out.write_text(text)
-    dump_json(out.with_suffix(".json"), results, sso_latency)
+    dump_json(out.with_suffix(".json"), results, sso_latency, skipped, optres)
     print()
     print(text)
+    if table:
+        print(table)
     log("written %s" % out)
     if os.environ.get("BENCH_KEEP"):
         log("work directory kept: %s" % workdir)
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def options_under_hang(workdir, key, scen, port, osips):
+    """One step of new-token REGISTERs at OPTIONS_LOAD_RATE with the SSO hanging, OPTIONS
+    timed beside it. -> {n, lost, p50, p99, max, sipp_ok, calls, cmd}"""
+    probe = OptionsProbe(port)
+    probe.start()
+    time.sleep(0.3)
+    st = run_step(workdir, key, scen, port, OPTIONS_LOAD_RATE, STEP_SECONDS,
+                  {"run": "%s%s" % (key, secrets.token_hex(3))})
+    probe.stop()
+    out = probe.summary()
+    out.update(sipp_ok=st.success, calls=st.calls, cmd=st.cmd)
+    log("  %s: %d OPTIONS beside %d REGISTERs/s (SSO hanging): p50 %s p99 %s max %s ms, "
+        "%d lost" % (key, out["n"], OPTIONS_LOAD_RATE, fmt_ms(out["p50"]), fmt_ms(out["p99"]),
+                     fmt_ms(out["max"]), out["lost"]))
+    if not osips.alive():
+        raise RuntimeError("OpenSIPS died during scenario %s" % key)
+    return out
+
+
+def async_table(results, skipped, optres, selected):
+    """The markdown table of BENCHMARKS.md "Async SSO calls (issue 11)", or "" when none
+    of its scenarios ran."""
+    mine = {"ca", "da", "c20", "c20a", "d20", "d20a", "c20a8", "c20a32", "c20a64", "oh",
+            "oha"}
+    if not mine & set(selected):
+        return ""
+
+    def rate(k):
+        if k in skipped:
+            return None, skipped[k]
+        r = results.get(k)
+        if not r:
+            return None, "not run"
+        if r["best"] is None:
+            worst = r["steps"][-1].rate if r["steps"] else 0
+            return None, "< %d" % worst
+        return r["best"].rate, "%d" % r["best"].rate
+
+    def ratio_row(label, ks, ka, target):
+        (vs, ts), (va, ta) = rate(ks), rate(ka)
+        ratio = "%.2f" % (va / vs) if vs and va else "-"
+        met = ""
+        if vs and va:
+            met = "met" if va / vs >= target else "NOT met"
+        return "| %s | %s | %s | %s | >= %g %s |" % (label, ts, ta, ratio, target, met)
+
+    L = ["## Async SSO calls (issue 11)", "",
+         "| measure | sync | async | async / sync | target |", "|---|---:|---:|---:|---|"]
+    L.append(ratio_row("c20: new token per REGISTER, SSO 20 ms, max cps", "c20", "c20a", 20))
+    L.append(ratio_row("d20: Digest login, SSO 20 ms, max cps", "d20", "d20a", 20))
+    L.append(ratio_row("c: new token per REGISTER, SSO 0 ms, max cps", "c", "ca", 0.95))
+    L.append(ratio_row("d: Digest login, SSO 0 ms, max cps", "d", "da", 0.95))
+    o_s, o_a = optres.get("oh"), optres.get("oha")
+
+    def opt(o):
+        if not o:
+            return "not run"
+        return "%s (max %s, %d/%d lost)" % (fmt_ms(o["p99"]), fmt_ms(o["max"]), o["lost"],
+                                            o["n"])
+    met = ""
+    if o_a:
+        met = "met" if o_a["p99"] < 10 else "NOT met"
+    L.append("| OPTIONS p99 ms, SSO hanging, %d new-token REGISTERs/s | %s | %s | - | async "
+             "< 10 ms %s |" % (OPTIONS_LOAD_RATE, opt(o_s), opt(o_a), met))
+    for n in (8, 32, 64):
+        L.append("| c20a with sso_max_connections %d, max cps | - | %s | - | - |"
+                 % (n, rate("c20a%d" % n)[1]))
+    pair = cpu_pair(results.get("b"), results.get("a"))
+    if pair:
+        rate_, cb, ca_ = pair
+        L.append("| OpenSIPS CPU µs/request at %d cps: b (cached token) vs a (no auth) | "
+                 "a %.1f | b %.1f | b/a %.2f | - |" % (rate_, ca_, cb, cb / ca_))
+    else:
+        L.append("| OpenSIPS CPU µs/request: b (cached token) vs a (no auth) | not run | "
+                 "not run | - | - |")
+    L.append("")
+    L.append("Max cps from the rate search (same pass criteria as above); SSO delay from "
+             "fast_sso.py, which holds answers without serializing them. OPTIONS: %.0f/s "
+             "timed with a µs clock beside one %.0f s step of REGISTERs, a lost one (no answer "
+             "in 2 s) counting as infinite." % (OPTIONS_PROBE_RATE, STEP_SECONDS))
+    L.append("")
+    return "\n".join(L)
 
 
 def cpu_at_common(r):
@@ -1046,8 +1317,10 @@ def cpu_pair(rn, rd):
     return (r, cn, cd) if cn and cd else None
 
 
-def dump_json(path, results, sso_latency):
-    out = {"sso_latency_ms": sso_latency, "scenarios": {}}
+def dump_json(path, results, sso_latency, skipped=None, optres=None):
+    out = {"sso_latency_ms": sso_latency, "scenarios": {}, "skipped": skipped or {},
+           "options_under_hang": {k: {kk: vv for kk, vv in v.items() if kk != "cmd"}
+                                  for k, v in (optres or {}).items()}}
     for key, r in results.items():
         out["scenarios"][key] = {
             "title": r["title"],

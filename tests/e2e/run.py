@@ -15,6 +15,7 @@ Environment:
     E2E_KEEP               1 = keep the temporary directory (configs and logs)
     SSO_AUTH_PANIC_MODULE  a build with `--features panic-test` (else panic_guard is skipped)
     E2E_MEMORY_REQUESTS    authenticated requests of the memory case (default 200000)
+    E2E_ASYNC_MEMORY_REQUESTS  requests of async_fd_and_memory_100k (default 100000)
 
 The last line printed is always `e2e: N passed, N failed, N skipped`; exit status 1 when
 anything failed. Python 3.11 standard library only, plus two optional tools: `sipp` (Debian
@@ -164,8 +165,9 @@ class LogFile:
 
 
 class OpenSips(LogFile):
-    def __init__(self, name, binary, workdir, cfg_text, wrap=None):
+    def __init__(self, name, binary, workdir, cfg_text, wrap=None, shm_mb=64):
         self.wrap = list(wrap or [])   # command prefix (e.g. a private mount namespace)
+        self.shm_mb = shm_mb
         self.name = name
         self.binary = binary
         self.workdir = Path(workdir)
@@ -180,7 +182,7 @@ class OpenSips(LogFile):
     def start(self, port):
         self.port = port
         self._logf = open(self.logpath, "ab")
-        cmd = self.wrap + [self.binary, "-F", "-f", str(self.cfg), "-m", "64", "-M", "8",
+        cmd = self.wrap + [self.binary, "-F", "-f", str(self.cfg), "-m", str(self.shm_mb), "-M", "8",
                            "-w", str(self.workdir)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._logf,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -319,7 +321,7 @@ class Ctx:
         module (another sso_auth .so), globals_/modules/params/route (config text spliced
         into the template), after_auth (script run once sso_*authorize succeeded),
         blocks (more top-level route blocks), after_any (run right after
-        sso_*authorize whatever it returned), wrap (a command prefix),
+        sso_*authorize whatever it returned), wrap (a command prefix), shm_mb (-m),
         allow_panic (the log may say "panicked at").
         """
         inst = self.instances.get(name)
@@ -334,7 +336,7 @@ class Ctx:
     def _start_instance(self, name, udp_workers=4, log_level=None, nonce_expire=None,
                         cache_ttl=60, http_timeout=HTTP_TIMEOUT_MS, sso=None, module=None,
                         globals_="", modules="", params="", route="", after_auth="",
-                        blocks="", allow_panic=False, after_any="", wrap=None):
+                        blocks="", allow_panic=False, after_any="", wrap=None, shm_mb=64):
         if nonce_expire is None:
             nonce_expire = 2 if name == "short" else 300
         sso = sso or self.sso
@@ -356,7 +358,7 @@ class Ctx:
                          EXTRA_GLOBALS=globals_.replace("{{SIP_PORT}}", str(port)),
                          EXTRA_MODULES=modules, EXTRA_PARAMS=params, EXTRA_ROUTE=route,
                          AFTER_AUTH=after_auth, AFTER_ANY=after_any, EXTRA_BLOCKS=blocks)
-        inst = OpenSips(name, self.binary, self.workdir, cfg, wrap=wrap)
+        inst = OpenSips(name, self.binary, self.workdir, cfg, wrap=wrap, shm_mb=shm_mb)
         inst.allow_panic = allow_panic
         self.instances[name] = inst
         inst.start(port)

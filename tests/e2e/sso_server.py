@@ -23,6 +23,7 @@ import argparse
 import json
 import secrets
 import socket
+import struct
 import sys
 import threading
 import time
@@ -51,6 +52,7 @@ MODES = (
     "wrong_types_exp",   # introspection: "exp" as a string
     "huge",              # 200 valid JSON but > 64 KiB
     "close",             # read the request, close the connection without answering
+    "reset",             # read the request, abort the connection (TCP RST, no answer)
 )
 
 
@@ -218,6 +220,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return True
         if mode == "close":
+            self.close_connection = True
+            return True
+        if mode == "reset":
+            # linger 0: close() sends an RST instead of a FIN
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            # closed here, before socketserver's shutdown(SHUT_WR) could send a FIN first
+            self.connection.close()
             self.close_connection = True
             return True
         if mode == "slow_headers":
