@@ -354,6 +354,29 @@ def check_unregistered(ctx, user, domain=DOMAIN):
           % (user, status))
 
 
+def free_sip_port():
+    """A port baresip can take for UDP, TCP and TLS (the next port): chosen below the
+    kernel's ephemeral range, so no outgoing connection (OpenSIPS's keep-alive connections
+    to the SSO, say) can hold it meanwhile, and checked free for all three."""
+    import random
+    for _ in range(200):
+        port = random.randrange(20000, 32000, 2)
+        socks = []
+        try:
+            for kind, p in ((socket.SOCK_DGRAM, port), (socket.SOCK_STREAM, port),
+                            (socket.SOCK_STREAM, port + 1)):
+                s = socket.socket(socket.AF_INET, kind)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port for baresip between 20000 and 32000")
+
+
 def write_baresip(d, proxy_port):
     """baresip's config directory: one account (alice, outbound proxy = OpenSIPS), no sound
     card (a sine source, audio written to /dev/null)."""
@@ -362,7 +385,7 @@ def write_baresip(d, proxy_port):
         '<sip:alice@%s>;auth_pass=alicepw;outbound="sip:127.0.0.1:%d";regint=600\n'
         % (DOMAIN, proxy_port))
     (d / "config").write_text("\n".join([
-        "sip_listen 127.0.0.1:%d" % free_udp_port(),
+        "sip_listen 127.0.0.1:%d" % free_sip_port(),
         "module_path /usr/lib/baresip/modules",
         "module g711.so", "module ausine.so", "module aufile.so",
         "module_app account.so", "module_app menu.so",
