@@ -50,6 +50,8 @@ Environment:
     BENCH_STEP_SECONDS  length of one step (default 12, quick 2)
     BENCH_UDP_WORKERS OpenSIPS udp_workers (default 4)
     BENCH_KEEP        1 = keep the work directory (configs, logs, sipp traces)
+    BENCH_AB_ROUNDS   N = then a and b alternately N times at BENCH_AB_RATE cps (default
+                      8000): OpenSIPS CPU per REGISTER of each, a/b per round and median
 
 Writes bench/results-<opensips version>.md and prints the same text.
 Python 3.11 standard library + sipp.
@@ -83,6 +85,10 @@ SCEN_DIR = HERE / "scenarios"
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 STEP_SECONDS = float(os.environ.get("BENCH_STEP_SECONDS") or (2 if QUICK else 12))
 FIRST_RATE = 1000 if QUICK else 200
+# BENCH_AB_ROUNDS=N: after the scenarios, a and b alternately N times at BENCH_AB_RATE cps
+# (OpenSIPS CPU per REGISTER of each, and a/b per round).
+AB_ROUNDS = int(os.environ.get("BENCH_AB_ROUNDS") or 0)
+AB_RATE = int(os.environ.get("BENCH_AB_RATE") or 8000)
 MAX_RATE = 51200
 REFINES = 1 if QUICK else 3
 COMMON_RATE = 2000 if QUICK else 3200   # every scenario passes there: CPU cost compared at it
@@ -124,6 +130,11 @@ def _variant(base, title, **kw):
 SCENARIOS.update({
     "ca": _variant("c", "ca. c, async form, SSO 0 ms", auth="sso_async"),
     "da": _variant("d", "da. d, async form, SSO 0 ms", auth="sso_async"),
+    # c and d in the sync form inside a tm transaction (t_newtran, as examples/opensips.cfg
+    # does): the async statement always runs in one, so ct/dt against ca/da is the cost of
+    # the module's async path alone, and c/d against ct/dt the cost of the transaction.
+    "ct": _variant("c", "ct. c, sync form in a tm transaction", auth="sso_tm"),
+    "dt": _variant("d", "dt. d, sync form in a tm transaction", auth="sso_tm"),
     "c20": _variant("c", "c20. c, SSO 20 ms, sync", delay_ms=20),
     "c20a": _variant("c", "c20a. c, SSO 20 ms, async", delay_ms=20, auth="sso_async"),
     "d20": _variant("d", "d20. d, SSO 20 ms, sync", delay_ms=20),
@@ -138,7 +149,7 @@ for _n in (8, 32, 64):
         "c", "c20a%d. c20a, sso_max_connections %d" % (_n, _n), delay_ms=20,
         auth="sso_async", params='modparam("sso_auth", "sso_max_connections", %d)\n' % _n,
         needs_param="sso_max_connections")
-GROUPS = {"async": "a,b,c,d,ca,da,c20,c20a,d20,d20a,c20a8,c20a32,c20a64,oh,oha"}
+GROUPS = {"async": "a,b,c,d,ct,dt,ca,da,c20,c20a,d20,d20a,c20a8,c20a32,c20a64,oh,oha"}
 OPTIONS_LOAD_RATE = 1000        # new-token REGISTERs/s of the oh/oha step
 OPTIONS_PROBE_RATE = 100.0      # OPTIONS/s timed beside it
 
@@ -578,6 +589,21 @@ AUTH_BLOCK = {
 \t\t}
 """,
 }
+
+# The sync form inside a transaction: replies go through tm (send_reply), as the async
+# form's resume route does.
+AUTH_BLOCK["sso_tm"] = """\
+\t\tt_newtran();
+\t\tsso_authorize("");
+\t\tif ($rc < 0) {
+\t\t\tif ($rc == -5) {
+\t\t\t\tsend_reply(500, "SSO error");
+\t\t\t\texit;
+\t\t\t}
+\t\t\tsso_challenge("");
+\t\t\texit;
+\t\t}
+"""
 
 # The async form (issue 11): the REGISTER waits in a tm transaction while the SSO answers;
 # the resume route reads $rc exactly as the sync script does.
@@ -1095,9 +1121,8 @@ def main():
             commands["redis"] = " ".join(redis.args)
             log("redis-server on 127.0.0.1:%d (scenario f)" % redis_port)
 
-        for key in selected:
+        def scenario_cfg(key, port):
             scen = SCENARIOS[key]
-            port = free_udp_port()
             cfg = CFG_HEAD.format(name=key, workers=UDP_WORKERS, port=port, mpath=mpath)
             if uses_sso(key):
                 cfg += CFG_SSO.format(module=module_copy, sso=sso.url, client_id=CLIENT_ID,
@@ -1111,7 +1136,12 @@ def main():
             cfg += CFG_ROUTE.format(auth=AUTH_BLOCK[scen["auth"]])
             if scen["auth"] == "sso_async":
                 cfg += CFG_RESUME
-            osips = OpenSips(key, binary, workdir, cfg, port)
+            return cfg
+
+        for key in selected:
+            scen = SCENARIOS[key]
+            port = free_udp_port()
+            osips = OpenSips(key, binary, workdir, scenario_cfg(key, port), port)
             log("scenario %s: starting OpenSIPS on udp:127.0.0.1:%d" % (scen["title"], port))
             try:
                 osips.start()
@@ -1183,6 +1213,8 @@ def main():
                     sso.control(0, False)
                 osips.stop()
                 CHILDREN[:] = [c for c in CHILDREN if c.poll() is None]
+        if AB_ROUNDS:
+            rounds = ab_rounds(workdir, scenario_cfg, binary, fixed_token)
     finally:
         if sso:
             sso.stop()
@@ -1193,6 +1225,8 @@ def main():
     text = report(version, version_line, binary, module, results, sso_latency, commands,
                   notes, time.monotonic() - t_start)
     table = async_table(results, skipped, optres, selected)
+    if AB_ROUNDS:
+        table += ab_table(rounds)
     if table:
         text = text.replace("\n## Every step\n", "\n" + table + "\n## Every step\n", 1)
     out = HERE / ("results-%s%s%s.md" % (version,
@@ -1210,6 +1244,60 @@ def main():
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def ab_rounds(workdir, scenario_cfg, binary, fixed_token):
+    """a and b alternately, AB_ROUNDS times, one step each at AB_RATE cps: OpenSIPS CPU per
+    REGISTER of each. Alternating spreads the machine's drift (other load, steal, turbo)
+    over both, which one search per scenario does not."""
+    out = []
+    for i in range(AB_ROUNDS):
+        row = {}
+        for key in ("a", "b"):
+            scen = SCENARIOS[key]
+            port = free_udp_port()
+            osips = OpenSips("%s-round%d" % (key, i + 1), binary, workdir,
+                             scenario_cfg(key, port), port)
+            osips.start()
+            try:
+                keys = {"token": fixed_token} if key == "b" else {}
+                run_step(workdir, "%s-round%d-warmup" % (key, i + 1), scen, port, 50, 1, keys)
+                st = run_step(workdir, "%s-round%d" % (key, i + 1), scen, port, AB_RATE,
+                              STEP_SECONDS, keys, None, {"token": fixed_token} if key == "b"
+                              else {}, {"opensips": osips.proc.pid})
+                row[key] = st.opensips_cpu_us_per_call() if st.ok else None
+                log("  round %d %s: %s µs OpenSIPS CPU per REGISTER at %d cps%s"
+                    % (i + 1, key, "%.2f" % row[key] if row[key] else "-", AB_RATE,
+                       "" if st.ok else " (step failed: %s)" % st.why))
+            finally:
+                osips.stop()
+                CHILDREN[:] = [c for c in CHILDREN if c.poll() is None]
+        out.append(row)
+    return out
+
+
+def ab_table(rounds):
+    """Markdown: per round a, b and a/b, then the median of a/b."""
+    L = ["", "### Cached token against no auth, %d alternating rounds at %d cps"
+         % (len(rounds), AB_RATE), "",
+         "| round | a: no auth, µs/REGISTER | b: cached token, µs/REGISTER | a/b |",
+         "|---:|---:|---:|---:|"]
+    ratios = []
+    for i, r in enumerate(rounds, 1):
+        a, b = r.get("a"), r.get("b")
+        ratio = a / b if a and b else None
+        if ratio:
+            ratios.append(ratio)
+        L.append("| %d | %s | %s | %s |" % (i, "%.2f" % a if a else "-",
+                                           "%.2f" % b if b else "-",
+                                           "%.3f" % ratio if ratio else "-"))
+    if ratios:
+        med = sorted(ratios)[len(ratios) // 2]
+        L.append("")
+        L.append("Median a/b: **%.3f** (target >= 0.95: %s)." % (med, "met" if med >= 0.95
+                                                                  else "NOT met"))
+    L.append("")
+    return "\n".join(L)
 
 
 def options_under_hang(workdir, key, scen, port, osips):
@@ -1234,8 +1322,8 @@ def options_under_hang(workdir, key, scen, port, osips):
 def async_table(results, skipped, optres, selected):
     """The markdown table of BENCHMARKS.md "Async SSO calls (issue 11)", or "" when none
     of its scenarios ran."""
-    mine = {"ca", "da", "c20", "c20a", "d20", "d20a", "c20a8", "c20a32", "c20a64", "oh",
-            "oha"}
+    mine = {"ca", "da", "ct", "dt", "c20", "c20a", "d20", "d20a", "c20a8", "c20a32", "c20a64",
+            "oh", "oha"}
     if not mine & set(selected):
         return ""
 
@@ -1264,6 +1352,16 @@ def async_table(results, skipped, optres, selected):
     L.append(ratio_row("d20: Digest login, SSO 20 ms, max cps", "d20", "d20a", 20))
     L.append(ratio_row("c: new token per REGISTER, SSO 0 ms, max cps", "c", "ca", 0.95))
     L.append(ratio_row("d: Digest login, SSO 0 ms, max cps", "d", "da", 0.95))
+    L.append(ratio_row("ct: c, sync form in a tm transaction, max cps", "ct", "ca", 0.95))
+    L.append(ratio_row("dt: d, sync form in a tm transaction, max cps", "dt", "da", 0.95))
+    for sync_k, async_k in (("c", "ca"), ("ct", "ca"), ("d", "da"), ("dt", "da")):
+        pair = cpu_pair(results.get(async_k), results.get(sync_k))
+        if pair:
+            rate_, c_async, c_sync = pair
+            L.append("| OpenSIPS CPU µs/request at %d cps: %s (sync) vs %s (async) | %.1f | %.1f "
+                     "| sync/async %.2f | >= 0.95 %s |"
+                     % (rate_, sync_k, async_k, c_sync, c_async, c_sync / c_async,
+                        "met" if c_sync / c_async >= 0.95 else "NOT met"))
     o_s, o_a = optres.get("oh"), optres.get("oha")
 
     def opt(o):

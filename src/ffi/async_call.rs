@@ -9,8 +9,11 @@
 //! `resume_param`: only this worker's reactor resumes it. It is reclaimed as a `Box` at the
 //! start of every resume, so a panic or an early return frees its fds and memory.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::ffi::{c_int, c_void, CStr};
-use std::time::Instant;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
 
 use crate::core::authorize::{Outcome, Pending, Placement, Step};
 use crate::core::sso::call::SsoAnswer;
@@ -34,6 +37,9 @@ enum Io {
     Http(InFlight),
     /// Waiting for another worker's answer (or the first copy of a retransmission).
     Timer(OneShotTimer),
+    /// Waiting for one of the worker's `sso_max_connections` to come free: a timer that a
+    /// finishing exchange fires early (`wake_next_queued`), else a periodic look.
+    Queued(Rc<OneShotTimer>),
 }
 
 impl Io {
@@ -41,8 +47,46 @@ impl Io {
         match self {
             Io::Http(f) => f.fd(),
             Io::Timer(t) => t.fd(),
+            Io::Queued(t) => t.fd(),
         }
     }
+}
+
+thread_local! {
+    /// Requests of this worker waiting for a free SSO connection, oldest first. Weak: a
+    /// request that ended meanwhile (OpenSIPS stopped, reactor timeout) drops out by itself.
+    static QUEUE: RefCell<VecDeque<Weak<OneShotTimer>>> = const { RefCell::new(VecDeque::new()) };
+}
+
+/// A queued request looks again this often even without a wake-up: a connection freed by
+/// the sync form or by an abandoned exchange does not wake anyone.
+const QUEUED_LOOK: Duration = Duration::from_millis(20);
+
+/// A connection came free: the oldest queued request gets its turn now.
+fn wake_next_queued() {
+    QUEUE.with(|q| {
+        let mut q = q.borrow_mut();
+        while let Some(waiting) = q.pop_front() {
+            if let Some(timer) = waiting.upgrade() {
+                if timer.arm(Duration::ZERO).is_ok() {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// Whether an SSO request must queue: every connection is busy, or (for a newcomer, not
+/// for a queued request whose turn it is) others wait already: nobody overtakes them.
+fn must_queue(its_turn: bool) -> Result<bool, String> {
+    let waiting = !its_turn
+        && QUEUE.with(|q| {
+            let mut q = q.borrow_mut();
+            q.retain(|w| w.strong_count() > 0);
+            !q.is_empty()
+        });
+    let busy = worker::with_worker(|w| w.sso.in_flight() >= w.sso.settings().max_connections)?;
+    Ok(busy || waiting)
 }
 
 struct Job {
@@ -63,10 +107,12 @@ enum Next {
 
 /// Drives steps until one needs the reactor: a call that could not even start (no slot,
 /// deadline gone, refused at once) is answered at once and the decision goes on.
+/// `its_turn`: the first call is a queued request's, woken for a free connection.
 fn advance(
     mut step: Step,
     req: &crate::core::authorize::AuthRequest,
     now: u64,
+    mut its_turn: bool,
 ) -> Result<Next, String> {
     let mut sso_used = false;
     loop {
@@ -78,6 +124,16 @@ fn advance(
                     .cloned()
                     .ok_or("the decision asked for an SSO call without naming it")?;
                 sso_used = true;
+                let left = pending.deadline().saturating_duration_since(Instant::now());
+                let queue = !left.is_zero() && must_queue(its_turn)?;
+                its_turn = false;
+                if queue {
+                    if let Ok(timer) = OneShotTimer::new(QUEUED_LOOK.min(left)) {
+                        let timer = Rc::new(timer);
+                        QUEUE.with(|q| q.borrow_mut().push_back(Rc::downgrade(&timer)));
+                        return Ok(Next::Suspend(pending, Io::Queued(timer)));
+                    }
+                }
                 let started = worker::with_worker(|w| w.sso.start(&call, pending.deadline()))?;
                 match started {
                     Ok(flight) => return Ok(Next::Suspend(pending, Io::Http(flight))),
@@ -130,7 +186,7 @@ pub(super) fn start(
             w.authorizer.start(&req, now)
         })
         .map_err(|e| EntryError::new(ERROR, e))?;
-        match advance(first, &req, now).map_err(|e| EntryError::new(ERROR, e))? {
+        match advance(first, &req, now, false).map_err(|e| EntryError::new(ERROR, e))? {
             Next::Done(outcome, sso_used) => {
                 let code = conclude(&mut msg, cfg, &kept, outcome, now)?;
                 set_async_status(if sso_used { ASYNC_SYNC } else { ASYNC_NO_IO });
@@ -192,7 +248,11 @@ fn resume_job(mut job: Box<Job>, ptr: *mut sip_msg) -> Result<c_int, EntryError>
             let progressed = worker::with_worker(|w| w.sso.progress(flight))
                 .map_err(|e| EntryError::new(ERROR, e))?;
             match progressed {
-                Some(answer) => Some(answer),
+                Some(answer) => {
+                    // Its connection is free (or closed): the next queued request may go.
+                    wake_next_queued();
+                    Some(answer)
+                }
                 None => {
                     // Not over yet: same fd, same job.
                     set_async_status(ASYNC_CONTINUE);
@@ -205,17 +265,40 @@ fn resume_job(mut job: Box<Job>, ptr: *mut sip_msg) -> Result<c_int, EntryError>
             timer.fired();
             None
         }
+        Io::Queued(timer) => {
+            timer.fired();
+            return retry_queued(job, ptr);
+        }
     };
-    finish_step(job, ptr, answer)
+    finish_step(job, ptr, Continue::Resume(answer))
+}
+
+/// A queued request's turn (or its periodic look): the same SSO request is started again;
+/// past its deadline it ends as a timeout.
+fn retry_queued(mut job: Box<Job>, ptr: *mut sip_msg) -> Result<c_int, EntryError> {
+    let pending = job
+        .pending
+        .take()
+        .ok_or_else(|| EntryError::new(ERROR, "async job resumed without its decision state"))?;
+    if Instant::now() >= pending.deadline() {
+        let answer = pending.call().map(|c| c.failed(SsoError::Timeout));
+        job.pending = Some(pending);
+        return finish_step(job, ptr, Continue::Resume(answer));
+    }
+    job.pending = Some(pending);
+    finish_step(job, ptr, Continue::StartAgain)
 }
 
 /// Second step of the decision on `answer`, then either the end of the job or a new fd.
 /// The job keeps its allocation across a change of fd: tm holds its address.
-fn finish_step(
-    mut job: Box<Job>,
-    ptr: *mut sip_msg,
-    answer: Option<SsoAnswer>,
-) -> Result<c_int, EntryError> {
+/// How a resumed job goes on: the decision's next step on an answer (None after a wait),
+/// or the same SSO request started again (a queued request's turn).
+enum Continue {
+    Resume(Option<SsoAnswer>),
+    StartAgain,
+}
+
+fn finish_step(mut job: Box<Job>, ptr: *mut sip_msg, input: Continue) -> Result<c_int, EntryError> {
     let pending = job
         .pending
         .take()
@@ -225,9 +308,15 @@ fn finish_step(
     let kind = credential_kind(job.placement);
     let (req, kept) = auth_request(&msg, job.placement, &[kind], &job.realm, cfg)?;
     let now = now();
-    let step = worker::with_worker(|w| w.authorizer.resume(&req, pending, answer, now))
-        .map_err(|e| EntryError::new(ERROR, e))?;
-    match advance(step, &req, now).map_err(|e| EntryError::new(ERROR, e))? {
+    let (step, its_turn) = match input {
+        Continue::Resume(answer) => (
+            worker::with_worker(|w| w.authorizer.resume(&req, pending, answer, now))
+                .map_err(|e| EntryError::new(ERROR, e))?,
+            false,
+        ),
+        Continue::StartAgain => (Step::Call(pending), true),
+    };
+    match advance(step, &req, now, its_turn).map_err(|e| EntryError::new(ERROR, e))? {
         Next::Done(outcome, _) => {
             // The old fd closes with the job, at the end of this function; tm takes it out
             // of the reactor after we return (it tolerates an fd already closed).

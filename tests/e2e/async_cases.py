@@ -511,6 +511,56 @@ def register_nonblocking(r):
               "workers it would be about %d ms)" % (last, delay_ms, limit, 8 * delay_ms))
         eq(tally(sync), want, "sync form: answers (status, X-Auth-Code)")
 
+    # ---- 2b. past sso_max_connections: requests wait their turn, in order ----------------
+    r.INSTANCES["async_cap"] = lambda ctx: async_opts(
+        ctx, udp_workers=1, http_timeout=1000,
+        params=ASYNC_PARAMS + 'modparam("sso_auth", "sso_max_connections", 2)\n')
+
+    @case("async_queue_past_max_connections", instance="async_cap")
+    def t_queue(ctx):
+        inst, sso = ctx.instance("async_cap"), ctx.sso
+        delay_ms = 200
+        # 6 new tokens at once on 1 worker with 2 connections: 3 rounds of 2
+        items = [token_request(inst.port, sso.issue_token("alice"), ASYNC) for _ in range(6)]
+        n0 = sso.count("introspect")
+        sso.delay = delay_ms / 1000
+        try:
+            with Pinger(inst.port) as ping:
+                res = fire(inst.port, items)
+        finally:
+            sso.delay = 0
+            close_all(items)
+        times = sorted(t for _r, _m, t in res if t is not None)
+        note("6 new tokens, 1 worker, sso_max_connections 2, SSO delay %d ms: answers at %s "
+             "ms after the first send; %s", delay_ms, ", ".join("%.0f" % t for t in times),
+             ping.text())
+        eq(tally(res), {(200, 1): 6}, "answers (status, X-Auth-Code): none refused for want "
+           "of a connection")
+        eq(sso.count("introspect") - n0, 6, "introspections")
+        check(len(times) == 6 and times[-1] >= 3 * delay_ms - 20,
+              "the last answer came %.0f ms after the first send: with 2 connections the 6 "
+              "round trips of %d ms take 3 rounds" % (times[-1] if times else -1, delay_ms))
+        check(times[-1] < 3 * delay_ms + 250, "the last answer came %.0f ms after the first "
+              "send; 3 rounds of %d ms and the queue's hand-over should take about %d ms"
+              % (times[-1], delay_ms, 3 * delay_ms))
+        ping.check_latency(r, "6 requests queued for 2 SSO connections on 1 worker")
+        # A request that waits longer than http_timeout for its turn ends with -5.
+        items = [token_request(inst.port, sso.issue_token("alice"), ASYNC) for _ in range(6)]
+        sso.delay = 0.6
+        try:
+            res = fire(inst.port, items)
+        finally:
+            sso.delay = 0
+            close_all(items)
+        got = tally(res)
+        note("6 new tokens, SSO delay 600 ms, http_timeout 1000 ms: %s", got)
+        eq(got, {(200, 1): 2, (500, -5): 4}, "2 fit in the first round; the 4 queued behind "
+           "them would need 1200 ms: -5 at their deadline (answers, X-Auth-Code)")
+        for rs, ms, _t in res:
+            if rs is not None and rs.status == 500:
+                check(ms <= 1000 + 100, "a queued request answered -5 after %.0f ms "
+                      "(http_timeout 1000 ms)" % ms)
+
     # ---- 3. http_timeout is per request, to the millisecond ------------------------------
     @case("async_timeouts_exact_ms", instance="async_t")
     def t_timeouts(ctx):
