@@ -94,8 +94,8 @@ pub struct Config {
     pub cachedb_url: Option<String>,
     /// Longest a store call may take before the store counts as down (ms).
     pub cachedb_timeout_ms: u64,
-    /// SSO requests one process may have in flight at once (the async form); one more
-    /// fails at once with -5 rather than queueing behind them.
+    /// SSO requests one process may have in flight at once; in the async form more wait
+    /// for a free connection, within their http_timeout.
     pub sso_max_connections: u64,
 }
 
