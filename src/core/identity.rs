@@ -369,6 +369,17 @@ fn same_key(name: Option<Vec<u8>>, aor: &Aor, rules: &AorRules) -> bool {
 /// Token user vs AOR, both on registrar's form. A token carries no realm: with use_domain
 /// its user must be user@domain.
 pub fn token_user_matches(token_user: &str, aor: &Aor, rules: &AorRules) -> bool {
+    // The usual case on the cached-token path, without building either key: no domain in
+    // the key and no escape in the AOR's user, so both keys are the names case-folded.
+    if !rules.use_domain && !aor.user.contains('%') {
+        return !token_user.is_empty()
+            && !aor.user.is_empty()
+            && if rules.case_sensitive {
+                token_user == aor.user
+            } else {
+                token_user.eq_ignore_ascii_case(&aor.user)
+            };
+    }
     same_key(canonical_name(token_user, rules), aor, rules)
 }
 
@@ -774,6 +785,46 @@ mod tests {
                 }
             }
             check(&v);
+        }
+    }
+
+    #[test]
+    fn token_fast_path_agrees_with_the_registrar_keys() {
+        let names = [
+            "alice",
+            "Alice",
+            "ALICE",
+            "alice@globex.com",
+            "",
+            "al%69ce",
+            "bob",
+            "ali",
+        ];
+        let users = [
+            "alice",
+            "ALICE",
+            "Alice",
+            "alice@globex.com",
+            "bob",
+            "ali",
+            "",
+        ];
+        for case_sensitive in [false, true] {
+            let rules = AorRules {
+                use_domain: false,
+                case_sensitive,
+                realm_prefix: "",
+            };
+            for name in names {
+                for user in users {
+                    let aor = ua(user, "example.com");
+                    assert_eq!(
+                        token_user_matches(name, &aor, &rules),
+                        same_key(canonical_name(name, &rules), &aor, &rules),
+                        "{name:?} vs {user:?}, case_sensitive {case_sensitive}"
+                    );
+                }
+            }
         }
     }
 }

@@ -9,7 +9,7 @@
 //! `resume_param`: only this worker's reactor resumes it. It is reclaimed as a `Box` at the
 //! start of every resume, so a panic or an early return frees its fds and memory.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::ffi::{c_int, c_void, CStr};
 use std::rc::{Rc, Weak};
@@ -25,10 +25,10 @@ use super::bindings::{
     async_ctx, async_status, sip_msg, ASYNC_CHANGE_FD, ASYNC_CONTINUE, ASYNC_DONE, ASYNC_NO_IO,
     ASYNC_SYNC,
 };
-use super::functions::{conclude, credential_kind};
+use super::functions::conclude;
 use super::guard::{guarded, EntryError};
 use super::log::{self, report_error, L_DBG};
-use super::request::{auth_request, now, request, str_arg, ERROR};
+use super::request::{authorization_request, now, request, str_arg, ERROR};
 use super::worker;
 
 /// What the reactor watches for a suspended request.
@@ -37,9 +37,9 @@ enum Io {
     Http(InFlight),
     /// Waiting for another worker's answer (or the first copy of a retransmission).
     Timer(OneShotTimer),
-    /// Waiting for one of the worker's `sso_max_connections` to come free: a timer that a
-    /// finishing exchange fires early (`wake_next_queued`), else a periodic look.
-    Queued(Rc<OneShotTimer>),
+    /// Waiting for one of the worker's `sso_max_connections` to come free: a timer armed
+    /// at the deadline, fired early by `wake_queued` when it is this request's turn.
+    Queued(Rc<Waiter>),
 }
 
 impl Io {
@@ -47,7 +47,23 @@ impl Io {
         match self {
             Io::Http(f) => f.fd(),
             Io::Timer(t) => t.fd(),
-            Io::Queued(t) => t.fd(),
+            Io::Queued(w) => w.timer.fd(),
+        }
+    }
+}
+
+/// A request waiting for a free SSO connection.
+struct Waiter {
+    timer: OneShotTimer,
+    /// Given its turn by `wake_queued` (counted in HANDED until it has used it).
+    woken: Cell<bool>,
+}
+
+impl Drop for Waiter {
+    // The turn is used (or lost, if the request ended) once the waiter goes.
+    fn drop(&mut self) {
+        if self.woken.get() {
+            HANDED.with(|h| h.set(h.get().saturating_sub(1)));
         }
     }
 }
@@ -55,25 +71,43 @@ impl Io {
 thread_local! {
     /// Requests of this worker waiting for a free SSO connection, oldest first. Weak: a
     /// request that ended meanwhile (OpenSIPS stopped, reactor timeout) drops out by itself.
-    static QUEUE: RefCell<VecDeque<Weak<OneShotTimer>>> = const { RefCell::new(VecDeque::new()) };
+    static QUEUE: RefCell<VecDeque<Weak<Waiter>>> = const { RefCell::new(VecDeque::new()) };
+    /// Turns given to woken requests that have not started their exchange yet: they are
+    /// counted against the free connections so that one free connection wakes one request.
+    static HANDED: Cell<usize> = const { Cell::new(0) };
 }
 
-/// A queued request looks again this often even without a wake-up: a connection freed by
-/// the sync form or by an abandoned exchange does not wake anyone.
-const QUEUED_LOOK: Duration = Duration::from_millis(20);
-
-/// A connection came free: the oldest queued request gets its turn now.
-fn wake_next_queued() {
+/// Connections came free (an exchange ended, or a sync call returned): as many queued
+/// requests as there are free connections get their turn now, oldest first. Nothing polls:
+/// a queued request is woken here, or by its own deadline.
+pub(super) fn wake_queued() {
+    let Ok(free) = worker::with_worker(|w| {
+        w.sso
+            .settings()
+            .max_connections
+            .saturating_sub(w.sso.in_flight())
+    }) else {
+        return;
+    };
+    let mut free = free.saturating_sub(HANDED.with(Cell::get));
     QUEUE.with(|q| {
         let mut q = q.borrow_mut();
-        while let Some(waiting) = q.pop_front() {
-            if let Some(timer) = waiting.upgrade() {
-                if timer.arm(Duration::ZERO).is_ok() {
-                    return;
+        while free > 0 {
+            let Some(waiting) = q.pop_front() else { return };
+            if let Some(w) = waiting.upgrade() {
+                if w.timer.arm(Duration::ZERO).is_ok() {
+                    w.woken.set(true);
+                    HANDED.with(|h| h.set(h.get() + 1));
+                    free -= 1;
                 }
             }
         }
     })
+}
+
+/// Whether any request of this worker waits for a connection (cheap: no worker lock).
+pub(super) fn anyone_queued() -> bool {
+    QUEUE.with(|q| !q.borrow().is_empty())
 }
 
 /// Whether an SSO request must queue: every connection is busy, or (for a newcomer, not
@@ -128,10 +162,14 @@ fn advance(
                 let queue = !left.is_zero() && must_queue(its_turn)?;
                 its_turn = false;
                 if queue {
-                    if let Ok(timer) = OneShotTimer::new(QUEUED_LOOK.min(left)) {
-                        let timer = Rc::new(timer);
-                        QUEUE.with(|q| q.borrow_mut().push_back(Rc::downgrade(&timer)));
-                        return Ok(Next::Suspend(pending, Io::Queued(timer)));
+                    // Armed at the deadline: the request's turn comes from wake_queued.
+                    if let Ok(timer) = OneShotTimer::new(left) {
+                        let waiter = Rc::new(Waiter {
+                            timer,
+                            woken: Cell::new(false),
+                        });
+                        QUEUE.with(|q| q.borrow_mut().push_back(Rc::downgrade(&waiter)));
+                        return Ok(Next::Suspend(pending, Io::Queued(waiter)));
                     }
                 }
                 let started = worker::with_worker(|w| w.sso.start(&call, pending.deadline()))?;
@@ -176,9 +214,7 @@ pub(super) fn start(
     guarded(name, ERROR, report_error, || {
         let mut msg = request(ptr)?;
         let realm = str_arg("realm", realm)?.unwrap_or("");
-        let cfg =
-            worker::config().ok_or_else(|| EntryError::new(ERROR, "module not initialized"))?;
-        let (req, kept) = auth_request(&msg, placement, &[credential_kind(placement)], realm, cfg)?;
+        let (cfg, req, kept) = authorization_request(&msg, placement, realm)?;
         let explain_success = log::enabled(L_DBG);
         let now = now();
         let first = worker::with_worker(|w| {
@@ -250,7 +286,7 @@ fn resume_job(mut job: Box<Job>, ptr: *mut sip_msg) -> Result<c_int, EntryError>
             match progressed {
                 Some(answer) => {
                     // Its connection is free (or closed): the next queued request may go.
-                    wake_next_queued();
+                    wake_queued();
                     Some(answer)
                 }
                 None => {
@@ -265,8 +301,8 @@ fn resume_job(mut job: Box<Job>, ptr: *mut sip_msg) -> Result<c_int, EntryError>
             timer.fired();
             None
         }
-        Io::Queued(timer) => {
-            timer.fired();
+        Io::Queued(waiter) => {
+            waiter.timer.fired();
             return retry_queued(job, ptr);
         }
     };
@@ -304,9 +340,7 @@ fn finish_step(mut job: Box<Job>, ptr: *mut sip_msg, input: Continue) -> Result<
         .take()
         .ok_or_else(|| EntryError::new(ERROR, "async job resumed without its decision state"))?;
     let mut msg = request(ptr)?;
-    let cfg = worker::config().ok_or_else(|| EntryError::new(ERROR, "module not initialized"))?;
-    let kind = credential_kind(job.placement);
-    let (req, kept) = auth_request(&msg, job.placement, &[kind], &job.realm, cfg)?;
+    let (cfg, req, kept) = authorization_request(&msg, job.placement, &job.realm)?;
     let now = now();
     let (step, its_turn) = match input {
         Continue::Resume(answer) => (
@@ -354,13 +388,12 @@ unsafe extern "C" fn timeout(_fd: c_int, ptr: *mut sip_msg, param: *mut c_void) 
             ..
         } = *job;
         drop(io);
+        // An exchange may have ended with it: its connection is free for a queued request.
+        wake_queued();
         let pending = pending.ok_or_else(|| EntryError::new(ERROR, "async job without state"))?;
         let answer = pending.call().map(|c| c.failed(SsoError::Timeout));
         let mut msg = request(ptr)?;
-        let cfg =
-            worker::config().ok_or_else(|| EntryError::new(ERROR, "module not initialized"))?;
-        let (req, kept) =
-            auth_request(&msg, placement, &[credential_kind(placement)], &realm, cfg)?;
+        let (cfg, req, kept) = authorization_request(&msg, placement, &realm)?;
         let now = now();
         let outcome =
             worker::with_worker(|w| match w.authorizer.resume(&req, pending, answer, now) {

@@ -8,23 +8,14 @@ use crate::core::authorize::{challenge_options, ChallengeSpec, Code, Outcome, Pl
 use crate::core::config::Config;
 use crate::core::text::is_header_safe;
 
-use super::bindings::{_str as os_str, async_ctx, sip_msg, HDR_AUTHORIZATION_T, HDR_PROXYAUTH_T};
+use super::bindings::{_str as os_str, async_ctx, sip_msg};
 use super::guard::{guarded, EntryError};
 use super::log::{self, report_error, sso_log, L_DBG, L_ERR, L_INFO, L_WARN};
 use super::msg::{Header, Msg};
 use super::reply::{add_reply_header, delete_span, send_reply};
-use super::request::{auth_request, now, request, str_arg, to_and_from, ERROR};
+use super::request::{authorization_request, now, request, str_arg, to_and_from, ERROR};
 use super::worker::{self, LastAuth, Span};
 use super::{identity, pvar};
-
-/// The credential header type each placement reads.
-pub(super) fn credential_kind(placement: Placement) -> i32 {
-    let kind = match placement {
-        Placement::Www => HDR_AUTHORIZATION_T,
-        Placement::Proxy => HDR_PROXYAUTH_T,
-    };
-    kind as i32
-}
 
 /// `sso_authorize` / `sso_proxy_authorize`, the sync form.
 fn authorize(
@@ -36,9 +27,7 @@ fn authorize(
     guarded(name, ERROR, report_error, || {
         let mut msg = request(ptr)?;
         let realm = str_arg("realm", realm)?.unwrap_or("");
-        let cfg =
-            worker::config().ok_or_else(|| EntryError::new(ERROR, "module not initialized"))?;
-        let (req, kept) = auth_request(&msg, placement, &[credential_kind(placement)], realm, cfg)?;
+        let (cfg, req, kept) = authorization_request(&msg, placement, realm)?;
         // The success line is logged at DBG only: without it the core skips building it.
         let explain_success = log::enabled(L_DBG);
         let now = now();
@@ -47,6 +36,10 @@ fn authorize(
             w.authorizer.authorize(&req, &mut w.sso, now)
         })
         .map_err(|e| EntryError::new(ERROR, e))?;
+        // The connection this call used is free again for a request queued by the async form.
+        if super::async_call::anyone_queued() {
+            super::async_call::wake_queued();
+        }
         conclude(&mut msg, cfg, &kept, outcome, now)
     })
 }

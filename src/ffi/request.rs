@@ -9,7 +9,10 @@ use crate::core::authorize::{AuthRequest, Code, HeaderRef, Placement};
 use crate::core::config::Config;
 use crate::core::digest::retrans::TransactionId;
 
-use super::bindings::{_str as os_str, sip_msg, HDR_FROM_T, HDR_OTHER_T, HDR_TO_T};
+use super::bindings::{
+    _str as os_str, sip_msg, HDR_AUTHORIZATION_T, HDR_FROM_T, HDR_OTHER_T, HDR_PROXYAUTH_T,
+    HDR_TO_T,
+};
 use super::guard::EntryError;
 use super::msg::{Header, Msg};
 
@@ -137,4 +140,30 @@ pub(super) fn auth_request<'a>(
             }),
     };
     Ok((req, kept))
+}
+
+/// The frozen configuration, or the error every entry point gives before mod_init.
+pub(super) fn module_config() -> Result<&'static Config, EntryError> {
+    super::worker::config().ok_or_else(|| EntryError::new(ERROR, "module not initialized"))
+}
+
+/// The credential header type each placement reads.
+pub(super) fn credential_kind(placement: Placement) -> i32 {
+    let kind = match placement {
+        Placement::Www => HDR_AUTHORIZATION_T,
+        Placement::Proxy => HDR_PROXYAUTH_T,
+    };
+    kind as i32
+}
+
+/// What sso_authorize / sso_proxy_authorize decide on: the configuration, the request in
+/// the core's terms (credentials of `placement`'s header type), and the headers it points at.
+pub(super) fn authorization_request<'a>(
+    msg: &Msg<'a>,
+    placement: Placement,
+    realm: &'a str,
+) -> Result<(&'static Config, AuthRequest<'a>, Vec<Header<'a>>), EntryError> {
+    let cfg = module_config()?;
+    let (req, kept) = auth_request(msg, placement, &[credential_kind(placement)], realm, cfg)?;
+    Ok((cfg, req, kept))
 }

@@ -11,6 +11,7 @@ pub struct OneShotTimer {
 
 impl OneShotTimer {
     /// A timer that fires once, `after` from now (at least 1 µs: zero would disarm it).
+    /// Monotonic clock: a change of the wall clock moves no deadline.
     pub fn new(after: Duration) -> io::Result<OneShotTimer> {
         // SAFETY: plain syscall; the fd is owned below.
         let raw = unsafe {
@@ -67,6 +68,12 @@ impl OneShotTimer {
     }
 
     pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl AsRawFd for OneShotTimer {
+    fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 }

@@ -93,6 +93,15 @@ impl TokenId {
     }
 }
 
+/// Text the cache stored (always UTF-8: it came from a &str). The strict check is the fast
+/// one on the hit path; a damaged entry still reads, with replacement characters.
+fn stored_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 fn pid() -> u32 {
     current_pid()
 }
@@ -125,14 +134,11 @@ impl SharedTokenCache {
                 match e.state {
                     POSITIVE => Lookup::Hit(Introspection {
                         active: true,
-                        user: Some(
-                            String::from_utf8_lossy(&e.user[..e.user_len as usize]).into_owned(),
-                        ),
+                        user: Some(stored_text(&e.user[..e.user_len as usize]).into_owned()),
                         exp: (e.has_exp == 1).then_some(e.exp),
-                        scope: (e.scope_len > 0).then(|| {
-                            String::from_utf8_lossy(&e.scope[..e.scope_len as usize]).into_owned()
-                        }),
-                        claims: ClaimSet::from_json(&String::from_utf8_lossy(
+                        scope: (e.scope_len > 0)
+                            .then(|| stored_text(&e.scope[..e.scope_len as usize]).into_owned()),
+                        claims: ClaimSet::from_json(&stored_text(
                             &e.claims[..e.claims_len as usize],
                         )),
                     }),

@@ -13,11 +13,12 @@ use super::pool::Slot;
 use super::sys::{self, Want};
 use super::{io_error, HttpResponse, Origin};
 use crate::core::sso::call::Expect;
+use crate::core::sso::timer::OneShotTimer;
 use crate::core::sso::SsoError;
 
 pub struct InFlight {
     epoll: OwnedFd,
-    timer: OwnedFd,
+    timer: OneShotTimer,
     deadline: Instant,
     /// What the answer is interpreted as.
     pub(crate) expect: Expect,
@@ -49,7 +50,7 @@ impl InFlight {
             return Err((Err(SsoError::Timeout), None));
         }
         let epoll = sys::epoll_create().map_err(fail)?;
-        let timer = sys::timerfd_after(left).map_err(fail)?;
+        let timer = OneShotTimer::new(left).map_err(fail)?;
         sys::epoll_add_timer(&epoll, &timer).map_err(fail)?;
         let mut f = InFlight {
             epoll,
@@ -89,7 +90,7 @@ impl InFlight {
                 None,
             );
         };
-        if sys::timer_fired(&self.timer) || Instant::now() >= self.deadline {
+        if self.timer.fired() || Instant::now() >= self.deadline {
             return self.over(Err(SsoError::Timeout), None);
         }
         let want = match attempt.step() {

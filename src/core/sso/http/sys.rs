@@ -194,7 +194,7 @@ pub fn epoll_del(epfd: &OwnedFd, fd: RawFd) {
 }
 
 /// Adds a timerfd to the epoll set, readable once it fired.
-pub fn epoll_add_timer(epfd: &OwnedFd, tfd: &OwnedFd) -> io::Result<()> {
+pub fn epoll_add_timer(epfd: &OwnedFd, tfd: &impl AsRawFd) -> io::Result<()> {
     let mut ev = libc::epoll_event {
         events: libc::EPOLLIN as u32,
         u64: tfd.as_raw_fd() as u64,
@@ -209,39 +209,4 @@ pub fn epoll_add_timer(epfd: &OwnedFd, tfd: &OwnedFd) -> io::Result<()> {
         )
     })
     .map(|_| ())
-}
-
-/// A monotonic timerfd firing once, `after` from now (at least 1 ns: zero would disarm it).
-pub fn timerfd_after(after: Duration) -> io::Result<OwnedFd> {
-    // SAFETY: plain timerfd_create; owned at once.
-    let fd = check(unsafe {
-        libc::timerfd_create(
-            libc::CLOCK_MONOTONIC,
-            libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-        )
-    })?;
-    // SAFETY: fresh fd nobody else owns.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let after = after.max(Duration::from_nanos(1));
-    let spec = libc::itimerspec {
-        it_interval: libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        },
-        it_value: libc::timespec {
-            tv_sec: after.as_secs() as libc::time_t,
-            tv_nsec: after.subsec_nanos() as libc::c_long,
-        },
-    };
-    // SAFETY: valid timerfd and itimerspec; relative time (flags 0).
-    check(unsafe { libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()) })?;
-    Ok(owned)
-}
-
-/// True once the timer fired (reads its expiry count, which does not block: TFD_NONBLOCK).
-pub fn timer_fired(tfd: &OwnedFd) -> bool {
-    let mut n: u64 = 0;
-    // SAFETY: reads 8 bytes into n.
-    let rc = unsafe { libc::read(tfd.as_raw_fd(), &mut n as *mut u64 as *mut libc::c_void, 8) };
-    rc == 8 && n > 0
 }

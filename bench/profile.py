@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Instructions per request of OpenSIPS's SIP worker, by callgrind, for bench scenarios.
+
+CPU figures on a shared VM move with the neighbours (steal); instruction counts do not.
+For each scenario this runs its bench configuration with one UDP worker under
+`valgrind --tool=callgrind`, twice (N1 and N2 REGISTERs after the same warm-up), and
+reports (Ir(N2) - Ir(N1)) / (N2 - N1): the worker's user-space instructions per request,
+start-up and warm-up cancelled out. Kernel time (syscalls) is not in it.
+
+    OPENSIPS=... SSO_AUTH_MODULE=... python3 bench/profile.py a b ct ca
+
+Uses bench/run.py's configurations, fast SSO and sipp scenarios. Standard library only.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import run as bench  # noqa: E402
+
+N1, N2 = int(os.environ.get("PROFILE_N1") or 300), int(os.environ.get("PROFILE_N2") or 1300)
+RATE = int(os.environ.get("PROFILE_RATE") or 100)
+
+
+def worker_ir(workdir):
+    """Total Ir of the busiest process's callgrind output (the one SIP worker)."""
+    best = 0
+    for f in workdir.glob("callgrind.out.*"):
+        text = f.read_text(errors="replace")
+        m = re.search(r"^summary:\s+(\d+)", text, re.M) or re.search(r"^totals:\s+(\d+)",
+                                                                      text, re.M)
+        if m:
+            best = max(best, int(m.group(1)))
+    return best
+
+
+def one_run(key, cfg_text, port, calls, keys, workdir):
+    for f in workdir.glob("callgrind.out.*"):
+        f.unlink()
+    cfg = workdir / ("opensips-%s.cfg" % key)
+    cfg.write_text(cfg_text)
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s/callgrind.out.%%p"
+           % workdir, bench.find_opensips(), "-F", "-f", str(cfg), "-m", "256", "-M", "16",
+           "-w", str(workdir)]
+    log = open(workdir / ("opensips-%s.log" % key), "ab")
+    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not bench.options_ping(port, timeout=1.0):
+            if p.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("OpenSIPS under valgrind did not start (%s)" % key)
+            time.sleep(0.5)
+        scen = bench.SCENARIOS[key]
+        for tag, n in (("warm", 50), ("load", calls)):
+            stat = workdir / ("%s-%s-%d.csv" % (key, tag, n))
+            sipp = bench.sipp_cmd(bench.SCEN_DIR / scen["xml"], port, RATE, n, keys, stat,
+                                  n // RATE + 60)
+            subprocess.run(sipp, cwd=workdir, capture_output=True, timeout=n // RATE + 120)
+    finally:
+        bench.kill_proc(p, grace=30)
+        log.close()
+    return worker_ir(workdir)
+
+
+def main(keys):
+    binary = bench.find_opensips()
+    module = bench.find_module()
+    if not binary or not module:
+        sys.exit("set OPENSIPS and SSO_AUTH_MODULE")
+    workdir = Path(tempfile.mkdtemp(prefix="sso-profile-"))
+    mpath = workdir / "modules"
+    mpath.mkdir()
+    for m in bench.find_modules_dir(binary).glob("*.so"):
+        (mpath / m.name).symlink_to(m)
+    module_copy = workdir / "sso_auth.so"
+    module_copy.write_bytes(module.read_bytes())
+    fixed = "bench-fixed-profile"
+    sso = bench.FastSso(workdir, {fixed: bench.USER}).start()
+    results = {}
+    try:
+        for key in keys:
+            scen = bench.SCENARIOS[key]
+            port = bench.free_udp_port()
+            cfg = bench.CFG_HEAD.format(name=key, workers=1, port=port, mpath=mpath)
+            if bench.uses_sso(key):
+                cfg += bench.CFG_SSO.format(module=module_copy, sso=sso.url,
+                                            client_id=bench.CLIENT_ID,
+                                            client_secret=bench.CLIENT_SECRET,
+                                            secret="p" * 48)
+                cfg += scen.get("params", "")
+            cfg += bench.CFG_ROUTE.format(auth=bench.AUTH_BLOCK[scen["auth"]])
+            if scen["auth"] == "sso_async":
+                cfg += bench.CFG_RESUME
+            irs = []
+            for n in (N1, N2):
+                keys_ = {"token": fixed} if key == "b" else (
+                    {"run": "%s%d" % (key, n)} if scen["xml"] == "c_token_per_call.xml"
+                    else {})
+                irs.append(one_run(key, cfg, port, n, keys_, workdir))
+            per = (irs[1] - irs[0]) / (N2 - N1)
+            results[key] = per
+            print("%-4s %10.0f instructions per request (Ir %d after %d, %d after %d)"
+                  % (key, per, irs[0], N1, irs[1], N2), flush=True)
+    finally:
+        sso.stop()
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["a", "b"])
