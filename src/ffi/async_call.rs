@@ -34,7 +34,7 @@ use super::worker;
 /// What the reactor watches for a suspended request.
 enum Io {
     /// An SSO exchange in flight: its epoll fd.
-    Http(InFlight),
+    Http(Box<InFlight>),
     /// Waiting for another worker's answer (or the first copy of a retransmission).
     Timer(OneShotTimer),
     /// Waiting for one of the worker's `sso_max_connections` to come free: a timer armed
@@ -133,7 +133,8 @@ struct Job {
     io: Io,
 }
 
-/// Where a step leaves the request: decided, or suspended on an fd.
+/// Where a step leaves the request: decided, or suspended on an fd. Lives for one call.
+#[allow(clippy::large_enum_variant)]
 enum Next {
     Done(Outcome, bool),
     Suspend(Pending, Io),
@@ -174,7 +175,7 @@ fn advance(
                 }
                 let started = worker::with_worker(|w| w.sso.start(&call, pending.deadline()))?;
                 match started {
-                    Ok(flight) => return Ok(Next::Suspend(pending, Io::Http(flight))),
+                    Ok(flight) => return Ok(Next::Suspend(pending, Io::Http(Box::new(flight)))),
                     Err(answer) => worker::with_worker(|w| {
                         w.authorizer.resume(req, pending, Some(answer), now)
                     })?,

@@ -4,6 +4,8 @@
 
 use super::{DigestLogin, Introspection, LoginOutcome, SsoApi, SsoError};
 
+// Made once per SSO request and moved a few times: a Box would cost an allocation more.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum SsoCall {
     /// RFC 7662 introspection of a token.
