@@ -789,8 +789,8 @@ def register_nonblocking(r):
                 if mode:
                     sso.mode = mode
                 try:
-                    ok, bad, secs = run_sipp_file(ctx, inst, xml, n, rate, ports[kind],
-                                                  token=tok)
+                    ok, bad, secs = r.run_sipp(ctx, inst, xml, n, rate, ports[kind],
+                                               token=tok, timeout=120)
                 finally:
                     sso.mode = None
                 note("%-7s %-9s %6d calls: %6d ok, %4d failed, %5.1f s (%.0f/s)", label, kind,
@@ -947,25 +947,3 @@ def sipp_xml(ctx, kind, status):
     return path
 
 
-def run_sipp_file(ctx, inst, xml, calls, rate, local_port, token=None):
-    """Like run.py's run_sipp, for a scenario file anywhere: (successful, failed, seconds)."""
-    import subprocess
-    cmd = ["sipp", "127.0.0.1:%d" % inst.port, "-sf", str(xml), "-m", str(calls),
-           "-r", str(rate), "-l", "400", "-i", "127.0.0.1", "-p", str(local_port),
-           "-nostdin", "-nd", "-buff_size", "4194304", "-timeout", "120s", "-timeout_error",
-           "-trace_err", "-error_file", str(ctx.workdir / ("sipp-%s-errors.log" % xml.stem))]
-    if token:
-        cmd += ["-key", "ssotoken", token]
-    t0 = time.monotonic()
-    p = subprocess.run(cmd, cwd=ctx.workdir, capture_output=True, text=True, timeout=150)
-    secs = time.monotonic() - t0
-    out = p.stdout + p.stderr
-
-    def last(label):
-        vals = re.findall(r"%s\s*\|\s*\d+\s*\|\s*(\d+)" % re.escape(label), out)
-        return int(vals[-1]) if vals else None
-    ok, failed = last("Successful call"), last("Failed call")
-    if ok is None:
-        raise RuntimeError("sipp %s gave no statistics (exit %d): %s"
-                           % (xml.name, p.returncode, out[-600:]))
-    return ok, failed or 0, secs

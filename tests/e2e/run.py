@@ -1645,17 +1645,22 @@ INSTANCES["mem"] = lambda ctx: dict(udp_workers=4, log_level=2, nonce_expire=60,
 SIPP_DIR = HERE / "sipp"
 
 
-def run_sipp(ctx, inst, scenario, calls, rate, local_port, token=None, limit=400):
-    """Run one sipp scenario to completion; returns (successful, failed, seconds)."""
-    err = ctx.workdir / ("sipp-%s-%d-errors.log" % (scenario, local_port))
-    cmd = ["sipp", "127.0.0.1:%d" % inst.port, "-sf", str(SIPP_DIR / (scenario + ".xml")),
+def run_sipp(ctx, inst, scenario, calls, rate, local_port, token=None, limit=400,
+             timeout=300):
+    """Run one sipp scenario to completion; returns (successful, failed, seconds).
+    `scenario`: a name in tests/e2e/sipp/, or the Path of a scenario file."""
+    xml = scenario if isinstance(scenario, Path) else SIPP_DIR / (scenario + ".xml")
+    err = ctx.workdir / ("sipp-%s-%d-errors.log" % (xml.stem, local_port))
+    cmd = ["sipp", "127.0.0.1:%d" % inst.port, "-sf", str(xml),
            "-m", str(calls), "-r", str(rate), "-l", str(limit), "-i", "127.0.0.1",
            "-p", str(local_port), "-nostdin", "-nd", "-buff_size", "4194304",
-           "-trace_err", "-error_file", str(err), "-timeout", "300s", "-timeout_error"]
+           "-trace_err", "-error_file", str(err), "-timeout", "%ds" % timeout,
+           "-timeout_error"]
     if token:
         cmd += ["-key", "ssotoken", token]
     t0 = time.monotonic()
-    p = subprocess.run(cmd, cwd=ctx.workdir, capture_output=True, text=True, timeout=320)
+    p = subprocess.run(cmd, cwd=ctx.workdir, capture_output=True, text=True,
+                       timeout=timeout + 20)
     secs = time.monotonic() - t0
     out = p.stdout + p.stderr
 
@@ -1664,7 +1669,7 @@ def run_sipp(ctx, inst, scenario, calls, rate, local_port, token=None, limit=400
         return int(vals[-1]) if vals else None
     ok, failed = last("Successful call"), last("Failed call")
     if ok is None:
-        raise Fail("sipp %s gave no statistics (exit %d): %s" % (scenario, p.returncode,
+        raise Fail("sipp %s gave no statistics (exit %d): %s" % (xml.stem, p.returncode,
                                                                  out[-600:]))
     return ok, failed or 0, secs
 
