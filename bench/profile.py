@@ -87,7 +87,8 @@ def main(keys):
         for key in keys:
             scen = bench.SCENARIOS[key]
             port = bench.free_udp_port()
-            cfg = bench.CFG_HEAD.format(name=key, workers=1, port=port, mpath=mpath)
+            cfg = bench.CFG_HEAD.format(name=key, workers=1, port=port, mpath=mpath,
+                                        open_files=bench.OPEN_FILES)
             if bench.uses_sso(key):
                 cfg += bench.CFG_SSO.format(module=module_copy, sso=sso.url,
                                             client_id=bench.CLIENT_ID,
