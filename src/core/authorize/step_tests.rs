@@ -9,30 +9,11 @@ use crate::core::digest::{expected_response, ResponseInput};
 use crate::core::sso::call::{SsoAnswer, SsoCall};
 use crate::core::stats::ALL;
 use crate::core::token::cache::Lookup;
+// The fixtures of the single-pass tests: the same engine set-up.
+use super::tests::{config, shared, NOW};
 
-const NOW: u64 = 1_700_000_000;
 const ED_PRIVATE: &str = include_str!("../../../tests/data/jwt/ed-private.pem");
 const ED_PUBLIC: &str = include_str!("../../../tests/data/jwt/ed-public.pem");
-
-fn shared() -> Arc<SharedState> {
-    let c = Config {
-        cache_slots: 256,
-        nonce_slots: 256,
-        ..Default::default()
-    };
-    Arc::new(SharedState::new(&c).unwrap())
-}
-
-fn config() -> Config {
-    let mut c = Config::default();
-    c.set_str("introspect_url", "http://127.0.0.1:1/introspect")
-        .unwrap();
-    c.set_str("token_url", "http://127.0.0.1:1/token").unwrap();
-    c.set_str("secret", "0123456789abcdef0123456789abcdef")
-        .unwrap();
-    c.finish(|| unreachable!()).unwrap();
-    c
-}
 
 fn active(user: &str) -> Introspection {
     Introspection {

@@ -51,9 +51,9 @@ fn inactive() -> Introspection {
     }
 }
 
-const NOW: u64 = 1_700_000_000;
+pub(super) const NOW: u64 = 1_700_000_000;
 
-fn shared() -> std::sync::Arc<SharedState> {
+pub(super) fn shared() -> std::sync::Arc<SharedState> {
     let c = Config {
         cache_slots: 256,
         nonce_slots: 256,
@@ -62,7 +62,7 @@ fn shared() -> std::sync::Arc<SharedState> {
     std::sync::Arc::new(SharedState::new(&c).unwrap())
 }
 
-fn config() -> Config {
+pub(super) fn config() -> Config {
     let mut c = Config::default();
     c.set_str("introspect_url", "http://127.0.0.1:1/introspect")
         .unwrap();
