@@ -4,7 +4,7 @@
 //! The parser is strict on purpose: the AOR decides whose identity a request claims, so a value
 //! that two parsers could read differently is refused instead of guessed at.
 
-use super::text::{is_lws, trim_lws};
+use super::text::{is_lws, trim_lws, utf8};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Aor {
@@ -56,7 +56,7 @@ pub fn parse_aor(header_value: &[u8]) -> Result<Aor, AorError> {
     {
         return Err(bad("control bytes"));
     }
-    std::str::from_utf8(header_value).map_err(|_| bad("not UTF-8"))?;
+    utf8(header_value).ok_or(bad("not UTF-8"))?;
     let text = trim_lws(header_value);
     if text.is_empty() {
         return Err(bad("empty"));
@@ -178,7 +178,11 @@ fn parse_uri(uri: &[u8]) -> Result<Aor, AorError> {
     let host = host_of(&hostpart[..end])?;
     Ok(Aor {
         user: ascii(user),
-        host: ascii(host).to_ascii_lowercase(),
+        host: {
+            let mut host = ascii(host);
+            host.make_ascii_lowercase();
+            host
+        },
     })
 }
 
@@ -257,8 +261,13 @@ fn host_of(hostport: &[u8]) -> Result<&[u8], AorError> {
 }
 
 /// Bytes already checked to be ASCII, as a String.
+/// Bytes the URI checks have already limited to ASCII, as a String (a copy, no per-char
+/// decoding); anything else would be a bug upstream and is replaced, never trusted.
 fn ascii(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| b as char).collect()
+    match utf8(bytes) {
+        Some(text) => text.to_owned(),
+        None => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 /// How registrar turns an AOR into the key it stores bindings under; the module compares

@@ -1,4 +1,16 @@
-//! Checks for text the module writes into SIP messages.
+//! Checks for text the module writes into SIP messages, and reads from them.
+
+/// `bytes` as text when they are valid UTF-8. SIP header values are nearly always ASCII:
+/// `is_ascii` checks those a word at a time, where the general UTF-8 check of a short value
+/// goes byte by byte; other values get the full check.
+pub fn utf8(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes).ok()
+    }
+}
 
 /// True when `s` can be placed in a SIP header value as-is: printable ASCII or UTF-8,
 /// no CR, LF, NUL or other control bytes (HTAB is allowed).
@@ -110,5 +122,21 @@ mod tests {
         assert_eq!(body_after_headers(m, 3, Some(5)), b"");
         assert_eq!(body_after_headers(m, m.len() + 10, None), b"");
         assert_eq!(body_after_headers(m, m.len(), None), b"");
+    }
+
+    #[test]
+    fn utf8_agrees_with_the_standard_check() {
+        let cases: [&[u8]; 7] = [
+            b"",
+            b"alice",
+            b"<sip:alice@example.com>;tag=1",
+            "\"J\u{f6}rg\" <sip:j@x>".as_bytes(),
+            b"\xff",
+            b"ab\xc3",
+            b"\xed\xa0\x80",
+        ];
+        for c in cases {
+            assert_eq!(utf8(c), std::str::from_utf8(c).ok(), "{c:?}");
+        }
     }
 }

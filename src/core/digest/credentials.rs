@@ -2,7 +2,7 @@
 //! header values (Digest, Bearer, anything else) and the token header value.
 //! They work on bytes, check length first, and refuse anything doubtful rather than guess.
 
-use crate::core::text::{is_lws, is_token68_like, trim_lws};
+use crate::core::text::{is_lws, is_token68_like, trim_lws, utf8};
 
 /// Longest header value the module looks at; longer values are rejected as malformed.
 pub const MAX_CREDENTIALS_LEN: usize = 8192;
@@ -64,7 +64,7 @@ fn is_unquoted_value_char(b: u8) -> bool {
 /// Bytes already known to be ASCII (or cut from valid UTF-8 at ASCII boundaries) as text;
 /// never panics, the error branch only guards against a future caller breaking that rule.
 fn text_of(bytes: &[u8]) -> Result<&str, ParseError> {
-    std::str::from_utf8(bytes).map_err(|_| malformed("not UTF-8"))
+    utf8(bytes).ok_or_else(|| malformed("not UTF-8"))
 }
 
 /// Common checks, cheapest first: size, control bytes, UTF-8.
