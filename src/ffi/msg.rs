@@ -1,8 +1,6 @@
 //! A read-only view of an OpenSIPS `struct sip_msg`: its method, headers and body as byte
 //! slices borrowed from the message buffer.
 
-use std::hash::{Hash, Hasher};
-
 use super::bindings::{self, _str as os_str, hdr_field, sip_msg};
 use super::worker::MsgKey;
 
@@ -44,18 +42,24 @@ impl<'a> Msg<'a> {
     }
 
     /// Names this message for the per-worker state: its per-process id and a hash of its
-    /// Call-ID and CSeq values.
+    /// Call-ID and CSeq values. The id already tells messages apart within the process; the
+    /// hash only guards against a reused id, so a plain FNV-1a serves (no keyed hash: nothing
+    /// is gained by a sender who makes two keys equal, as the ids differ anyway).
     pub fn key(&self) -> MsgKey {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const FNV_PRIME: u64 = 0x0100_0000_01b3;
+        let mut h = FNV_OFFSET;
         for hdr in [self.raw.callid, self.raw.cseq] {
             // SAFETY: callid/cseq are null or headers of this message.
-            if let Some(hdr) = unsafe { hdr.as_ref() } {
-                bytes(&hdr.body).hash(&mut h);
+            let body = unsafe { hdr.as_ref() }.map_or(&[][..], |hdr| bytes(&hdr.body));
+            // The length first, so that moving bytes between the two values changes the hash.
+            for b in (body.len() as u32).to_le_bytes().iter().chain(body) {
+                h = (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME);
             }
         }
         MsgKey {
             id: self.raw.id,
-            dialog: h.finish(),
+            dialog: h,
         }
     }
 
