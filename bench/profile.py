@@ -28,15 +28,20 @@ N1, N2 = int(os.environ.get("PROFILE_N1") or 300), int(os.environ.get("PROFILE_N
 RATE = int(os.environ.get("PROFILE_RATE") or 100)
 
 
-def worker_ir(workdir):
-    """Total Ir of the busiest process's callgrind output (the one SIP worker)."""
-    best = 0
+def worker_ir(workdir, keep_as=None):
+    """Total Ir of the busiest process's callgrind output (the one SIP worker).
+
+    With keep_as, that output is kept under this name (PROFILE_KEEP=1), so that
+    callgrind_annotate of the N1 and N2 runs can be compared function by function."""
+    best, best_file = 0, None
     for f in workdir.glob("callgrind.out.*"):
         text = f.read_text(errors="replace")
         m = re.search(r"^summary:\s+(\d+)", text, re.M) or re.search(r"^totals:\s+(\d+)",
                                                                       text, re.M)
-        if m:
-            best = max(best, int(m.group(1)))
+        if m and int(m.group(1)) > best:
+            best, best_file = int(m.group(1)), f
+    if keep_as and best_file:
+        best_file.rename(workdir / keep_as)
     return best
 
 
@@ -65,7 +70,8 @@ def one_run(key, cfg_text, port, calls, keys, workdir):
     finally:
         bench.kill_proc(p, grace=30)
         log.close()
-    return worker_ir(workdir)
+    keep = "kept-%s-%d.callgrind" % (key, calls) if os.environ.get("PROFILE_KEEP") else None
+    return worker_ir(workdir, keep)
 
 
 def main(keys):
@@ -110,6 +116,8 @@ def main(keys):
                   % (key, per, irs[0], N1, irs[1], N2), flush=True)
     finally:
         sso.stop()
+    if os.environ.get("PROFILE_KEEP"):
+        print("callgrind outputs kept in %s" % workdir, flush=True)
     return results
 
 

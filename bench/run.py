@@ -128,6 +128,10 @@ def _variant(base, title, **kw):
 
 # issue 11: the async form against the sync one (see the docstring)
 SCENARIOS.update({
+    # a with the module loaded and configured but never called: b against am is the cost
+    # of the sso_authorize call alone, with the same modules in memory (loading a module
+    # moves OpenSIPS's own pkg allocations around, which alone changes fm_malloc's cost).
+    "am": _variant("a", "am. a, sso_auth loaded, not called", load_sso=True),
     "ca": _variant("c", "ca. c, async form, SSO 0 ms", auth="sso_async"),
     "da": _variant("d", "da. d, async form, SSO 0 ms", auth="sso_async"),
     # c and d in the sync form inside a tm transaction (t_newtran, as examples/opensips.cfg
@@ -195,7 +199,7 @@ def find_module():
 
 
 def uses_sso(key):
-    return SCENARIOS[key]["auth"].startswith("sso")
+    return SCENARIOS[key]["auth"].startswith("sso") or SCENARIOS[key].get("load_sso", False)
 
 
 def opensips_version(binary):
