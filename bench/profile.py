@@ -104,6 +104,8 @@ def main(keys):
             cfg += bench.CFG_ROUTE.format(auth=bench.AUTH_BLOCK[scen["auth"]])
             if scen["auth"] == "sso_async":
                 cfg += bench.CFG_RESUME
+            # The SSO's delay for this scenario (c5/ca5: 5 ms, so that async requests suspend).
+            sso.control(delay_ms=scen.get("delay_ms", 0))
             irs = []
             for n in (N1, N2):
                 keys_ = {"token": fixed} if key == "b" else (
