@@ -27,6 +27,23 @@ int parse_headers(struct sip_msg *msg, hdr_flags_t flags, int next);
 #define sso_parse_headers(m, f, n) parse_headers((m), (f), (n))
 #endif
 
+/* async.h: generic fds in the reactor, and tm's resume of a suspended script */
+int register_async_fd(int fd, int (*f)(int fd, void *param), void *param);
+extern int (*async_script_resume_f)(int fd, void *param, int was_timeout);
+
+int sso_shim_watch_fd(int fd, int (*ready)(int fd, void *param), void *param)
+{
+	return register_async_fd(fd, ready, param);
+}
+
+int sso_shim_resume_suspended(void *ctx)
+{
+	if (!async_script_resume_f)
+		return -1;
+	/* -1 is ASYNC_FD_NONE: no fd of the request's own to take out of the reactor */
+	return async_script_resume_f(-1, ctx, 0);
+}
+
 int sso_shim_log_level(void)
 {
 	return log_level ? *log_level : L_ERR;

@@ -480,4 +480,13 @@ int sso_shim_cachedb_set(void *con, const char *key, int klen, const char *val, 
 /* modparam dependency of cachedb_url: any cachedb module initializes before sso_auth. */
 module_dependency_t *sso_shim_cachedb_deps(const param_export_t *param);
 
+/* The async form without an fd per request: `fd` joins this process's reactor for good
+   (register_async_fd); `ready` runs each time it is readable and keeps it there by leaving
+   async_status at ASYNC_CONTINUE. 0 on success. */
+int sso_shim_watch_fd(int fd, int (*ready)(int fd, void *param), void *param);
+/* Resumes a request that an async command suspended with ASYNC_NO_FD (its tm context),
+   as the reactor would for an fd: the command's resume function, then the resume route.
+   -1 when no module (tm) registered the script resume handler. */
+int sso_shim_resume_suspended(void *ctx);
+
 #endif

@@ -1,9 +1,14 @@
 //! The async form, `async(sso_authorize(realm), resume_route)`: the decision's first step
 //! runs in the async command; when it names an SSO request, the request is started on the
-//! worker's non-blocking client and its fd goes to tm, which suspends the transaction and
-//! watches the fd in this worker's reactor. Each time the fd is readable, `resume` lets the
-//! exchange progress; when it is over, the decision's second step runs on the answer and the
-//! resume route gets the code. A wait for another worker's answer is a timerfd instead.
+//! worker's non-blocking client, tm suspends the transaction, and the request's fd joins the
+//! worker's hub (async_hub.rs: one epoll fd that stays in the reactor; the command returns
+//! ASYNC_NO_FD). Each time the fd is readable, `resume` lets the exchange progress; when it
+//! is over, the decision's second step runs on the answer and the resume route gets the
+//! code. A wait for another worker's answer is a timerfd instead.
+//!
+//! Where the hub cannot serve (a script timeout, which tm only enforces on an fd of its
+//! own; an ACK; no hub in this process), the fd goes to tm instead, as a plain async
+//! command does, and tm watches it in the reactor.
 //!
 //! The job (decision state + exchange) lives on this process's heap, behind tm's
 //! `resume_param`: only this worker's reactor resumes it. It is reclaimed as a `Box` at the
@@ -21,9 +26,10 @@ use crate::core::sso::http::nonblocking::InFlight;
 use crate::core::sso::timer::OneShotTimer;
 use crate::core::sso::SsoError;
 
+use super::async_hub;
 use super::bindings::{
-    async_ctx, async_status, sip_msg, ASYNC_CHANGE_FD, ASYNC_CONTINUE, ASYNC_DONE, ASYNC_NO_IO,
-    ASYNC_SYNC,
+    async_ctx, async_status, sip_msg, ASYNC_CHANGE_FD, ASYNC_CONTINUE, ASYNC_DONE, ASYNC_NO_FD,
+    ASYNC_NO_IO, ASYNC_SYNC,
 };
 use super::functions::conclude;
 use super::guard::{guarded, EntryError};
@@ -131,6 +137,43 @@ struct Job {
     /// Taken while a step runs; always there between resumes.
     pending: Option<Pending>,
     io: Io,
+    /// In the hub: the tm context the hub resumes (None: tm watches `io`'s fd itself).
+    hub_ctx: Option<*mut c_void>,
+}
+
+impl Drop for Job {
+    // Out of the hub before the fds close and before tm frees the context.
+    fn drop(&mut self) {
+        if self.hub_ctx.is_some() {
+            async_hub::unwatch(self.io.fd());
+        }
+    }
+}
+
+impl Job {
+    /// Swaps the request's io for `io` (the old one's fds close here). In the hub, the new fd
+    /// takes the old one's place; Err: the hub refused it (the job is out of the hub then).
+    fn replace_io(&mut self, io: Io) -> Result<(), String> {
+        if let Some(ctx) = self.hub_ctx {
+            async_hub::unwatch(self.io.fd());
+            drop(std::mem::replace(&mut self.io, io));
+            if let Err(e) = async_hub::watch(self.io.fd(), ctx) {
+                self.hub_ctx = None;
+                return Err(format!("cannot watch the SSO request: {e}"));
+            }
+            Ok(())
+        } else {
+            drop(std::mem::replace(&mut self.io, io));
+            Ok(())
+        }
+    }
+}
+
+/// Whether a suspended request can go to the hub rather than hand tm its own fd.
+fn hub_serves(msg: &super::msg::Msg, script_timeout_s: u32) -> bool {
+    // tm only enforces the script's async timeout through the reactor entry of an fd, and an
+    // end-to-end ACK has no transaction for tm to suspend.
+    script_timeout_s == 0 && msg.method() != b"ACK"
 }
 
 /// Where a step leaves the request: decided, or suspended on an fd. Lives for one call.
@@ -237,13 +280,23 @@ pub(super) fn start(
                     ));
                 }
                 let fd = io.fd();
-                let job = Box::new(Job {
+                let mut job = Box::new(Job {
                     name,
                     placement,
                     realm: realm.to_string(),
                     pending: Some(pending),
                     io,
+                    hub_ctx: None,
                 });
+                // SAFETY: tm hands a valid, writable context for this call; it set
+                // timeout_s to the script's async timeout (0: none) before calling.
+                let script_timeout_s = unsafe { (*ctx).timeout_s };
+                if hub_serves(&msg, script_timeout_s)
+                    && async_hub::watch(fd, ctx as *mut c_void).is_ok()
+                {
+                    job.hub_ctx = Some(ctx as *mut c_void);
+                }
+                let in_hub = job.hub_ctx.is_some();
                 // SAFETY: tm hands a valid, writable context for this call; it keeps the
                 // pointers until it calls `resume` or `timeout` in this same process.
                 unsafe {
@@ -259,7 +312,7 @@ pub(super) fn start(
                     // to the millisecond; the reactor counts whole seconds.
                     ctx.timeout_s = (cfg.http_timeout_ms.div_ceil(1000) + 2) as u32;
                 }
-                set_async_status(fd);
+                set_async_status(if in_hub { ASYNC_NO_FD } else { fd });
                 Ok(1)
             }
         }
@@ -341,7 +394,9 @@ fn finish_step(mut job: Box<Job>, ptr: *mut sip_msg, input: Continue) -> Result<
         .take()
         .ok_or_else(|| EntryError::new(ERROR, "async job resumed without its decision state"))?;
     let mut msg = request(ptr)?;
-    let (cfg, req, kept) = authorization_request(&msg, job.placement, &job.realm)?;
+    // A copy: `req` borrows it while the job itself may change (its io).
+    let realm = job.realm.clone();
+    let (cfg, req, kept) = authorization_request(&msg, job.placement, &realm)?;
     let now = now();
     let (step, its_turn) = match input {
         Continue::Resume(answer) => (
@@ -363,10 +418,32 @@ fn finish_step(mut job: Box<Job>, ptr: *mut sip_msg, input: Continue) -> Result<
             // ASYNC_CHANGE_FD requires.
             let fd = io.fd();
             job.pending = Some(pending);
-            drop(std::mem::replace(&mut job.io, io));
+            let in_hub = job.hub_ctx.is_some();
+            if let Err(e) = job.replace_io(io) {
+                // Out of the hub and tm holds no fd of ours: end the request here.
+                set_async_status(ASYNC_DONE);
+                let answer = job
+                    .pending
+                    .take()
+                    .and_then(|p| {
+                        let failed = p.call().map(|c| c.failed(SsoError::Unreachable(e.clone())));
+                        worker::with_worker(|w| w.authorizer.resume(&req, p, failed, now)).ok()
+                    });
+                let outcome = match answer {
+                    Some(Step::Done(o)) => o,
+                    _ => Outcome::error(e),
+                };
+                return conclude(&mut msg, cfg, &kept, outcome, now);
+            }
             let _ = Box::into_raw(job);
-            set_async_status(ASYNC_CHANGE_FD);
-            Ok(fd)
+            if in_hub {
+                // Same request, another fd in the hub: tm keeps waiting.
+                set_async_status(ASYNC_CONTINUE);
+                Ok(0)
+            } else {
+                set_async_status(ASYNC_CHANGE_FD);
+                Ok(fd)
+            }
         }
     }
 }
@@ -381,14 +458,11 @@ unsafe extern "C" fn timeout(_fd: c_int, ptr: *mut sip_msg, param: *mut c_void) 
     // SAFETY: as in `resume`.
     let job = unsafe { Box::from_raw(param as *mut Job) };
     guarded(job.name, ERROR, report_error, move || {
-        let Job {
-            placement,
-            realm,
-            pending,
-            io,
-            ..
-        } = *job;
-        drop(io);
+        let mut job = job;
+        let placement = job.placement;
+        let realm = std::mem::take(&mut job.realm);
+        let pending = job.pending.take();
+        drop(job);
         // An exchange may have ended with it: its connection is free for a queued request.
         wake_queued();
         let pending = pending.ok_or_else(|| EntryError::new(ERROR, "async job without state"))?;

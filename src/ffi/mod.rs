@@ -7,6 +7,8 @@
 
 #[cfg(not(test))]
 mod async_call;
+#[cfg(not(test))]
+mod async_hub;
 mod bindings;
 #[cfg(not(test))]
 mod cachedb;
