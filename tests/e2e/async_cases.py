@@ -29,6 +29,12 @@ from mi import mi_call
 from sip import SipClient, digest_credentials, parse_message
 
 ASYNC_ROUTE = """
+	# With a script timeout tm must watch the request's own fd (it enforces that timeout
+	# through the reactor entry), so these take the other path than the worker's hub.
+	if (is_present_hf("X-Test-Script-Timeout")) {
+		async(sso_authorize("$td"), async_register, 1);
+		exit;
+	}
 	if (is_present_hf("X-Test-Async")) {
 		if (is_method("REGISTER")) {
 			async(sso_authorize("$td"), async_register);
@@ -618,6 +624,48 @@ def register_nonblocking(r):
                            % (mode or "tls", kind, ms, timeout_ms))
         worst = max((ms for _rs, ms, _t in res if ms is not None), default=0)
         return bad, worst
+
+    # ---- the two ways a suspended request waits ----------------------------------------
+    # Without a script timeout a request waits in the worker's hub (one epoll fd in the
+    # reactor for all of them, ASYNC_NO_FD); with one, tm watches the request's own fd and
+    # ends it at the script timeout (whole seconds). Both must give the sync call's codes.
+    r.INSTANCES["async_st"] = lambda ctx: async_opts(ctx, http_timeout=4000)
+
+    @case("async_script_timeout_uses_tm_fd", instance="async_st")
+    def t_script_timeout(ctx):
+        inst, sso = ctx.instance("async_st"), ctx.sso
+        st = [("X-Test-Script-Timeout", "1")]
+        # a quick SSO: both paths answer 200 with the same code
+        items = [token_request(inst.port, sso.issue_token("alice"), st),
+                 token_request(inst.port, sso.issue_token("alice"), ASYNC)]
+        try:
+            res = fire(inst.port, items)
+        finally:
+            close_all(items)
+        sent_all(res, (200, 1), "a new token through tm's fd and through the hub")
+        # a hanging SSO: the script timeout (1 s) ends the first, http_timeout (4 s) the hub's
+        items = [token_request(inst.port, sso.issue_token("alice"), st),
+                 token_request(inst.port, sso.issue_token("alice"), ASYNC)]
+        sso.mode = "hang"
+        try:
+            with Pinger(inst.port) as ping:
+                res = fire(inst.port, items, timeout=8.0)
+        finally:
+            sso.mode = None
+            close_all(items)
+        (rs1, ms1, _), (rs2, ms2, _) = res
+        note("SSO hanging: script timeout 1 s -> %s/%s after %s ms; hub, http_timeout 4000 "
+             "ms -> %s/%s after %s ms; %s",
+             rs1.status if rs1 else "-", r_code(rs1) if rs1 else "-",
+             "%.0f" % ms1 if ms1 else "-", rs2.status if rs2 else "-",
+             r_code(rs2) if rs2 else "-", "%.0f" % ms2 if ms2 else "-", ping.text())
+        sent_all(res, (500, -5), "requests while the SSO hangs")
+        # tm counts its async timeouts in whole seconds: it fires at the next tick boundary
+        # after the 1 s, so anywhere within the first second and a bit
+        check(ms1 <= 1200, "script timeout: -5 after %.0f ms, expected at most 1.2 s" % ms1)
+        check(4000 <= ms2 <= 4100, "hub: -5 after %.0f ms, expected 4000-4100 ms "
+              "(http_timeout)" % ms2)
+        ping.check_latency(r, "2 requests waiting for a hanging SSO")
 
     @case("async_faults", instance="async_t")
     def t_faults(ctx):
