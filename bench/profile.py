@@ -4,8 +4,9 @@
 CPU figures on a shared VM move with the neighbours (steal); instruction counts do not.
 For each scenario this runs its bench configuration with one UDP worker under
 `valgrind --tool=callgrind`, twice (N1 and N2 REGISTERs after the same warm-up), and
-reports (Ir(N2) - Ir(N1)) / (N2 - N1): the worker's user-space instructions per request,
-start-up and warm-up cancelled out. Kernel time (syscalls) is not in it.
+reports (Ir(N2) - Ir(N1)) / (R2 - R1), R the replies the worker built (counted in the same
+callgrind output): the worker's user-space instructions per request, start-up and warm-up
+cancelled out. Kernel time (syscalls) is not in it.
 
     OPENSIPS=... SSO_AUTH_MODULE=... python3 bench/profile.py a b ct ca
 
@@ -28,6 +29,26 @@ N1, N2 = int(os.environ.get("PROFILE_N1") or 300), int(os.environ.get("PROFILE_N
 RATE = int(os.environ.get("PROFILE_RATE") or 100)
 
 
+REPLY_FN = "build_res_buf_from_sip_req"
+
+
+def replies_built(text):
+    """Calls of OpenSIPS's reply builder in one callgrind output: the replies the worker
+    sent (one per REGISTER here), whatever sipp managed to send or gave up on."""
+    names, total, current = {}, 0, None
+    for line in text.splitlines():
+        if line.startswith(("fn=", "cfn=")):
+            m = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line)
+            if m:
+                if m.group(2):
+                    names[m.group(1)] = m.group(2)
+                current = m.group(1) if line.startswith("cfn=") else None
+        elif line.startswith("calls=") and current is not None:
+            if REPLY_FN in names.get(current, ""):
+                total += int(line.split("=", 1)[1].split()[0])
+    return total
+
+
 def worker_ir(workdir, keep_as=None):
     """Total Ir of the busiest process's callgrind output (the one SIP worker).
 
@@ -39,10 +60,10 @@ def worker_ir(workdir, keep_as=None):
         m = re.search(r"^summary:\s+(\d+)", text, re.M) or re.search(r"^totals:\s+(\d+)",
                                                                       text, re.M)
         if m and int(m.group(1)) > best:
-            best, best_file = int(m.group(1)), f
+            best, best_file, replies = int(m.group(1)), f, replies_built(text)
     if keep_as and best_file:
         best_file.rename(workdir / keep_as)
-    return best
+    return best, (replies if best_file else 0)
 
 
 def one_run(key, cfg_text, port, calls, keys, workdir):
@@ -112,10 +133,14 @@ def main(keys):
                     {"run": "%s%d" % (key, n)} if scen["xml"] == "c_token_per_call.xml"
                     else {})
                 irs.append(one_run(key, cfg, port, n, keys_, workdir))
-            per = (irs[1] - irs[0]) / (N2 - N1)
+            (ir1, rep1), (ir2, rep2) = irs
+            # Per reply the worker built, not per REGISTER sipp meant to send: a worker that
+            # falls behind under valgrind answers fewer, and dividing by N would hide that.
+            per = (ir2 - ir1) / max(rep2 - rep1, 1)
             results[key] = per
-            print("%-4s %10.0f instructions per request (Ir %d after %d, %d after %d)"
-                  % (key, per, irs[0], N1, irs[1], N2), flush=True)
+            print("%-4s %10.0f instructions per request (Ir %d after %d replies, %d after %d;"
+                  " %d and %d REGISTERs sent)" % (key, per, ir1, rep1, ir2, rep2, N1, N2),
+                  flush=True)
     finally:
         sso.stop()
     if os.environ.get("PROFILE_KEEP"):
