@@ -422,13 +422,10 @@ fn finish_step(mut job: Box<Job>, ptr: *mut sip_msg, input: Continue) -> Result<
             if let Err(e) = job.replace_io(io) {
                 // Out of the hub and tm holds no fd of ours: end the request here.
                 set_async_status(ASYNC_DONE);
-                let answer = job
-                    .pending
-                    .take()
-                    .and_then(|p| {
-                        let failed = p.call().map(|c| c.failed(SsoError::Unreachable(e.clone())));
-                        worker::with_worker(|w| w.authorizer.resume(&req, p, failed, now)).ok()
-                    });
+                let answer = job.pending.take().and_then(|p| {
+                    let failed = p.call().map(|c| c.failed(SsoError::Unreachable(e.clone())));
+                    worker::with_worker(|w| w.authorizer.resume(&req, p, failed, now)).ok()
+                });
                 let outcome = match answer {
                     Some(Step::Done(o)) => o,
                     _ => Outcome::error(e),

@@ -45,9 +45,7 @@ fn open() -> io::Result<Hub> {
     let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: the callback is a plain extern "C" function of this module; the reactor calls
     // it in this process only, and the fd lives as long as the process (HUB is never reset).
-    if unsafe { sso_shim_watch_fd(epoll.as_raw_fd(), Some(hub_ready), std::ptr::null_mut()) }
-        != 0
-    {
+    if unsafe { sso_shim_watch_fd(epoll.as_raw_fd(), Some(hub_ready), std::ptr::null_mut()) } != 0 {
         return Err(io::Error::other("the reactor did not take the fd"));
     }
     Ok(Hub {
@@ -79,14 +77,12 @@ pub(super) fn watch(fd: RawFd, ctx: *mut c_void) -> io::Result<()> {
             u64: fd as u64,
         };
         // SAFETY: valid epoll fd and event.
-        let mut rc = unsafe {
-            libc::epoll_ctl(hub.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev)
-        };
+        let mut rc =
+            unsafe { libc::epoll_ctl(hub.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
         if rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
             // SAFETY: as above.
-            rc = unsafe {
-                libc::epoll_ctl(hub.epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev)
-            };
+            rc =
+                unsafe { libc::epoll_ctl(hub.epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev) };
         }
         if rc != 0 {
             return Err(io::Error::last_os_error());
