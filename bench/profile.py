@@ -74,6 +74,9 @@ def one_run(key, cfg_text, port, calls, keys, workdir):
     cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s/callgrind.out.%%p"
            % workdir, bench.find_opensips(), "-F", "-f", str(cfg), "-m", "256", "-M", "16",
            "-w", str(workdir)]
+    # PROFILE_ALLOCATOR=HP_MALLOC (or Q_MALLOC): OpenSIPS's -a, its memory allocator
+    if os.environ.get("PROFILE_ALLOCATOR"):
+        cmd += ["-a", os.environ["PROFILE_ALLOCATOR"]]
     log = open(workdir / ("opensips-%s.log" % key), "ab")
     p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
