@@ -13,7 +13,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use crate::core::sso::http::sys::{self, Want};
 
 use super::bindings::{async_status, sso_shim_resume_suspended, sso_shim_watch_fd, ASYNC_CONTINUE};
 use super::guard::guarded;
@@ -36,13 +38,7 @@ thread_local! {
 }
 
 fn open() -> io::Result<Hub> {
-    // SAFETY: plain syscall; the fd is owned right after.
-    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new fd nobody else owns.
-    let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+    let epoll = sys::epoll_create()?;
     // SAFETY: the callback is a plain extern "C" function of this module; the reactor calls
     // it in this process only, and the fd lives as long as the process (HUB is never reset).
     if unsafe { sso_shim_watch_fd(epoll.as_raw_fd(), Some(hub_ready), std::ptr::null_mut()) } != 0 {
@@ -72,21 +68,7 @@ pub(super) fn watch(fd: RawFd, ctx: *mut c_void) -> io::Result<()> {
         let hub = hub
             .as_mut()
             .ok_or_else(|| io::Error::other("no hub in this process"))?;
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: fd as u64,
-        };
-        // SAFETY: valid epoll fd and event.
-        let mut rc =
-            unsafe { libc::epoll_ctl(hub.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
-        if rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
-            // SAFETY: as above.
-            rc =
-                unsafe { libc::epoll_ctl(hub.epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev) };
-        }
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        sys::epoll_set(&hub.epoll, fd, Want::Read, false)?;
         hub.contexts.insert(fd, ctx as usize);
         Ok(())
     })
@@ -97,15 +79,7 @@ pub(super) fn unwatch(fd: RawFd) {
     HUB.with(|h| {
         if let Some(Some(hub)) = h.borrow_mut().as_mut() {
             if hub.contexts.remove(&fd).is_some() {
-                // SAFETY: valid epoll fd; a null event is allowed for DEL.
-                unsafe {
-                    libc::epoll_ctl(
-                        hub.epoll.as_raw_fd(),
-                        libc::EPOLL_CTL_DEL,
-                        fd,
-                        std::ptr::null_mut(),
-                    )
-                };
+                sys::epoll_del(&hub.epoll, fd);
             }
         }
     })
@@ -127,15 +101,7 @@ fn next_ready() -> Option<(RawFd, *mut c_void)> {
             Some(&ctx) => Some((fd, ctx as *mut c_void)),
             None => {
                 // Not a request of ours (cannot happen: a request leaves with its fd).
-                // SAFETY: as in unwatch.
-                unsafe {
-                    libc::epoll_ctl(
-                        hub.epoll.as_raw_fd(),
-                        libc::EPOLL_CTL_DEL,
-                        fd,
-                        std::ptr::null_mut(),
-                    )
-                };
+                sys::epoll_del(&hub.epoll, fd);
                 Some((fd, std::ptr::null_mut()))
             }
         }

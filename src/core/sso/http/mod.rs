@@ -22,7 +22,7 @@ pub mod conn;
 pub mod exchange;
 pub mod nonblocking;
 pub mod pool;
-mod sys;
+pub mod sys;
 
 use super::SsoError;
 
