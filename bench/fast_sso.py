@@ -313,16 +313,10 @@ def serve(sso, lsock, stop_after=None):
                             sso.service_us.append(int((perf() - t0) * 1e6))
                         if close:
                             c.closing = True
-            if c.outbuf:
-                try:
-                    n = c.sock.send(c.outbuf)
-                    del c.outbuf[:n]
-                except (BlockingIOError, InterruptedError):
-                    pass
-                except OSError:
-                    sel.unregister(c.sock)
-                    c.sock.close()
-                    continue
+            if not flush(c):
+                sel.unregister(c.sock)
+                c.sock.close()
+                continue
             if not c.outbuf and c.closing:
                 sel.unregister(c.sock)
                 c.sock.close()

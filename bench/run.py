@@ -609,18 +609,8 @@ AUTH_BLOCK = {
 
 # The sync form inside a transaction: replies go through tm (send_reply), as the async
 # form's resume route does.
-AUTH_BLOCK["sso_tm"] = """\
-\t\tt_newtran();
-\t\tsso_authorize("");
-\t\tif ($rc < 0) {
-\t\t\tif ($rc == -5) {
-\t\t\t\tsend_reply(500, "SSO error");
-\t\t\t\texit;
-\t\t\t}
-\t\t\tsso_challenge("");
-\t\t\texit;
-\t\t}
-"""
+AUTH_BLOCK["sso_tm"] = "\t\tt_newtran();\n" + AUTH_BLOCK["sso"].replace("sl_send_reply(",
+                                                                        "send_reply(")
 
 # The async form (issue 11): the REGISTER waits in a tm transaction while the SSO answers;
 # the resume route reads $rc exactly as the sync script does.
