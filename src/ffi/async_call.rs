@@ -33,8 +33,8 @@ use super::bindings::{
 };
 use super::functions::conclude;
 use super::guard::{guarded, EntryError};
-use super::log::{self, report_error, L_DBG};
-use super::request::{authorization_request, now, request, str_arg, ERROR};
+use super::log::report_error;
+use super::request::{authorization_request, now, on_authorizer, request, str_arg, ERROR};
 use super::worker;
 
 /// What the reactor watches for a suspended request.
@@ -259,13 +259,8 @@ pub(super) fn start(
         let mut msg = request(ptr)?;
         let realm = str_arg("realm", realm)?.unwrap_or("");
         let (cfg, req, kept) = authorization_request(&msg, placement, realm)?;
-        let explain_success = log::enabled(L_DBG);
         let now = now();
-        let first = worker::with_worker(|w| {
-            w.authorizer.set_explain_success(explain_success);
-            w.authorizer.start(&req, now)
-        })
-        .map_err(|e| EntryError::new(ERROR, e))?;
+        let first = on_authorizer(|w| w.authorizer.start(&req, now))?;
         match advance(first, &req, now, false).map_err(|e| EntryError::new(ERROR, e))? {
             Next::Done(outcome, sso_used) => {
                 let code = conclude(&mut msg, cfg, &kept, outcome, now)?;

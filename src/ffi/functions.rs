@@ -10,10 +10,12 @@ use crate::core::text::is_header_safe;
 
 use super::bindings::{_str as os_str, async_ctx, sip_msg};
 use super::guard::{guarded, EntryError};
-use super::log::{self, report_error, sso_log, L_DBG, L_ERR, L_INFO, L_WARN};
+use super::log::{report_error, sso_log, L_DBG, L_ERR, L_INFO, L_WARN};
 use super::msg::{Header, Msg};
 use super::reply::{add_reply_header, delete_span, send_reply};
-use super::request::{authorization_request, now, request, str_arg, to_and_from, ERROR};
+use super::request::{
+    authorization_request, now, on_authorizer, request, str_arg, to_and_from, ERROR,
+};
 use super::worker::{self, LastAuth, Span};
 use super::{identity, pvar};
 
@@ -28,14 +30,8 @@ fn authorize(
         let mut msg = request(ptr)?;
         let realm = str_arg("realm", realm)?.unwrap_or("");
         let (cfg, req, kept) = authorization_request(&msg, placement, realm)?;
-        // The success line is logged at DBG only: without it the core skips building it.
-        let explain_success = log::enabled(L_DBG);
         let now = now();
-        let outcome = worker::with_worker(|w| {
-            w.authorizer.set_explain_success(explain_success);
-            w.authorizer.authorize(&req, &mut w.sso, now)
-        })
-        .map_err(|e| EntryError::new(ERROR, e))?;
+        let outcome = on_authorizer(|w| w.authorizer.authorize(&req, &mut w.sso, now))?;
         // The connection this call used is free again for a request queued by the async form.
         if super::async_call::anyone_queued() {
             super::async_call::wake_queued();

@@ -14,7 +14,9 @@ use super::bindings::{
     HDR_TO_T,
 };
 use super::guard::EntryError;
+use super::log::{self, L_DBG};
 use super::msg::{Header, Msg};
+use super::worker::{self, Worker};
 
 pub(super) const ERROR: i32 = Code::Error as i32;
 
@@ -166,4 +168,16 @@ pub(super) fn authorization_request<'a>(
     let cfg = module_config()?;
     let (req, kept) = auth_request(msg, placement, &[credential_kind(placement)], realm, cfg)?;
     Ok((cfg, req, kept))
+}
+
+/// Runs a decision step on this worker's authorizer (sync call or async start), telling it
+/// first whether the success line will be read: that line is logged at DBG only, and
+/// without a reader the core skips building it.
+pub(super) fn on_authorizer<T>(step: impl FnOnce(&mut Worker) -> T) -> Result<T, EntryError> {
+    let explain_success = log::enabled(L_DBG);
+    worker::with_worker(|w| {
+        w.authorizer.set_explain_success(explain_success);
+        step(w)
+    })
+    .map_err(|e| EntryError::new(ERROR, e))
 }
