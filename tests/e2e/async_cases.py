@@ -912,7 +912,7 @@ def register_nonblocking(r):
             inst.proc.send_signal(signal.SIGTERM)
             left = []
             while time.monotonic() - t0 < 5:
-                left = group_pids(pgid)
+                left = [pid for pid, f in r.proc_stats() if f[0] != "Z" and int(f[3]) == pgid]
                 if inst.proc.poll() is not None and not left:
                     break
                 time.sleep(0.05)
@@ -932,21 +932,6 @@ def register_nonblocking(r):
         check(not left and secs < 5, "OpenSIPS not gone 5 s after SIGTERM with requests in "
               "flight: processes left %s" % [names.get(p, p) for p in left])
         check(not crash, "crash lines in the log: %s" % crash)
-
-
-def group_pids(pgid):
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        f = stat.rsplit(")", 1)[1].split()
-        if f[0] != "Z" and int(f[3]) == pgid:
-            out.append(int(d.name))
-    return out
 
 
 SIPP_HEAD = """<?xml version="1.0" encoding="ISO-8859-1" ?>

@@ -164,6 +164,19 @@ class LogFile:
         return "\n".join(self.log_text(since).splitlines()[-lines:])
 
 
+
+def proc_stats():
+    """(pid, fields) of every process in /proc/<pid>/stat, fields from the state on
+    (state ppid pgrp ...): comm may hold spaces, so the split comes after the last ')'."""
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        yield int(d.name), stat.rsplit(")", 1)[1].split()
+
 class OpenSips(LogFile):
     def __init__(self, name, binary, workdir, cfg_text, wrap=None, shm_mb=64):
         self.wrap = list(wrap or [])   # command prefix (e.g. a private mount namespace)
@@ -242,19 +255,7 @@ class OpenSips(LogFile):
         """pids of the processes forked by the OpenSIPS main process (workers, timers, MI)."""
         if self.proc is None:
             return []
-        out = []
-        for d in Path("/proc").iterdir():
-            if not d.name.isdigit():
-                continue
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            # pid (comm) state ppid ...: comm may hold spaces, split after the last ')'
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[1]) == self.proc.pid:
-                out.append(int(d.name))
-        return sorted(out)
+        return sorted(pid for pid, f in proc_stats() if int(f[1]) == self.proc.pid)
 
     def rss_kb(self):
         """Sums over the children, in kB: VmRSS and its parts RssAnon (private memory),
