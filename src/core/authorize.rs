@@ -12,6 +12,8 @@ use std::sync::Arc;
 #[cfg(test)]
 use std::time::{Duration, Instant};
 
+use smallvec::SmallVec;
+
 use super::cluster::NonceOrigin;
 use super::config::{BearerChallenge, Config};
 use super::digest::challenge::{self, BearerError, QopOffer};
@@ -67,6 +69,13 @@ pub struct HeaderRef<'a> {
     pub value: &'a [u8],
 }
 
+/// A request's credential or token headers: rarely more than one or two, so they live
+/// inline and building a request allocates nothing for them.
+pub type HeaderRefs<'a> = SmallVec<[HeaderRef<'a>; 2]>;
+
+/// Header ids an outcome names (used, consumed): inline for the same reason.
+pub type HeaderIds = SmallVec<[usize; 4]>;
+
 /// What the decision needs to know about a request.
 #[derive(Debug, Clone)]
 pub struct AuthRequest<'a> {
@@ -78,9 +87,9 @@ pub struct AuthRequest<'a> {
     pub to: Option<&'a [u8]>,
     pub from: Option<&'a [u8]>,
     /// Authorization headers (Placement::Www) or Proxy-Authorization headers (Proxy), in order.
-    pub credential_headers: Vec<HeaderRef<'a>>,
+    pub credential_headers: HeaderRefs<'a>,
     /// Headers named like the `token_header` parameter, in order.
-    pub token_headers: Vec<HeaderRef<'a>>,
+    pub token_headers: HeaderRefs<'a>,
     pub body: &'a [u8],
     /// Top Via, Call-ID and CSeq, which a retransmission repeats: its Digest request then
     /// gets the first copy's answer. None: retransmissions are not recognised.
@@ -100,10 +109,10 @@ pub enum TokenSource {
 pub struct Outcome {
     pub code: Code,
     /// Header ids that carried the credentials that decided.
-    pub used_headers: Vec<usize>,
+    pub used_headers: HeaderIds,
     /// Header ids sso_consume_credentials removes: the deciding header, and every header
     /// that carries an SSO token (token headers and Bearer credentials), in message order.
-    pub consume_headers: Vec<usize>,
+    pub consume_headers: HeaderIds,
     /// Token the SSO issued after a Digest login, to put into the reply.
     pub new_token: Option<String>,
     /// Bearer error for the next challenge of this request.
@@ -148,8 +157,8 @@ impl Outcome {
     fn new(code: Code, reason: impl Into<Cow<'static, str>>) -> Outcome {
         Outcome {
             code,
-            used_headers: Vec::new(),
-            consume_headers: Vec::new(),
+            used_headers: HeaderIds::new(),
+            consume_headers: HeaderIds::new(),
             new_token: None,
             bearer_error: None,
             user: None,
@@ -326,7 +335,7 @@ impl Authorizer {
 
     /// The realm an AOR implies: its host without realm_prefix; None when that is empty.
     fn realm_of(&self, aor: &Aor) -> Option<String> {
-        let host = aor.host.as_str();
+        let host: &str = &aor.host;
         let host = match host.strip_prefix(self.cfg.realm_prefix.as_str()) {
             Some(rest) if !self.cfg.realm_prefix.is_empty() && !rest.is_empty() => rest,
             _ => host,
@@ -338,7 +347,7 @@ impl Authorizer {
         }
     }
 
-    fn request_aor(req: &AuthRequest) -> Result<Aor, &'static str> {
+    fn request_aor<'a>(req: &AuthRequest<'a>) -> Result<Aor<'a>, &'static str> {
         let (name, header) = if req.is_register {
             ("To", req.to)
         } else {
@@ -756,8 +765,8 @@ fn find_token(req: &AuthRequest) -> Option<(usize, TokenSource, Result<String, T
 }
 
 /// What sso_consume_credentials removes: `used` and every token-carrying header.
-fn consume_headers(req: &AuthRequest, used: &[usize]) -> Vec<usize> {
-    let mut ids: Vec<usize> = used
+fn consume_headers(req: &AuthRequest, used: &[usize]) -> HeaderIds {
+    let mut ids: HeaderIds = used
         .iter()
         .copied()
         .chain(req.token_headers.iter().map(|h| h.id))

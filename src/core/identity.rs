@@ -4,14 +4,18 @@
 //! The parser is strict on purpose: the AOR decides whose identity a request claims, so a value
 //! that two parsers could read differently is refused instead of guessed at.
 
+use std::borrow::Cow;
+
 use super::text::{is_lws, trim_lws, utf8};
 
+/// An AOR borrowed from the header it was parsed from: only a host with upper-case letters
+/// is copied (to lower-case it), so the usual To/From costs no allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Aor {
+pub struct Aor<'a> {
     /// User part, as written in the URI (no unescaping). May be empty.
-    pub user: String,
+    pub user: &'a str,
     /// Host part, lower-cased, without port or params.
-    pub host: String,
+    pub host: Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +50,7 @@ fn is_tel_char(b: u8) -> bool {
 /// Parses a To/From header value (`"Name" <sip:user@host;p>;tag=x`, `sip:user@host;tag=x`,
 /// `<sips:...>`, `<tel:+123>`) into the AOR. Rejects values over 4096 bytes, CTL bytes, a
 /// missing URI.
-pub fn parse_aor(header_value: &[u8]) -> Result<Aor, AorError> {
+pub fn parse_aor(header_value: &[u8]) -> Result<Aor<'_>, AorError> {
     if header_value.len() > MAX_HEADER {
         return Err(bad("header too long"));
     }
@@ -136,7 +140,7 @@ fn check_display_name(name: &[u8]) -> Result<(), AorError> {
     }
 }
 
-fn parse_uri(uri: &[u8]) -> Result<Aor, AorError> {
+fn parse_uri(uri: &[u8]) -> Result<Aor<'_>, AorError> {
     // SIP and tel URIs are ASCII without spaces or quotes; anything else is not one.
     if uri
         .iter()
@@ -157,7 +161,7 @@ fn parse_uri(uri: &[u8]) -> Result<Aor, AorError> {
         }
         return Ok(Aor {
             user: ascii(number),
-            host: String::new(),
+            host: Cow::Borrowed(""),
         });
     }
     if !scheme.eq_ignore_ascii_case(b"sip") && !scheme.eq_ignore_ascii_case(b"sips") {
@@ -176,12 +180,13 @@ fn parse_uri(uri: &[u8]) -> Result<Aor, AorError> {
         .position(|&b| b == b';' || b == b'?')
         .unwrap_or(hostpart.len());
     let host = host_of(&hostpart[..end])?;
+    let host = ascii(host);
     Ok(Aor {
         user: ascii(user),
-        host: {
-            let mut host = ascii(host);
-            host.make_ascii_lowercase();
-            host
+        host: if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
         },
     })
 }
@@ -260,14 +265,10 @@ fn host_of(hostport: &[u8]) -> Result<&[u8], AorError> {
     }
 }
 
-/// Bytes already checked to be ASCII, as a String.
-/// Bytes the URI checks have already limited to ASCII, as a String (a copy, no per-char
-/// decoding); anything else would be a bug upstream and is replaced, never trusted.
-fn ascii(bytes: &[u8]) -> String {
-    match utf8(bytes) {
-        Some(text) => text.to_owned(),
-        None => String::from_utf8_lossy(bytes).into_owned(),
-    }
+/// Bytes the URI checks have already limited to ASCII, as text. Anything else would be a
+/// bug upstream: it reads as empty, which names no user and matches no identity.
+fn ascii(bytes: &[u8]) -> &str {
+    utf8(bytes).unwrap_or_default()
 }
 
 /// How registrar turns an AOR into the key it stores bindings under; the module compares
@@ -416,7 +417,7 @@ mod tests {
         parse_aor(v.as_bytes()).unwrap_or_else(|e| panic!("{v:?}: {e:?}"))
     }
 
-    fn ua(user: &str, host: &str) -> Aor {
+    fn ua<'a>(user: &'a str, host: &'a str) -> Aor<'a> {
         Aor {
             user: user.into(),
             host: host.into(),

@@ -16,7 +16,7 @@ use super::reply::{add_reply_header, delete_span, send_reply};
 use super::request::{
     authorization_request, now, on_authorizer, request, str_arg, to_and_from, ERROR,
 };
-use super::worker::{self, LastAuth, Span};
+use super::worker::{self, LastAuth, Span, Spans};
 use super::{identity, pvar};
 
 /// `sso_authorize` / `sso_proxy_authorize`, the sync form.
@@ -53,7 +53,7 @@ pub(super) fn conclude(
     let msg_key = msg.key();
     // Credentials to remove on sso_consume_credentials: the deciding header and every
     // token-carrying header (the core lists them), in message order.
-    let spans: Vec<Span> = outcome
+    let spans: Spans = outcome
         .consume_headers
         .iter()
         .filter_map(|&i| kept.get(i))
@@ -84,7 +84,7 @@ pub(super) fn conclude(
     worker::with_worker(|w| {
         w.last = Some(match &applied {
             Ok(()) => LastAuth::new(msg_key, outcome, spans),
-            Err(e) => LastAuth::new(msg_key, outcome.failed(e.message.clone()), Vec::new()),
+            Err(e) => LastAuth::new(msg_key, outcome.failed(e.message.clone()), Spans::new()),
         })
     })
     .map_err(|e| EntryError::new(ERROR, e))?;
@@ -181,7 +181,7 @@ fn consume(ptr: *mut sip_msg) -> c_int {
                 last.consumed = true;
                 last.spans.clone()
             }
-            _ => Vec::new(),
+            _ => Spans::new(),
         })
         .map_err(|e| EntryError::new(ERROR, e))?;
         if spans.is_empty() {

@@ -15,7 +15,7 @@ use super::guard::{guarded, EntryError};
 use super::log::{report_error, sso_log, L_DBG, L_INFO};
 use super::msg::Msg;
 use super::request::{auth_request, first_value, now, request, str_arg, ERROR};
-use super::worker::{self, LastAuth};
+use super::worker::{self, LastAuth, Spans};
 
 /// Runs `f` on this message's authorization with the worker's engine; None when nothing
 /// authorized it. On tm's failure-route copy of a request (a new message id, maybe another
@@ -40,7 +40,7 @@ pub(super) fn with_outcome<R>(
         } = w;
         if !last.as_ref().is_some_and(|l| l.key == key) {
             let outcome = authorizer.recheck_token(req.as_ref()?, sso, now())?;
-            *last = Some(LastAuth::new(key, outcome, Vec::new()));
+            *last = Some(LastAuth::new(key, outcome, Spans::new()));
         }
         last.as_mut().map(|l| f(authorizer, l, sso))
     })
@@ -51,7 +51,7 @@ pub(super) fn with_outcome<R>(
 const BOTH_CREDENTIAL_KINDS: [i32; 2] = [HDR_AUTHORIZATION_T as i32, HDR_PROXYAUTH_T as i32];
 
 /// The URI `who` names: Request-URI, From or To (None for Credentials).
-fn who_uri(msg: &Msg, who: &str) -> Result<Option<Aor>, EntryError> {
+fn who_uri<'a>(msg: &Msg<'a>, who: &str) -> Result<Option<Aor<'a>>, EntryError> {
     let (name, value) = match who.to_ascii_lowercase().as_str() {
         "credentials" => return Ok(None),
         "request-uri" | "ruri" => ("Request-URI", Some(msg.request_uri())),
@@ -110,7 +110,7 @@ fn asserted_identity(msg: &Msg) -> Result<Result<String, c_int>, EntryError> {
     // A bare number or name is completed with the caller's domain.
     let host = first_value(msg, HDR_FROM_T)
         .and_then(|v| parse_aor(v).ok())
-        .map(|a| a.host)
+        .map(|a| a.host.into_owned())
         .unwrap_or_default();
     let found = with_outcome(msg, |a, l, sso| {
         a.asserted_identity(&mut l.outcome, &host, sso, now())

@@ -5,7 +5,9 @@
 use std::ffi::c_void;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::core::authorize::{AuthRequest, Code, HeaderRef, Placement};
+use smallvec::SmallVec;
+
+use crate::core::authorize::{AuthRequest, Code, HeaderRef, HeaderRefs, Placement};
 use crate::core::config::Config;
 use crate::core::digest::retrans::TransactionId;
 
@@ -81,6 +83,10 @@ pub(super) fn to_and_from<'a>(msg: &Msg<'a>) -> (Option<&'a [u8]>, Option<&'a [u
     (to, from)
 }
 
+/// The credential and token headers of a request, which the core's header ids index: a
+/// request has few, so they live inline.
+pub(super) type KeptHeaders<'a> = SmallVec<[Header<'a>; 4]>;
+
 /// What the core needs of a request, from one walk over its headers: only credential headers
 /// (of the `cred_kinds` types) and token headers are kept, in message order; a HeaderRef's id
 /// is its index in the returned Vec.
@@ -90,16 +96,16 @@ pub(super) fn auth_request<'a>(
     cred_kinds: &[i32],
     realm: &'a str,
     cfg: &Config,
-) -> Result<(AuthRequest<'a>, Vec<Header<'a>>), EntryError> {
+) -> Result<(AuthRequest<'a>, KeptHeaders<'a>), EntryError> {
     let is_token_header = |h: &Header| {
         h.kind == HDR_OTHER_T as i32 && h.name.eq_ignore_ascii_case(cfg.token_header.as_bytes())
     };
     let method = std::str::from_utf8(msg.method())
         .map_err(|_| EntryError::new(ERROR, "method is not UTF-8"))?;
     let (mut to, mut from) = (None, None);
-    let mut kept: Vec<Header> = Vec::new();
-    let mut credential_headers = Vec::new();
-    let mut token_headers = Vec::new();
+    let mut kept = KeptHeaders::new();
+    let mut credential_headers = HeaderRefs::new();
+    let mut token_headers = HeaderRefs::new();
     for h in msg.headers() {
         if h.kind == HDR_TO_T as i32 {
             to.get_or_insert(h.value);
@@ -164,7 +170,7 @@ pub(super) fn authorization_request<'a>(
     msg: &Msg<'a>,
     placement: Placement,
     realm: &'a str,
-) -> Result<(&'static Config, AuthRequest<'a>, Vec<Header<'a>>), EntryError> {
+) -> Result<(&'static Config, AuthRequest<'a>, KeptHeaders<'a>), EntryError> {
     let cfg = module_config()?;
     let (req, kept) = auth_request(msg, placement, &[credential_kind(placement)], realm, cfg)?;
     Ok((cfg, req, kept))

@@ -26,6 +26,9 @@ pub struct Span {
     pub kind: i32,
 }
 
+/// The headers sso_consume_credentials removes: one or two, kept inline.
+pub type Spans = smallvec::SmallVec<[Span; 4]>;
+
 /// Which message an authorization belongs to: OpenSIPS's per-process message id, plus a
 /// hash of Call-ID and CSeq so that a failure route running on another request with a
 /// colliding id cannot see this one's identity.
@@ -39,7 +42,7 @@ pub struct MsgKey {
 pub struct LastAuth {
     pub key: MsgKey,
     pub outcome: Outcome,
-    pub spans: Vec<Span>,
+    pub spans: Spans,
     pub consumed: bool,
     /// Texts handed out as `$sso(...)` values: OpenSIPS reads them after the getter returns,
     /// so they stay here until the next authorization in this process.
@@ -51,7 +54,7 @@ pub struct LastAuth {
 const MAX_VAR_TEXTS: usize = 64;
 
 impl LastAuth {
-    pub fn new(key: MsgKey, outcome: Outcome, spans: Vec<Span>) -> LastAuth {
+    pub fn new(key: MsgKey, outcome: Outcome, spans: Spans) -> LastAuth {
         LastAuth {
             key,
             outcome,

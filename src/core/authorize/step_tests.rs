@@ -41,8 +41,8 @@ fn req<'a>(creds: &'a [HeaderRef<'a>], tokens: &'a [HeaderRef<'a>]) -> AuthReque
         realm: "",
         to: Some(b"<sip:alice@example.com>"),
         from: Some(b"<sip:alice@example.com>;tag=1"),
-        credential_headers: creds.to_vec(),
-        token_headers: tokens.to_vec(),
+        credential_headers: creds.into(),
+        token_headers: tokens.into(),
         body: b"",
         transaction: None,
     }
@@ -115,7 +115,7 @@ fn token_introspect_then_done() {
     let answer = SsoAnswer::Introspection(Ok(active("alice")));
     let o = expect_done(a.resume(&r, p, Some(answer), NOW));
     assert_eq!(o.code, Code::TokenOk, "{}", o.reason);
-    assert_eq!(o.consume_headers, vec![1]);
+    assert_eq!(o.consume_headers[..], [1]);
     assert_eq!(a.stats().get(Stat::SsoRequests), 1);
     assert_eq!(a.stats().get(Stat::TokenAccepted), 1);
     // Stored: the next request is decided by `start` alone.
@@ -163,7 +163,7 @@ fn refused_token_then_the_digest_login_beside_it() {
     assert_eq!(o.code, Code::DigestOk, "{}", o.reason);
     assert!(o.carried_token);
     assert_eq!(o.bearer_error, Some(BearerError::InvalidToken));
-    assert_eq!(o.consume_headers, vec![1, 2]);
+    assert_eq!(o.consume_headers[..], [1, 2]);
     assert_eq!(a.stats().get(Stat::SsoRequests), 2);
 }
 

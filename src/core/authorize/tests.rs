@@ -85,8 +85,8 @@ fn register<'a>(
         realm: "",
         to: Some(to),
         from: Some(b"<sip:someone@example.com>;tag=1"),
-        credential_headers: creds,
-        token_headers: tokens,
+        credential_headers: creds.into(),
+        token_headers: tokens.into(),
         body: b"",
         transaction: None,
     }
@@ -165,7 +165,7 @@ fn token_header_accepted_then_cached() {
         NOW,
     );
     assert_eq!(o.code, Code::TokenOk);
-    assert_eq!(o.used_headers, vec![7]);
+    assert_eq!(o.used_headers[..], [7]);
     assert_eq!(o.source, Some(TokenSource::Header));
     assert!(
         !o.reason.contains("tok1"),
@@ -353,7 +353,7 @@ fn digest_login_gives_new_token() {
     );
     assert_eq!(o.code, Code::DigestOk, "{}", o.reason);
     assert_eq!(o.new_token.as_deref(), Some("newtok"));
-    assert_eq!(o.used_headers, vec![9]);
+    assert_eq!(o.used_headers[..], [9]);
     assert!(!o.reason.contains("newtok"));
     let login = sso.last_login.unwrap();
     assert_eq!(login.realm, "example.com");
@@ -553,7 +553,7 @@ fn rejected_token_with_digest_beside_it_lets_digest_decide() {
         NOW,
     );
     assert_eq!(o.code, Code::DigestOk);
-    assert_eq!(o.used_headers, vec![1]);
+    assert_eq!(o.used_headers[..], [1]);
 }
 
 #[test]
@@ -1161,7 +1161,7 @@ fn bearer_found_behind_other_schemes() {
     let o = a.authorize(&alice_register(creds, vec![]), &mut OneUser, 100);
     assert_eq!(o.code, Code::TokenOk);
     assert_eq!(o.source, Some(TokenSource::Bearer));
-    assert_eq!(o.used_headers, vec![2]);
+    assert_eq!(o.used_headers[..], [2]);
 
     let creds = vec![
         HeaderRef {
@@ -1175,7 +1175,7 @@ fn bearer_found_behind_other_schemes() {
     ];
     let o = a.authorize(&alice_register(creds, vec![]), &mut OneUser, 100);
     assert_eq!(o.code, Code::InvalidToken);
-    assert_eq!(o.used_headers, vec![1]);
+    assert_eq!(o.used_headers[..], [1]);
     assert!(o.reason.contains("malformed Bearer"));
 }
 
@@ -2321,7 +2321,7 @@ fn token_headers_policy_and_consume() {
         (Code::TokenOk, Some(TokenSource::Bearer)),
         "empty X-SSO-Token is absent"
     );
-    assert_eq!(o.consume_headers, vec![0, 1]);
+    assert_eq!(o.consume_headers[..], [0, 1]);
     let o = run(
         &mut a,
         &mut sso,
@@ -2329,7 +2329,7 @@ fn token_headers_policy_and_consume() {
         vec![h(0, b"good")],
     );
     assert_eq!(o.code, Code::TokenOk, "the same token twice");
-    assert_eq!(o.consume_headers, vec![0, 1], "both copies are consumed");
+    assert_eq!(o.consume_headers[..], [0, 1], "both copies are consumed");
     let o = run(
         &mut a,
         &mut sso,
@@ -2368,7 +2368,7 @@ fn token_headers_policy_and_consume() {
         vec![h(0, b"good"), h(3, b"good")],
     );
     assert_eq!(o.code, Code::TokenOk);
-    assert_eq!(o.consume_headers, vec![0, 1, 3]);
+    assert_eq!(o.consume_headers[..], [0, 1, 3]);
     // A Digest login with a stray Bearer beside it: both go on consume.
     let d = digest_header(
         &a,
@@ -2388,5 +2388,5 @@ fn token_headers_policy_and_consume() {
         vec![],
     );
     assert_eq!(o.code, Code::DigestOk, "{}", o.reason);
-    assert_eq!(o.consume_headers, vec![4, 5]);
+    assert_eq!(o.consume_headers[..], [4, 5]);
 }
