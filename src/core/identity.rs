@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use super::text::{is_lws, trim_lws, utf8};
+use super::text::{is_lws, trim_lws, utf8, ByteClass, CONTROL, SIP_TOKEN, URI_CHARS};
 
 /// An AOR borrowed from the header it was parsed from: only a host with upper-case letters
 /// is copied (to lower-case it), so the usual To/From costs no allocation.
@@ -30,17 +30,14 @@ fn bad(why: &'static str) -> AorError {
     AorError::Malformed(why)
 }
 
-/// RFC 3261 token characters.
-fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
-}
-
 /// Characters of an RFC 3261 user part other than escapes: unreserved and user-unreserved.
 /// `#` is not in the grammar but phones send it unescaped in dial strings (`*31#123`); it
 /// cannot shift any boundary, so it is tolerated.
-fn is_user_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/#".contains(&b)
-}
+const USER_CHARS: ByteClass = ByteClass::alphanumeric_and(b"-_.!~*'()&=+$,;?/#");
+
+/// Bytes a hostname may hold. `_` is not in the hostname grammar but exists in real
+/// internal names.
+const HOST_CHARS: ByteClass = ByteClass::alphanumeric_and(b"-._");
 
 /// RFC 3966 phonedigit-hex plus the `+` of global numbers.
 fn is_tel_char(b: u8) -> bool {
@@ -54,10 +51,7 @@ pub fn parse_aor(header_value: &[u8]) -> Result<Aor<'_>, AorError> {
     if header_value.len() > MAX_HEADER {
         return Err(bad("header too long"));
     }
-    if header_value
-        .iter()
-        .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
-    {
+    if header_value.iter().any(|&b| CONTROL.has(b)) {
         return Err(bad("control bytes"));
     }
     utf8(header_value).ok_or(bad("not UTF-8"))?;
@@ -132,7 +126,7 @@ fn check_display_name(name: &[u8]) -> Result<(), AorError> {
     }
     if name
         .iter()
-        .all(|&b| is_token_char(b) || is_lws(b) || b >= 0x80)
+        .all(|&b| SIP_TOKEN.has(b) || is_lws(b) || b >= 0x80)
     {
         Ok(())
     } else {
@@ -142,10 +136,7 @@ fn check_display_name(name: &[u8]) -> Result<(), AorError> {
 
 fn parse_uri(uri: &[u8]) -> Result<Aor<'_>, AorError> {
     // SIP and tel URIs are ASCII without spaces or quotes; anything else is not one.
-    if uri
-        .iter()
-        .any(|&b| !b.is_ascii_graphic() || matches!(b, b'<' | b'>' | b'"' | b'\\'))
-    {
+    if !URI_CHARS.all(uri) {
         return Err(bad("bad character in URI"));
     }
     let colon = uri
@@ -169,11 +160,10 @@ fn parse_uri(uri: &[u8]) -> Result<Aor<'_>, AorError> {
     }
     // No part of a SIP URI after the userinfo may hold `@` (RFC 3261 25.1), so the one `@`
     // ends the userinfo even when the user holds `;` or `?`; two of them is not a SIP URI.
-    let mut ats = rest.iter().enumerate().filter(|(_, &b)| b == b'@');
-    let (user, hostpart) = match (ats.next(), ats.next()) {
-        (None, _) => (&rest[..0], rest),
-        (Some((at, _)), None) => (user_of(&rest[..at])?, &rest[at + 1..]),
-        (Some(_), Some(_)) => return Err(bad("more than one '@'")),
+    let (user, hostpart) = match rest.iter().position(|&b| b == b'@') {
+        None => (&rest[..0], rest),
+        Some(at) if rest[at + 1..].contains(&b'@') => return Err(bad("more than one '@'")),
+        Some(at) => (user_of(&rest[..at])?, &rest[at + 1..]),
     };
     let end = hostpart
         .iter()
@@ -211,7 +201,7 @@ fn user_of(userinfo: &[u8]) -> Result<&[u8], AorError> {
                 return Err(bad("bad escape in user part"));
             }
             i += 3;
-        } else if is_user_char(user[i]) {
+        } else if USER_CHARS.has(user[i]) {
             i += 1;
         } else {
             return Err(bad("bad user part"));
@@ -242,12 +232,7 @@ fn host_of(hostport: &[u8]) -> Result<&[u8], AorError> {
             .position(|&b| b == b':')
             .unwrap_or(hostport.len());
         let host = &hostport[..end];
-        // `_` is not in the hostname grammar but exists in real internal names.
-        if host.is_empty()
-            || !host
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
-        {
+        if host.is_empty() || !HOST_CHARS.all(host) {
             return Err(bad("no usable host"));
         }
         hostport.split_at(end)
@@ -413,7 +398,7 @@ pub fn digest_user_matches(username: &str, realm: &str, aor: &Aor, rules: &AorRu
 mod tests {
     use super::*;
 
-    fn aor(v: &str) -> Aor {
+    fn aor(v: &str) -> Aor<'_> {
         parse_aor(v.as_bytes()).unwrap_or_else(|e| panic!("{v:?}: {e:?}"))
     }
 

@@ -23,27 +23,73 @@ pub fn is_quoted_safe(s: &str) -> bool {
     is_header_safe(s) && !s.bytes().any(|b| b == b'"' || b == b'\\')
 }
 
+/// A class of bytes as a 256-entry table built at compile time, so checking a value costs
+/// one load per byte instead of a chain of comparisons.
+pub struct ByteClass([bool; 256]);
+
+impl ByteClass {
+    /// ASCII letters and digits plus `extra`.
+    pub const fn alphanumeric_and(extra: &[u8]) -> ByteClass {
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            table[b] = (b as u8).is_ascii_alphanumeric();
+            b += 1;
+        }
+        let mut i = 0;
+        while i < extra.len() {
+            table[extra[i] as usize] = true;
+            i += 1;
+        }
+        ByteClass(table)
+    }
+
+    #[inline]
+    pub fn has(&self, b: u8) -> bool {
+        self.0[b as usize]
+    }
+
+    /// Every byte of `bytes` is in the class (true for an empty slice).
+    #[inline]
+    pub fn all(&self, bytes: &[u8]) -> bool {
+        bytes.iter().all(|&b| self.has(b))
+    }
+}
+
+/// RFC 6750 b64token characters and the few more a SIP header value carries unquoted:
+/// visible ASCII, no spaces, commas, quotes or semicolons.
+pub const TOKEN68: ByteClass = ByteClass::alphanumeric_and(b"-._~+/=:%!*'");
+
+/// RFC 3261 `token` characters.
+pub const SIP_TOKEN: ByteClass = ByteClass::alphanumeric_and(b"-.!%*_+`'~");
+
+/// Control bytes a header value must not hold: C0 controls but HTAB, and DEL.
+pub const CONTROL: ByteClass = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b != b'\t' as usize;
+        b += 1;
+    }
+    table[0x7f] = true;
+    ByteClass(table)
+};
+
+/// Bytes a SIP or tel URI is written with: visible ASCII but `<`, `>`, `"` and `\`.
+pub const URI_CHARS: ByteClass = {
+    let mut table = [false; 256];
+    let mut b = 0x21;
+    while b < 0x7f {
+        table[b] = !matches!(b as u8, b'<' | b'>' | b'"' | b'\\');
+        b += 1;
+    }
+    ByteClass(table)
+};
+
 /// True for an RFC 6750 b64token / a token made of characters allowed in a SIP header value
-/// without quoting: visible ASCII, no spaces, commas, quotes or semicolons.
+/// without quoting (`TOKEN68`).
 pub fn is_token68_like(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'+'
-                        | b'/'
-                        | b'='
-                        | b':'
-                        | b'%'
-                        | b'!'
-                        | b'*'
-                        | b'\''
-                )
-        })
+    !s.is_empty() && TOKEN68.all(s.as_bytes())
 }
 
 /// Linear white space inside a header value: space or HTAB.
@@ -122,6 +168,20 @@ mod tests {
         assert_eq!(body_after_headers(m, 3, Some(5)), b"");
         assert_eq!(body_after_headers(m, m.len() + 10, None), b"");
         assert_eq!(body_after_headers(m, m.len(), None), b"");
+    }
+
+    #[test]
+    fn byte_classes_hold_exactly_their_characters() {
+        for b in 0..=255u8 {
+            let token68 = b.is_ascii_alphanumeric() || b"-._~+/=:%!*'".contains(&b);
+            let token = b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b);
+            assert_eq!(TOKEN68.has(b), token68, "{b:#x}");
+            assert_eq!(SIP_TOKEN.has(b), token, "{b:#x}");
+            let control = (b < 0x20 && b != b'\t') || b == 0x7f;
+            assert_eq!(CONTROL.has(b), control, "{b:#x}");
+            let uri = b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"' | b'\\');
+            assert_eq!(URI_CHARS.has(b), uri, "{b:#x}");
+        }
     }
 
     #[test]
