@@ -43,19 +43,25 @@ impl<'a> Msg<'a> {
 
     /// Names this message for the per-worker state: its per-process id and a hash of its
     /// Call-ID and CSeq values. The id already tells messages apart within the process; the
-    /// hash only guards against a reused id, so a plain FNV-1a serves (no keyed hash: nothing
-    /// is gained by a sender who makes two keys equal, as the ids differ anyway).
+    /// hash only guards against a reused id, so a plain multiply-rotate hash over 8-byte words
+    /// serves (no keyed hash: nothing is gained by a sender who makes two keys equal, as the
+    /// ids differ anyway).
     pub fn key(&self) -> MsgKey {
-        const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-        const FNV_PRIME: u64 = 0x0100_0000_01b3;
-        let mut h = FNV_OFFSET;
+        const MIX: u64 = 0x517c_c1b7_2722_0a95;
+        let mut h: u64 = 0;
+        let mut add = |word: u64| h = (h.rotate_left(5) ^ word).wrapping_mul(MIX);
         for hdr in [self.raw.callid, self.raw.cseq] {
             // SAFETY: callid/cseq are null or headers of this message.
             let body = unsafe { hdr.as_ref() }.map_or(&[][..], |hdr| bytes(&hdr.body));
             // The length first, so that moving bytes between the two values changes the hash.
-            for b in (body.len() as u32).to_le_bytes().iter().chain(body) {
-                h = (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME);
+            add(body.len() as u64);
+            let mut words = body.chunks_exact(8);
+            for w in &mut words {
+                add(u64::from_le_bytes(w.try_into().expect("8-byte chunk")));
             }
+            let mut tail = [0u8; 8];
+            tail[..words.remainder().len()].copy_from_slice(words.remainder());
+            add(u64::from_le_bytes(tail));
         }
         MsgKey {
             id: self.raw.id,
