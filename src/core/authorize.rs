@@ -714,8 +714,11 @@ type TokenRefusal = (&'static str, BearerError);
 /// Bearer) is one token, but two different tokens, or any malformed one, refuse the request
 /// (-6) rather than pick one of them (RFC 6750 3.1: more than one method is invalid_request).
 /// Returns (header id of the first, source, token or why not).
-fn find_token(req: &AuthRequest) -> Option<(usize, TokenSource, Result<String, TokenRefusal>)> {
-    let mut first: Option<(usize, TokenSource, String)> = None;
+/// A token header's value is borrowed; Bearer credentials are parsed into their own copy.
+fn find_token<'a>(
+    req: &AuthRequest<'a>,
+) -> Option<(usize, TokenSource, Result<Cow<'a, str>, TokenRefusal>)> {
+    let mut first: Option<(usize, TokenSource, Cow<'a, str>)> = None;
     let candidates = req
         .token_headers
         .iter()
@@ -732,12 +735,14 @@ fn find_token(req: &AuthRequest) -> Option<(usize, TokenSource, Result<String, T
         );
     for (h, source) in candidates {
         let parsed = match source {
-            TokenSource::Header => credentials::parse_token_header(h.value).map_err(|e| match e {
-                credentials::ParseError::TooLong => "token too long",
-                credentials::ParseError::Malformed(w) => w,
-            }),
+            TokenSource::Header => credentials::parse_token_header(h.value)
+                .map(Cow::Borrowed)
+                .map_err(|e| match e {
+                    credentials::ParseError::TooLong => "token too long",
+                    credentials::ParseError::Malformed(w) => w,
+                }),
             _ => match credentials::parse_authorization(h.value) {
-                Ok(Credentials::Bearer(t)) => Ok(t),
+                Ok(Credentials::Bearer(t)) => Ok(Cow::Owned(t)),
                 Ok(_) => continue,
                 Err(_) => Err("malformed Bearer credentials"),
             },

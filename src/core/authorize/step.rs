@@ -259,7 +259,7 @@ impl Authorizer {
     ) -> (Verdict, Option<String>) {
         let deadline = self.call_deadline();
         let mut backoff = Backoff::default();
-        let mut check = self.check_start(token, now, deadline);
+        let mut check = self.check_start(Cow::Owned(token), now, deadline);
         loop {
             check = match check {
                 Check::Verdict(_, verdict, why) => return (verdict, why),

@@ -3,15 +3,18 @@
 //! Neither step makes an SSO request or waits: each names the request it needs
 //! (`SsoCall`) or the wait for another worker's, and `step.rs` drives them.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use super::*;
 use crate::core::sso::call::{SsoAnswer, SsoCall};
 use crate::core::token::jwt::{JwksCheck, JwksFetchReason};
 
-/// A token's verdict in progress: what the token path holds between its steps.
-pub(super) struct TokenCheck {
-    token: String,
+/// A token's verdict in progress: what the token path holds between its steps. The token
+/// is borrowed from the request while the check finishes within the call (a cache hit);
+/// a check that must wait or call the SSO owns it (`TokenCheck<'static>`).
+pub(super) struct TokenCheck<'t> {
+    token: Cow<'t, str>,
     id: TokenId,
     how: How,
     /// This worker holds the cache's pending mark and must store a verdict or release it.
@@ -20,6 +23,19 @@ pub(super) struct TokenCheck {
     /// The deadline under which this check is listed in `Authorizer::checking`.
     listed: Option<Instant>,
     at: CheckAt,
+}
+
+impl TokenCheck<'_> {
+    fn into_owned(self) -> TokenCheck<'static> {
+        TokenCheck {
+            token: Cow::Owned(self.token.into_owned()),
+            id: self.id,
+            how: self.how,
+            claimed: self.claimed,
+            listed: self.listed,
+            at: self.at,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -41,12 +57,12 @@ enum CheckAt {
 pub(super) type Verdict = Result<(Option<Introspection>, bool), SsoError>;
 
 /// What one step of a token's verdict decided.
-pub(super) enum Check {
+pub(super) enum Check<'t> {
     /// The `String`: why a JWT was refused (for the log).
-    Verdict(TokenCheck, Verdict, Option<String>),
-    Call(TokenCheck, SsoCall),
+    Verdict(TokenCheck<'t>, Verdict, Option<String>),
+    Call(TokenCheck<'static>, SsoCall),
     /// Look again (`check_resume` with no answer), by the deadline at the latest.
-    Wait(TokenCheck),
+    Wait(TokenCheck<'static>),
 }
 
 /// What the request's token path decided.
@@ -61,7 +77,7 @@ pub(super) enum TokenStep {
 pub(super) struct TokenPending {
     header: usize,
     source: TokenSource,
-    check: TokenCheck,
+    check: TokenCheck<'static>,
 }
 
 impl Authorizer {
@@ -80,7 +96,12 @@ impl Authorizer {
     }
 
     /// First step of a token's verdict.
-    pub(super) fn check_start(&mut self, token: String, now: u64, deadline: Instant) -> Check {
+    pub(super) fn check_start<'t>(
+        &mut self,
+        token: Cow<'t, str>,
+        now: u64,
+        deadline: Instant,
+    ) -> Check<'t> {
         let how = if self.jwt.is_some() && jwt::looks_like_jwt(&token) {
             How::Jwt
         } else {
@@ -104,11 +125,11 @@ impl Authorizer {
     /// Next step: the answer to the request `Check::Call` named, or None after a wait.
     pub(super) fn check_resume(
         &mut self,
-        mut tc: TokenCheck,
+        mut tc: TokenCheck<'static>,
         answer: Option<SsoAnswer>,
         now: u64,
         deadline: Instant,
-    ) -> Check {
+    ) -> Check<'static> {
         match (tc.at, answer) {
             (CheckAt::OtherWorker, _) => self.check_look(tc, now, deadline),
             (CheckAt::Introspection, Some(SsoAnswer::Introspection(answer))) => {
@@ -140,7 +161,7 @@ impl Authorizer {
 
     /// Looks into the local cache: a verdict, a wait for the worker holding the pending
     /// mark, or this worker's own check (now holding the mark when there was room).
-    fn check_look(&mut self, mut tc: TokenCheck, now: u64, deadline: Instant) -> Check {
+    fn check_look<'t>(&mut self, mut tc: TokenCheck<'t>, now: u64, deadline: Instant) -> Check<'t> {
         let looked = if self.cfg.cache_ttl == 0 {
             Lookup::Uncached
         } else {
@@ -170,7 +191,7 @@ impl Authorizer {
             }
             Lookup::Pending => {
                 tc.at = CheckAt::OtherWorker;
-                Check::Wait(tc)
+                Check::Wait(tc.into_owned())
             }
             Lookup::Uncached | Lookup::Claimed => {
                 self.shared.stats.inc(Stat::CacheMisses);
@@ -185,7 +206,7 @@ impl Authorizer {
     }
 
     /// This worker's own check of a token the local cache does not know.
-    fn check_own(&mut self, mut tc: TokenCheck, now: u64) -> Check {
+    fn check_own<'t>(&mut self, mut tc: TokenCheck<'t>, now: u64) -> Check<'t> {
         match tc.how {
             How::Jwt => {
                 let local = self.jwt.as_mut().expect("How::Jwt has JWT keys");
@@ -197,7 +218,7 @@ impl Authorizer {
                             JwksCheck::Fetch(reason) => {
                                 let call = SsoCall::FetchJwks { url: url.clone() };
                                 tc.at = CheckAt::Jwks(reason);
-                                return Check::Call(tc, call);
+                                return Check::Call(tc.into_owned(), call);
                             }
                         }
                     }
@@ -208,10 +229,10 @@ impl Authorizer {
                 Some((info, ttls)) => self.check_answer(tc, Ok(info), ttls, now, None),
                 None => {
                     let call = SsoCall::Introspect {
-                        token: tc.token.clone(),
+                        token: tc.token.to_string(),
                     };
                     tc.at = CheckAt::Introspection;
-                    Check::Call(tc, call)
+                    Check::Call(tc.into_owned(), call)
                 }
             },
         }
@@ -219,12 +240,12 @@ impl Authorizer {
 
     /// A JWT's local verdict as an introspection result: refused is not active (and why);
     /// no keys at all is our side's failure, like an SSO error.
-    fn check_jwt_verdict(
+    fn check_jwt_verdict<'t>(
         &mut self,
-        tc: TokenCheck,
+        tc: TokenCheck<'t>,
         verdict: Result<Introspection, JwtError>,
         now: u64,
-    ) -> Check {
+    ) -> Check<'t> {
         let mut why = None;
         let answer = match verdict {
             Ok(info) => Ok(info),
@@ -243,14 +264,14 @@ impl Authorizer {
 
     /// This worker's own verdict (SSO, store or JWT keys) into the local cache, or the
     /// pending mark released when there is none, so a waiter may try.
-    fn check_answer(
+    fn check_answer<'t>(
         &mut self,
-        tc: TokenCheck,
+        tc: TokenCheck<'t>,
         answer: Result<Introspection, SsoError>,
         (ttl, negative_ttl): (u64, u64),
         now: u64,
         why: Option<String>,
-    ) -> Check {
+    ) -> Check<'t> {
         if let Some(until) = tc.listed {
             self.checking
                 .retain(|(id, u)| !(*id == tc.id && *u == until));
@@ -314,7 +335,7 @@ impl Authorizer {
         req: &AuthRequest,
         header: usize,
         source: TokenSource,
-        check: Check,
+        check: Check<'_>,
         now: u64,
     ) -> TokenStep {
         let (tc, verdict, why) = match check {
@@ -347,7 +368,7 @@ impl Authorizer {
     fn token_outcome(
         &self,
         req: &AuthRequest,
-        tc: &TokenCheck,
+        tc: &TokenCheck<'_>,
         verdict: Verdict,
         why: Option<String>,
         now: u64,
