@@ -85,8 +85,8 @@ fn bench(c: &mut Criterion) {
         realm: "",
         to: Some(b"\"Alice\" <sip:alice@example.com>"),
         from: Some(b"\"Alice\" <sip:alice@example.com>;tag=8a7b6c"),
-        credential_headers: creds,
-        token_headers: tokens,
+        credential_headers: creds.into(),
+        token_headers: tokens.into(),
         body: b"",
         transaction: None,
     };

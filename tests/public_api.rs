@@ -63,8 +63,9 @@ fn challenge_then_login() {
         credential_headers: vec![HeaderRef {
             id: 0,
             value: header.as_bytes(),
-        }],
-        token_headers: vec![],
+        }]
+        .into(),
+        token_headers: Default::default(),
         body: b"",
         transaction: None,
     };

@@ -319,7 +319,7 @@ fn fold_domain(host: &str, rules: &AorRules) -> Vec<u8> {
 /// The key registrar's `save()` stores this AOR under (un-escaped user, `@domain` with
 /// use_domain, case folded); None when the AOR cannot name a user.
 pub fn registrar_aor(aor: &Aor, rules: &AorRules) -> Option<Vec<u8>> {
-    let user = unescape(&aor.user);
+    let user = unescape(aor.user);
     if user.is_empty() {
         return None;
     }
@@ -372,7 +372,7 @@ pub fn token_user_matches(token_user: &str, aor: &Aor, rules: &AorRules) -> bool
             && if rules.case_sensitive {
                 token_user == aor.user
             } else {
-                token_user.eq_ignore_ascii_case(&aor.user)
+                token_user.eq_ignore_ascii_case(aor.user)
             };
     }
     same_key(canonical_name(token_user, rules), aor, rules)
@@ -404,7 +404,7 @@ mod tests {
 
     fn ua<'a>(user: &'a str, host: &'a str) -> Aor<'a> {
         Aor {
-            user: user.into(),
+            user,
             host: host.into(),
         }
     }
@@ -738,7 +738,7 @@ mod tests {
             );
             assert_eq!(a.host, a.host.to_ascii_lowercase());
             if !a.user.is_empty() && !a.user.contains('%') {
-                assert!(token_user_matches(&a.user, &a, &PLAIN));
+                assert!(token_user_matches(a.user, &a, &PLAIN));
                 if !a.host.is_empty() {
                     let full = format!("{}@{}", a.user, a.host);
                     assert!(digest_user_matches(&full, "", &a, &DOMAIN), "{v:?}");

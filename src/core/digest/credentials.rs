@@ -662,7 +662,7 @@ mod tests {
             Err(_) => {}
         }
         if let Ok(t) = parse_token_header(v) {
-            assert!(is_token68_like(&t));
+            assert!(is_token68_like(t));
         }
     }
 
