@@ -259,6 +259,11 @@ fn a_retransmission_waits_for_its_first_copy() {
 }
 
 fn ed_jwt(kid: &str) -> String {
+    ed_jwt_numbered(kid, 0)
+}
+
+/// An EdDSA JWT of alice under `kid`; `n` (its `jti`) makes tokens differ.
+fn ed_jwt_numbered(kid: &str, n: u32) -> String {
     use base64::Engine as _;
     let body: String = ED_PRIVATE
         .lines()
@@ -270,7 +275,7 @@ fn ed_jwt(kid: &str) -> String {
     let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
     h.kid = Some(kid.into());
     let claims = serde_json::json!({"iss": "https://sso.example.com", "sub": "alice",
-                                    "exp": NOW + 600, "iat": NOW});
+                                    "exp": NOW + 600, "iat": NOW, "jti": n});
     let key = jsonwebtoken::EncodingKey::from_ed_der(&der);
     jsonwebtoken::encode(&h, &claims, &key).unwrap()
 }
@@ -327,6 +332,41 @@ fn a_due_jwk_set_is_fetched_then_the_token_validates() {
     let o = expect_done(b.resume(&r, p, Some(SsoAnswer::Jwks(Err(SsoError::Timeout))), NOW));
     assert_eq!(o.code, Code::Error, "{}", o.reason);
     assert_eq!(b.stats().get(Stat::SsoTimeouts), 1);
+}
+
+#[test]
+fn a_second_jwt_waits_for_the_jwk_set_fetch_in_flight() {
+    let (t1, t2) = (ed_jwt_numbered("k1", 1), ed_jwt_numbered("k1", 2));
+    let (h1, h2) = (header(t1.as_bytes()), header(t2.as_bytes()));
+    let (r1, r2) = (req(&[], &h1), req(&[], &h2));
+    let jwks = || Some(SsoAnswer::Jwks(Ok(ed_jwks("k1"))));
+    let mut a = Authorizer::new(jwt_config(true), shared());
+    let p1 = expect_call(a.start(&r1, NOW));
+    // Another JWT before the set arrives (async): a wait, neither a second fetch nor -5.
+    let p2 = expect_wait(a.start(&r2, NOW));
+    let o1 = expect_done(a.resume(&r1, p1, jwks(), NOW));
+    assert_eq!(o1.code, Code::TokenOk, "{}", o1.reason);
+    let o2 = expect_done(a.resume(&r2, p2, None, NOW));
+    assert_eq!(o2.code, Code::TokenOk, "{}", o2.reason);
+    assert_eq!(a.stats().get(Stat::SsoRequests), 1);
+    // The fetch fails: the waiter gets the failure (-5) at its next look.
+    let mut b = Authorizer::new(jwt_config(true), shared());
+    let p1 = expect_call(b.start(&r1, NOW));
+    let p2 = expect_wait(b.start(&r2, NOW));
+    let failed = Some(SsoAnswer::Jwks(Err(SsoError::Timeout)));
+    assert_eq!(expect_done(b.resume(&r1, p1, failed, NOW)).code, Code::Error);
+    assert_eq!(expect_done(b.resume(&r2, p2, None, NOW)).code, Code::Error);
+    // The fetching request is dropped unanswered: the waiter ends by its own deadline.
+    let mut cfg = jwt_config(true);
+    cfg.http_timeout_ms = 50;
+    let mut c = Authorizer::new(cfg, shared());
+    let p1 = expect_call(c.start(&r1, NOW));
+    let p2 = expect_wait(c.start(&r2, NOW));
+    drop(p1);
+    std::thread::sleep(Duration::from_millis(60));
+    let o = expect_done(c.resume(&r2, p2, None, NOW));
+    assert_eq!(o.code, Code::Error, "{}", o.reason);
+    assert!(o.reason.contains("JWK Set fetch in flight"), "{}", o.reason);
 }
 
 #[test]

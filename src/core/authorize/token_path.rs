@@ -51,6 +51,8 @@ enum CheckAt {
     OtherWorker,
     Introspection,
     Jwks(JwksFetchReason),
+    /// Waiting for the JWK Set another request of this worker is fetching.
+    JwksFetchElsewhere,
 }
 
 /// A token's verdict. Ok((None, _)): not active; the `bool`: it came from a cache.
@@ -132,6 +134,7 @@ impl Authorizer {
     ) -> Check<'static> {
         match (tc.at, answer) {
             (CheckAt::OtherWorker, _) => self.check_look(tc, now, deadline),
+            (CheckAt::JwksFetchElsewhere, _) => self.check_own(tc, now, deadline),
             (CheckAt::Introspection, Some(SsoAnswer::Introspection(answer))) => {
                 let ttls = self.store_remember(&tc.id, now, &answer);
                 self.check_answer(tc, answer, ttls, now, None)
@@ -148,6 +151,8 @@ impl Authorizer {
                         tc.at = CheckAt::Jwks(reason);
                         Check::Call(tc, call)
                     }
+                    // `fetched` has just answered this request's own fetch.
+                    JwksCheck::Wait => unreachable!("no fetch is in flight after fetched()"),
                 }
             }
             // No answer, or one to another request: the driver could not make the call.
@@ -200,13 +205,13 @@ impl Authorizer {
                     self.checking.push((tc.id, deadline));
                     tc.listed = Some(deadline);
                 }
-                self.check_own(tc, now)
+                self.check_own(tc, now, deadline)
             }
         }
     }
 
     /// This worker's own check of a token the local cache does not know.
-    fn check_own<'t>(&mut self, mut tc: TokenCheck<'t>, now: u64) -> Check<'t> {
+    fn check_own<'t>(&mut self, mut tc: TokenCheck<'t>, now: u64, deadline: Instant) -> Check<'t> {
         match tc.how {
             How::Jwt => {
                 let local = self.jwt.as_mut().expect("How::Jwt has JWT keys");
@@ -219,6 +224,20 @@ impl Authorizer {
                                 let call = SsoCall::FetchJwks { url: url.clone() };
                                 tc.at = CheckAt::Jwks(reason);
                                 return Check::Call(tc.into_owned(), call);
+                            }
+                            // No keys yet and this worker's fetch is in flight (another
+                            // async request asked for it): wait for it, within this
+                            // request's own budget.
+                            JwksCheck::Wait if Instant::now() < deadline => {
+                                tc.at = CheckAt::JwksFetchElsewhere;
+                                return Check::Wait(tc.into_owned());
+                            }
+                            JwksCheck::Wait => {
+                                let ttls = (self.cfg.cache_ttl, self.cfg.negative_cache_ttl);
+                                let e = SsoError::Unreachable(
+                                    "the JWK Set fetch in flight did not finish in time".into(),
+                                );
+                                return self.check_answer(tc, Err(e), ttls, now, None);
                             }
                         }
                     }

@@ -1051,6 +1051,11 @@ pub struct JwksCache {
     last_error: Option<String>,
     refresh_interval: u64,
     min_refetch_interval: u64,
+    /// A fetch `check` asked for has not been answered through `fetched` yet. A request
+    /// that finds no keys meanwhile waits for it instead of failing. Left set by a fetch
+    /// whose request was dropped, it only makes waiters wait to their own deadline, until
+    /// the rate limit lets a new fetch start.
+    fetch_in_flight: bool,
 }
 
 impl Default for JwksCache {
@@ -1068,6 +1073,7 @@ impl JwksCache {
             last_error: None,
             refresh_interval,
             min_refetch_interval,
+            fetch_in_flight: false,
         }
     }
 
@@ -1112,6 +1118,7 @@ impl JwksCache {
     /// The outcome of a fetch attempt: on success the keys are replaced, on failure kept.
     /// The attempt itself was counted when it was asked for (`last_attempt`).
     fn note_fetch(&mut self, now: u64, body: Result<Vec<u8>, SsoError>) -> bool {
+        self.fetch_in_flight = false;
         let result = body
             .map_err(|e| describe_fetch_error(&e))
             .and_then(|body| KeySet::from_jwks_json(&body));
@@ -1159,7 +1166,11 @@ impl JwksCache {
         };
         if self.due(now) && self.may_attempt(now) {
             self.last_attempt = Some(now);
+            self.fetch_in_flight = true;
             return JwksCheck::Fetch(JwksFetchReason::Due);
+        }
+        if self.keys.is_none() && self.fetch_in_flight {
+            return JwksCheck::Wait;
         }
         self.verdict(&parsed, policy, now, true)
     }
@@ -1196,6 +1207,7 @@ impl JwksCache {
         if may_refetch && matches!(first, Err(JwtError::UnknownKey { .. })) && self.may_attempt(now)
         {
             self.last_attempt = Some(now);
+            self.fetch_in_flight = true;
             return JwksCheck::Fetch(JwksFetchReason::UnknownKey);
         }
         JwksCheck::Verdict(first)
@@ -1218,6 +1230,10 @@ impl JwksCache {
                 JwksCheck::Fetch(reason) => {
                     step = self.fetched(token, policy, now, reason, fetch());
                 }
+                // The fetch in flight cannot finish while this caller blocks: fetch here.
+                JwksCheck::Wait => {
+                    step = self.fetched(token, policy, now, JwksFetchReason::Due, fetch());
+                }
             }
         }
     }
@@ -1229,6 +1245,9 @@ pub enum JwksCheck {
     Verdict(Result<Introspection, JwtError>),
     /// Fetch the JWK Set and hand the result to [`JwksCache::fetched`] with this reason.
     Fetch(JwksFetchReason),
+    /// No keys yet, and another request of this worker is fetching them: `check` again
+    /// later (by the caller's deadline).
+    Wait,
 }
 
 /// Why a fetch was asked for: the keys were due, or (after that) the token named a key the
@@ -2303,6 +2322,31 @@ IwQ5hvJMuta+T7ghQrPwmNIB988A
         assert_eq!(src.calls.get(), 1);
         assert_eq!(cache.fetched_at(), Some(NOW));
         assert_eq!(cache.current().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_check_without_keys_waits_for_the_fetch_in_flight() {
+        let mut cache = JwksCache::new(3600, 15);
+        let p = policy();
+        let (first, second) = (rs256("old", &claims()), rs256("old", &claims()));
+        assert!(matches!(
+            cache.check(&first, &p, NOW),
+            JwksCheck::Fetch(JwksFetchReason::Due)
+        ));
+        // Before the set arrives: wait, neither a second fetch nor "no keys".
+        assert!(matches!(cache.check(&second, &p, NOW), JwksCheck::Wait));
+        let body = set_of(&[jwk(RSA_PUBLIC, Some("old"), None)]);
+        let done = cache.fetched(&first, &p, NOW, JwksFetchReason::Due, body);
+        assert!(matches!(done, JwksCheck::Verdict(Ok(_))));
+        assert!(matches!(cache.check(&second, &p, NOW), JwksCheck::Verdict(Ok(_))));
+        // A failed fetch ends the wait: the next check has its answer (no keys), not a wait.
+        let mut failed = JwksCache::new(3600, 15);
+        failed.check(&first, &p, NOW);
+        failed.fetched(&first, &p, NOW, JwksFetchReason::Due, Err(SsoError::Timeout));
+        assert!(matches!(
+            failed.check(&second, &p, NOW),
+            JwksCheck::Verdict(Err(JwtError::NoKeys(_)))
+        ));
     }
 
     #[test]
