@@ -120,7 +120,8 @@ pub struct Outcome {
     /// The authenticated user (token user or Digest username).
     pub user: Option<String>,
     pub source: Option<TokenSource>,
-    /// The introspection result behind a token success.
+    /// The introspection result behind a token success. After a token success its `user`
+    /// has moved to `Outcome::user`, the one place the user is read from.
     pub introspection: Option<Introspection>,
     /// Short explanation for the log: never a token, password or secret. Empty for a success
     /// when the authorizer was told that nobody will read it (`set_explain_success(false)`).
@@ -403,7 +404,7 @@ impl Authorizer {
             o.bearer_error = Some(error);
             return o;
         }
-        let Some(user) = info.user.clone() else {
+        let Some(user) = info.user.as_deref() else {
             return Outcome::new(
                 Code::Error,
                 format!("introspection of token #{} names no username or sub", fp()),
@@ -413,7 +414,7 @@ impl Authorizer {
             Ok(a) => a,
             Err(why) => return Outcome::new(Code::Error, why),
         };
-        if !identity::token_user_matches(&user, &aor, &self.aor_rules()) {
+        if !identity::token_user_matches(user, &aor, &self.aor_rules()) {
             let mut o = Outcome::new(
                 Code::IdentityMismatch,
                 format!(
@@ -431,9 +432,8 @@ impl Authorizer {
         } else {
             Cow::Borrowed("")
         };
-        let mut o = Outcome::new(Code::TokenOk, reason);
-        o.user = Some(user);
-        o
+        // The caller moves the user in with the introspection (`token_outcome`).
+        Outcome::new(Code::TokenOk, reason)
     }
 
     /// Header lines (with CRLF) of a challenge: one Digest challenge per algorithm, then the

@@ -393,7 +393,7 @@ impl Authorizer {
         now: u64,
     ) -> Outcome {
         let id = &tc.id;
-        let (info, cached) = match verdict {
+        let (mut info, cached) = match verdict {
             Ok((Some(info), cached)) if why.is_none() => (info, cached),
             Ok(_) => {
                 let fp = id.fingerprint();
@@ -419,6 +419,7 @@ impl Authorizer {
         let grace = self.exp_grace(&tc.token);
         let mut o = self.judge_token(req, &info, now, id, grace, cached);
         if o.code.is_success() {
+            o.user = info.user.take();
             o.introspection = Some(info);
             if cached && self.explain_success {
                 o.reason.to_mut().push_str(" (cached)");

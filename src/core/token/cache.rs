@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::core::shm::{current_pid, Found, SharedTable};
 use crate::core::sso::Introspection;
+use crate::core::text::utf8;
 use crate::core::token::claims::ClaimSet;
 
 /// Longest user name / scope kept in an entry; longer results are not cached.
@@ -96,9 +97,9 @@ impl TokenId {
 /// Text the cache stored (always UTF-8: it came from a &str). The strict check is the fast
 /// one on the hit path; a damaged entry still reads, with replacement characters.
 fn stored_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => std::borrow::Cow::Borrowed(s),
-        Err(_) => String::from_utf8_lossy(bytes),
+    match utf8(bytes) {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => String::from_utf8_lossy(bytes),
     }
 }
 
