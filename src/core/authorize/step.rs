@@ -242,11 +242,52 @@ impl Authorizer {
                     let answer = perform(&p, sso);
                     self.resume(req, p, Some(answer), now)
                 }
-                Step::Wait(p) => {
-                    std::thread::sleep(p.retry_in());
-                    self.resume(req, p, None, now)
-                }
+                Step::Wait(p) => match self.own_fetch_instead_of_wait(p) {
+                    Ok(p) => {
+                        let answer = perform(&p, sso);
+                        self.resume(req, p, Some(answer), now)
+                    }
+                    Err(p) => {
+                        std::thread::sleep(p.retry_in());
+                        self.resume(req, p, None, now)
+                    }
+                },
             }
+        }
+    }
+
+    /// The blocking driver's side of `own_fetch_instead`: a wait for this worker's own JWK
+    /// Set fetch turns into a call; any other wait is handed back.
+    fn own_fetch_instead_of_wait(&self, p: Pending) -> Result<Pending, Pending> {
+        let Pending {
+            deadline,
+            backoff,
+            retry_in,
+            call,
+            recheck,
+            at,
+        } = p;
+        let waiting = |at| Pending {
+            deadline,
+            backoff,
+            retry_in,
+            call,
+            recheck,
+            at,
+        };
+        match at {
+            At::Token(tp) => match self.own_fetch_for_request(tp) {
+                Ok((tp, fetch)) => Ok(Pending {
+                    deadline,
+                    backoff: Backoff::default(),
+                    retry_in: Duration::ZERO,
+                    call: Some(fetch),
+                    recheck,
+                    at: At::Token(tp),
+                }),
+                Err(tp) => Err(waiting(At::Token(tp))),
+            },
+            at => Err(waiting(at)),
         }
     }
 
@@ -270,10 +311,13 @@ impl Authorizer {
                     backoff = Backoff::default();
                     self.check_resume(tc, Some(answer), now, deadline)
                 }
-                Check::Wait(tc) => {
-                    std::thread::sleep(backoff.next(deadline));
-                    self.check_resume(tc, None, now, deadline)
-                }
+                Check::Wait(tc) => match self.own_fetch_instead(tc) {
+                    Ok((tc, fetch)) => Check::Call(tc, fetch),
+                    Err(tc) => {
+                        std::thread::sleep(backoff.next(deadline));
+                        self.check_resume(tc, None, now, deadline)
+                    }
+                },
             }
         }
     }

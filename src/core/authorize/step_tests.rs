@@ -354,7 +354,10 @@ fn a_second_jwt_waits_for_the_jwk_set_fetch_in_flight() {
     let p1 = expect_call(b.start(&r1, NOW));
     let p2 = expect_wait(b.start(&r2, NOW));
     let failed = Some(SsoAnswer::Jwks(Err(SsoError::Timeout)));
-    assert_eq!(expect_done(b.resume(&r1, p1, failed, NOW)).code, Code::Error);
+    assert_eq!(
+        expect_done(b.resume(&r1, p1, failed, NOW)).code,
+        Code::Error
+    );
     assert_eq!(expect_done(b.resume(&r2, p2, None, NOW)).code, Code::Error);
     // The fetching request is dropped unanswered: the waiter ends by its own deadline.
     let mut cfg = jwt_config(true);
@@ -367,6 +370,25 @@ fn a_second_jwt_waits_for_the_jwk_set_fetch_in_flight() {
     let o = expect_done(c.resume(&r2, p2, None, NOW));
     assert_eq!(o.code, Code::Error, "{}", o.reason);
     assert!(o.reason.contains("JWK Set fetch in flight"), "{}", o.reason);
+    // A sync call meanwhile: the worker blocks, so the async fetch cannot finish; the call
+    // fetches the set itself rather than sit out its deadline.
+    struct ServesJwks;
+    impl SsoApi for ServesJwks {
+        fn introspect(&mut self, _token: &str) -> Result<Introspection, SsoError> {
+            Err(SsoError::NotConfigured)
+        }
+        fn digest_login(&mut self, _req: &DigestLogin) -> Result<LoginOutcome, SsoError> {
+            Err(SsoError::NotConfigured)
+        }
+        fn fetch_jwks(&mut self, _url: &str) -> Result<Vec<u8>, SsoError> {
+            Ok(ed_jwks("k1"))
+        }
+    }
+    let mut d = Authorizer::new(jwt_config(true), shared());
+    let _in_flight = expect_call(d.start(&r1, NOW));
+    let o = d.authorize(&r2, &mut ServesJwks, NOW);
+    assert_eq!(o.code, Code::TokenOk, "{}", o.reason);
+    assert_eq!(d.stats().get(Stat::SsoRequests), 1);
 }
 
 #[test]

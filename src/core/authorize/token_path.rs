@@ -97,6 +97,48 @@ impl Authorizer {
         self.checking.iter().any(|(listed, _)| listed == id)
     }
 
+    /// For blocking drivers: a wait for this worker's own JWK Set fetch becomes a fetch of
+    /// the caller's own, since that fetch belongs to a suspended async request, which cannot
+    /// progress while the worker blocks. Any other check is handed back as it was.
+    pub(super) fn own_fetch_instead(
+        &self,
+        mut tc: TokenCheck<'static>,
+    ) -> Result<(TokenCheck<'static>, SsoCall), TokenCheck<'static>> {
+        let url = match (tc.at, self.jwt.as_ref().map(|local| &local.keys)) {
+            (CheckAt::JwksFetchElsewhere, Some(JwtKeys::Fetched { url, .. })) => url.clone(),
+            _ => return Err(tc),
+        };
+        tc.at = CheckAt::Jwks(JwksFetchReason::Due);
+        Ok((tc, SsoCall::FetchJwks { url }))
+    }
+
+    /// `own_fetch_instead` for a request's token path.
+    pub(super) fn own_fetch_for_request(
+        &self,
+        p: TokenPending,
+    ) -> Result<(TokenPending, SsoCall), TokenPending> {
+        let TokenPending {
+            header,
+            source,
+            check,
+        } = p;
+        match self.own_fetch_instead(check) {
+            Ok((check, call)) => Ok((
+                TokenPending {
+                    header,
+                    source,
+                    check,
+                },
+                call,
+            )),
+            Err(check) => Err(TokenPending {
+                header,
+                source,
+                check,
+            }),
+        }
+    }
+
     /// First step of a token's verdict.
     pub(super) fn check_start<'t>(
         &mut self,

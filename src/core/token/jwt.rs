@@ -2338,11 +2338,20 @@ IwQ5hvJMuta+T7ghQrPwmNIB988A
         let body = set_of(&[jwk(RSA_PUBLIC, Some("old"), None)]);
         let done = cache.fetched(&first, &p, NOW, JwksFetchReason::Due, body);
         assert!(matches!(done, JwksCheck::Verdict(Ok(_))));
-        assert!(matches!(cache.check(&second, &p, NOW), JwksCheck::Verdict(Ok(_))));
+        assert!(matches!(
+            cache.check(&second, &p, NOW),
+            JwksCheck::Verdict(Ok(_))
+        ));
         // A failed fetch ends the wait: the next check has its answer (no keys), not a wait.
         let mut failed = JwksCache::new(3600, 15);
         failed.check(&first, &p, NOW);
-        failed.fetched(&first, &p, NOW, JwksFetchReason::Due, Err(SsoError::Timeout));
+        failed.fetched(
+            &first,
+            &p,
+            NOW,
+            JwksFetchReason::Due,
+            Err(SsoError::Timeout),
+        );
         assert!(matches!(
             failed.check(&second, &p, NOW),
             JwksCheck::Verdict(Err(JwtError::NoKeys(_)))
