@@ -242,53 +242,32 @@ impl Authorizer {
                     let answer = perform(&p, sso);
                     self.resume(req, p, Some(answer), now)
                 }
-                Step::Wait(p) => match self.own_fetch_instead_of_wait(p) {
-                    Ok(p) => {
+                Step::Wait(mut p) => {
+                    if self.own_fetch_instead_of_wait(&mut p) {
                         let answer = perform(&p, sso);
                         self.resume(req, p, Some(answer), now)
-                    }
-                    Err(p) => {
+                    } else {
                         std::thread::sleep(p.retry_in());
                         self.resume(req, p, None, now)
                     }
-                },
+                }
             }
         }
     }
 
     /// The blocking driver's side of `own_fetch_instead`: a wait for this worker's own JWK
-    /// Set fetch turns into a call; any other wait is handed back.
-    fn own_fetch_instead_of_wait(&self, p: Pending) -> Result<Pending, Pending> {
-        let Pending {
-            deadline,
-            backoff,
-            retry_in,
-            call,
-            recheck,
-            at,
-        } = p;
-        let waiting = |at| Pending {
-            deadline,
-            backoff,
-            retry_in,
-            call,
-            recheck,
-            at,
+    /// Set fetch turns into a call (true); any other wait is left as it is.
+    fn own_fetch_instead_of_wait(&self, p: &mut Pending) -> bool {
+        let At::Token(tp) = &mut p.at else {
+            return false;
         };
-        match at {
-            At::Token(tp) => match self.own_fetch_for_request(tp) {
-                Ok((tp, fetch)) => Ok(Pending {
-                    deadline,
-                    backoff: Backoff::default(),
-                    retry_in: Duration::ZERO,
-                    call: Some(fetch),
-                    recheck,
-                    at: At::Token(tp),
-                }),
-                Err(tp) => Err(waiting(At::Token(tp))),
-            },
-            at => Err(waiting(at)),
-        }
+        let Some(fetch) = self.own_fetch_for_request(tp) else {
+            return false;
+        };
+        p.call = Some(fetch);
+        p.backoff = Backoff::default();
+        p.retry_in = Duration::ZERO;
+        true
     }
 
     /// A token's verdict, blocking (the issued token's claims for `identity`).
@@ -311,9 +290,9 @@ impl Authorizer {
                     backoff = Backoff::default();
                     self.check_resume(tc, Some(answer), now, deadline)
                 }
-                Check::Wait(tc) => match self.own_fetch_instead(tc) {
-                    Ok((tc, fetch)) => Check::Call(tc, fetch),
-                    Err(tc) => {
+                Check::Wait(mut tc) => match self.own_fetch_instead(&mut tc) {
+                    Some(fetch) => Check::Call(tc, fetch),
+                    None => {
                         std::thread::sleep(backoff.next(deadline));
                         self.check_resume(tc, None, now, deadline)
                     }

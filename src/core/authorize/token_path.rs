@@ -98,45 +98,21 @@ impl Authorizer {
     }
 
     /// For blocking drivers: a wait for this worker's own JWK Set fetch becomes a fetch of
-    /// the caller's own, since that fetch belongs to a suspended async request, which cannot
-    /// progress while the worker blocks. Any other check is handed back as it was.
-    pub(super) fn own_fetch_instead(
-        &self,
-        mut tc: TokenCheck<'static>,
-    ) -> Result<(TokenCheck<'static>, SsoCall), TokenCheck<'static>> {
+    /// the caller's own (the call returned, `tc` now waiting for its answer), since that
+    /// fetch belongs to a suspended async request, which cannot progress while the worker
+    /// blocks. None for any other check.
+    pub(super) fn own_fetch_instead(&self, tc: &mut TokenCheck<'static>) -> Option<SsoCall> {
         let url = match (tc.at, self.jwt.as_ref().map(|local| &local.keys)) {
             (CheckAt::JwksFetchElsewhere, Some(JwtKeys::Fetched { url, .. })) => url.clone(),
-            _ => return Err(tc),
+            _ => return None,
         };
         tc.at = CheckAt::Jwks(JwksFetchReason::Due);
-        Ok((tc, SsoCall::FetchJwks { url }))
+        Some(SsoCall::FetchJwks { url })
     }
 
     /// `own_fetch_instead` for a request's token path.
-    pub(super) fn own_fetch_for_request(
-        &self,
-        p: TokenPending,
-    ) -> Result<(TokenPending, SsoCall), TokenPending> {
-        let TokenPending {
-            header,
-            source,
-            check,
-        } = p;
-        match self.own_fetch_instead(check) {
-            Ok((check, call)) => Ok((
-                TokenPending {
-                    header,
-                    source,
-                    check,
-                },
-                call,
-            )),
-            Err(check) => Err(TokenPending {
-                header,
-                source,
-                check,
-            }),
-        }
+    pub(super) fn own_fetch_for_request(&self, p: &mut TokenPending) -> Option<SsoCall> {
+        self.own_fetch_instead(&mut p.check)
     }
 
     /// First step of a token's verdict.
