@@ -135,7 +135,7 @@ struct Job {
     /// The realm argument as expanded when the request arrived.
     realm: String,
     /// Taken while a step runs; always there between resumes.
-    pending: Option<Pending>,
+    pending: Option<Box<Pending>>,
     io: Io,
     /// In the hub: the tm context the hub resumes (None: tm watches `io`'s fd itself).
     hub_ctx: Option<*mut c_void>,
@@ -180,7 +180,7 @@ fn hub_serves(msg: &super::msg::Msg, script_timeout_s: u32) -> bool {
 #[allow(clippy::large_enum_variant)]
 enum Next {
     Done(Outcome, bool),
-    Suspend(Pending, Io),
+    Suspend(Box<Pending>, Io),
 }
 
 /// Drives steps until one needs the reactor: a call that could not even start (no slot,

@@ -15,10 +15,12 @@ use crate::core::sso::call::{SsoAnswer, SsoCall};
 pub enum Step {
     Done(Outcome),
     /// Make `pending.call()` (by `pending.deadline()`), then `resume` with its answer.
-    Call(Pending),
+    /// Boxed, like `Wait`'s: a decision state is large, and a step that ends at once (a
+    /// cache hit) should not move one around.
+    Call(Box<Pending>),
     /// Another worker (or this request's first copy) is asking the SSO: `resume` with no
     /// answer after `pending.retry_in()`.
-    Wait(Pending),
+    Wait(Box<Pending>),
 }
 
 /// A decision between its steps. It owns all it needs (nothing borrowed from the request:
@@ -106,26 +108,26 @@ struct Ctx {
 
 impl Ctx {
     fn call(self, at: At, call: SsoCall) -> Step {
-        Step::Call(Pending {
+        Step::Call(Box::new(Pending {
             deadline: self.deadline,
             backoff: Backoff::default(),
             retry_in: Duration::ZERO,
             call: Some(call),
             recheck: self.recheck,
             at,
-        })
+        }))
     }
 
     fn wait(mut self, at: At, until: Instant) -> Step {
         let retry_in = self.backoff.next(until);
-        Step::Wait(Pending {
+        Step::Wait(Box::new(Pending {
             deadline: self.deadline,
             backoff: self.backoff,
             retry_in,
             call: None,
             recheck: self.recheck,
             at,
-        })
+        }))
     }
 }
 
@@ -159,7 +161,7 @@ impl Authorizer {
     pub fn resume(
         &mut self,
         req: &AuthRequest,
-        pending: Pending,
+        pending: Box<Pending>,
         answer: Option<SsoAnswer>,
         now: u64,
     ) -> Step {
@@ -170,7 +172,7 @@ impl Authorizer {
             recheck,
             at,
             ..
-        } = pending;
+        } = *pending;
         // After a call the answer is what counts (a missing one reads as a failed call);
         // after a wait there is none to take.
         let answer = match &call {

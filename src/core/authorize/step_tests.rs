@@ -81,7 +81,7 @@ fn digest_with(user: &str, nonce: &str) -> String {
     )
 }
 
-fn expect_call(step: Step) -> Pending {
+fn expect_call(step: Step) -> Box<Pending> {
     match step {
         Step::Call(p) => p,
         Step::Done(o) => panic!("expected a call, done: {:?} {}", o.code, o.reason),
@@ -89,7 +89,7 @@ fn expect_call(step: Step) -> Pending {
     }
 }
 
-fn expect_wait(step: Step) -> Pending {
+fn expect_wait(step: Step) -> Box<Pending> {
     match step {
         Step::Wait(p) => p,
         Step::Done(o) => panic!("expected a wait, done: {:?} {}", o.code, o.reason),
