@@ -12,6 +12,9 @@ use super::*;
 use crate::core::sso::call::{SsoAnswer, SsoCall};
 
 /// What a step decided.
+// `Done` stays inline on purpose: it is the step of every cache hit, which must not
+// allocate; the rarer Call and Wait box their state.
+#[allow(clippy::large_enum_variant)]
 pub enum Step {
     Done(Outcome),
     /// Make `pending.call()` (by `pending.deadline()`), then `resume` with its answer.
