@@ -62,6 +62,16 @@ def register(r):
     r.INSTANCES["jwt"] = jwt_opts
     r.INSTANCES["jwtfile"] = jwtfile_opts
 
+    def async_jwt_opts(ctx):
+        """One worker, X-Test-Async requests through the async statement, JWT keys from
+        jwks_url: its first JWTs find no JWK Set yet."""
+        from async_cases import ASYNC_BLOCKS, ASYNC_ROUTE
+        st = setup(ctx)
+        return dict(udp_workers=1, sso=st["sso"], params=params(st), route=ASYNC_ROUTE,
+                    blocks=ASYNC_BLOCKS)
+
+    r.INSTANCES["async_jwt"] = async_jwt_opts
+
     def claims(user="alice", lifetime=600, **extra):
         now = int(time.time())
         c = {"iss": ISSUER, "aud": [AUDIENCE, "account"], "sub": "f81d4fae-" + user,
@@ -92,6 +102,33 @@ def register(r):
         check(1 <= fetched <= 2, "JWK Set fetched %d times by 2 workers" % fetched)
         r.note("jwt: 6 JWTs (RS256, ES256, EdDSA) accepted, 0 introspections, %d JWK Set "
                "fetches", fetched)
+
+    @case("async_second_jwt_waits_for_the_jwks_fetch", instance="async_jwt")
+    def t_async_jwks_wait(ctx):
+        from async_cases import ASYNC, fire, tally, token_request, close_all
+        st = setup(ctx)
+        sso, issuer = st["sso"], st["issuer"]
+        inst = ctx.instance("async_jwt")
+        n_jwks = sso.count("jwks")
+        delay_ms = 400
+        # Two different JWTs at once on the one worker, before it holds any JWK Set: the
+        # first asks for the set, the second waits for that fetch instead of failing (-5).
+        items = [token_request(inst.port, issuer.token(name, claims()), ASYNC)
+                 for name in ("rsa", "ed")]
+        sso.jwks_delay = delay_ms / 1000
+        try:
+            res = fire(inst.port, items, timeout=8)
+        finally:
+            sso.jwks_delay = 0
+            close_all(items)
+        eq(tally(res), {(200, 1): 2}, "answers (status, X-Auth-Code) of the two JWTs")
+        eq(sso.count("jwks") - n_jwks, 1, "JWK Set fetches")
+        slowest = max((ms for _r, ms, _t in res if ms is not None), default=None)
+        check(slowest is not None and slowest >= delay_ms - 50,
+              "both answered after the JWK Set arrived (slowest %s ms, fetch %d ms)"
+              % (slowest, delay_ms))
+        r.note("async_jwt: 2 JWTs during one %d ms JWK Set fetch on 1 worker: both 200/1, "
+               "1 fetch, slowest %.0f ms", delay_ms, slowest or -1)
 
     @case("jwt_forgeries_refused", instance="jwt")
     def t_jwt_bad(ctx):

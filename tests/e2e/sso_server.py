@@ -168,6 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"ok": True, "counts": self.sso.counts_snapshot()})
         elif self.path == "/jwks":
             self.sso._count("jwks", {}, dict(self.headers.items()))
+            if self.sso.jwks_delay:
+                self.sso._release.wait(self.sso.jwks_delay)
             if self.sso.jwks is None:
                 self._send(404, {"error": "not_found"})
             else:
@@ -300,6 +302,7 @@ class SsoServer(ReferenceSso):
     client_id, client_secret, grant_type, token_lifetime
     delay           seconds to sit on every /introspect and /token request before answering
     jwks            the JWK Set (a dict) served at GET /jwks; None answers 404
+    jwks_delay      seconds to sit on every GET /jwks before answering
     counts          {"introspect": n, "token": n, ...}   (read with count())
     requests        list of (endpoint, form, headers) in arrival order
     """
@@ -311,6 +314,7 @@ class SsoServer(ReferenceSso):
         self.tls = tls
         self.delay = 0.0
         self.jwks = None        # the JWK Set served at GET /jwks (None: 404)
+        self.jwks_delay = 0.0
         self.port = port
         ReferenceSso.__init__(self, users, client_id, client_secret, verbose)
         self.counts = {}
