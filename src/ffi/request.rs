@@ -10,6 +10,7 @@ use smallvec::SmallVec;
 use crate::core::authorize::{AuthRequest, Code, HeaderRef, HeaderRefs, Placement};
 use crate::core::config::Config;
 use crate::core::digest::retrans::TransactionId;
+use crate::core::text::utf8;
 
 use super::bindings::{
     _str as os_str, sip_msg, HDR_AUTHORIZATION_T, HDR_FROM_T, HDR_OTHER_T, HDR_PROXYAUTH_T,
@@ -100,8 +101,7 @@ pub(super) fn auth_request<'a>(
     let is_token_header = |h: &Header| {
         h.kind == HDR_OTHER_T as i32 && h.name.eq_ignore_ascii_case(cfg.token_header.as_bytes())
     };
-    let method = std::str::from_utf8(msg.method())
-        .map_err(|_| EntryError::new(ERROR, "method is not UTF-8"))?;
+    let method = utf8(msg.method()).ok_or_else(|| EntryError::new(ERROR, "method is not UTF-8"))?;
     let (mut to, mut from) = (None, None);
     let mut kept = KeptHeaders::new();
     let mut credential_headers = HeaderRefs::new();
