@@ -169,8 +169,12 @@ impl Authorizer {
                         tc.at = CheckAt::Jwks(reason);
                         Check::Call(tc, call)
                     }
-                    // `fetched` has just answered this request's own fetch.
-                    JwksCheck::Wait => unreachable!("no fetch is in flight after fetched()"),
+                    // Not expected right after `fetched` (it ends the fetch in flight), but
+                    // should another be in flight, this request waits for it like any other.
+                    JwksCheck::Wait => {
+                        tc.at = CheckAt::JwksFetchElsewhere;
+                        Check::Wait(tc)
+                    }
                 }
             }
             // No answer, or one to another request: the driver could not make the call.
