@@ -1675,6 +1675,46 @@ def run_sipp(ctx, inst, scenario, calls, rate, local_port, token=None, limit=400
     return ok, failed or 0, secs
 
 
+class CpuUse:
+    """The machine's CPU use between two reads of /proc/stat: what a load-sensitive check
+    prints beside its figures, so a failure on a starved VM says so (steal is time the
+    hypervisor gave to someone else)."""
+    FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+    def __init__(self):
+        self.t0 = self._read()
+
+    @classmethod
+    def _read(cls):
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:1 + len(cls.FIELDS)]]
+        return dict(zip(cls.FIELDS, vals + [0] * (len(cls.FIELDS) - len(vals))))
+
+    def shares(self):
+        t1 = self._read()
+        d = {k: t1[k] - self.t0[k] for k in self.FIELDS}
+        total = sum(d.values()) or 1
+        idle = d["idle"] + d["iowait"]
+        return {"busy": 1 - (idle + d["steal"]) / total, "steal": d["steal"] / total}
+
+    def text(self):
+        s = self.shares()
+        return "CPU busy %.0f %%, steal %.0f %%" % (100 * s["busy"], 100 * s["steal"])
+
+
+def wait_for_quiet_cpu(busy_below=0.5, window=0.5, max_wait=15.0):
+    """Wait until the machine's CPUs were less than `busy_below` busy (steal counted) over
+    one `window`, at most `max_wait` seconds, so a load phase does not start while the
+    previous case's processes still wind down. Returns the last window's CpuUse text."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        use = CpuUse()
+        time.sleep(window)
+        s = use.shares()
+        if s["busy"] + s["steal"] < busy_below or time.monotonic() > deadline:
+            return use.text()
+
+
 def mem_figures(inst):
     f = inst.rss_kb()
     m = inst.stats("pkmem:", "shmem:")
