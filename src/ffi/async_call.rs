@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use crate::core::authorize::{Outcome, Pending, Placement, Step};
 use crate::core::sso::call::SsoAnswer;
 use crate::core::sso::http::nonblocking::InFlight;
+use crate::core::sso::http::sys;
 use crate::core::sso::timer::OneShotTimer;
 use crate::core::sso::SsoError;
 
@@ -328,6 +329,7 @@ unsafe extern "C" fn resume(_fd: c_int, ptr: *mut sip_msg, param: *mut c_void) -
 }
 
 fn resume_job(mut job: Box<Job>, ptr: *mut sip_msg) -> Result<c_int, EntryError> {
+    wait_for_fd(&job);
     let answer: Option<SsoAnswer> = match &mut job.io {
         Io::Http(flight) => {
             let progressed = worker::with_worker(|w| w.sso.progress(flight))
@@ -356,6 +358,26 @@ fn resume_job(mut job: Box<Job>, ptr: *mut sip_msg) -> Result<c_int, EntryError>
         }
     };
     finish_step(job, ptr, Continue::Resume(answer))
+}
+
+/// Waits until the fd tm holds for the job is readable, by the job's deadline. A job tm
+/// cannot put into its reactor (an end-to-end ACK, an fd the reactor refused) is run by tm
+/// calling `resume` in a loop until it is done; without this wait each call returns at once
+/// and the worker spins on the CPU for the whole SSO round trip. So that loop blocks as the
+/// sync call does, by the same deadline (the fd of an exchange or a timer is readable by
+/// then). From the reactor the fd is readable already: one poll that returns at once. The
+/// hub's jobs never reach tm's loop.
+fn wait_for_fd(job: &Job) {
+    if job.hub_ctx.is_some() {
+        return;
+    }
+    let Some(deadline) = job.pending.as_ref().map(|p| p.deadline()) else {
+        return;
+    };
+    // The margin: the timers are armed at the deadline itself.
+    let left = deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(100);
+    // Not ready in time, or poll failed: the step below ends the job by its deadline anyway.
+    let _ = sys::poll_one(job.io.fd(), sys::Want::Read, sys::ceil_ms(left));
 }
 
 /// A queued request's turn (or its periodic look): the same SSO request is started again;

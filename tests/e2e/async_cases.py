@@ -35,6 +35,11 @@ ASYNC_ROUTE = """
 		async(sso_authorize("$td"), async_register, 1);
 		exit;
 	}
+	# an end-to-end ACK: no transaction to suspend, so tm runs the job in a loop of its own
+	if (is_method("ACK")) {
+		async(sso_proxy_authorize("$fd"), async_ack);
+		exit;
+	}
 	if (is_present_hf("X-Test-Async")) {
 		if (is_method("REGISTER")) {
 			async(sso_authorize("$td"), async_register);
@@ -60,6 +65,11 @@ route[async_register] {
 	append_to_reply("X-Sso-User: $sso(user)\\r\\n");
 	if (!save("location"))
 		sl_reply_error();
+	exit;
+}
+
+route[async_ack] {
+	xlog("L_NOTICE", "async ACK $ci resumed with $rc\n");
 	exit;
 }
 
@@ -413,6 +423,19 @@ def process_names(inst):
         return {p["PID"]: "%d %s" % (p["PID"], p.get("Type")) for p in res.get("Processes", [])}
     except Exception:  # noqa: BLE001 - names are only for the message
         return {}
+
+
+def cpu_seconds(pids):
+    """User + system CPU seconds the processes `pids` used so far (/proc/<pid>/stat)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])     # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def fds_of(pid):
@@ -895,7 +918,45 @@ def register_nonblocking(r):
               % (f1["shmem"] - f0["shmem"]))
         ctx.retire("async_mem")
 
-    # ---- 9. stopping with requests in flight ---------------------------------------------
+    # ---- 9. a job tm runs in a loop -----------------------------------------------------
+    # An end-to-end ACK has no transaction to suspend: tm calls the resume function over and
+    # over until the job is done (as it does when its reactor refuses an fd). Each call must
+    # wait for the job's fd, or the worker spins on the CPU for the SSO's whole round trip.
+    @case("async_ack_waits_without_spinning", instance="async")
+    def t_ack_loop(ctx):
+        inst, sso = ctx.instance("async"), ctx.sso
+        tok = sso.issue_token("alice")
+        n0 = sso.count("introspect")
+        workers = sip_workers(inst)
+        mark = inst.log_size()
+        delay = 0.5
+        with SipClient(inst.port) as c:
+            ack = c.build("ACK", headers=[("X-Test-Async-Ack", "1"),
+                                          ("Proxy-Authorization", "Bearer " + tok)],
+                          call_id="%s@async-ack" % secrets.token_hex(8))
+            cpu0 = cpu_seconds(workers)
+            sso.delay = delay
+            try:
+                c.send(ack)
+                deadline = time.monotonic() + 3
+                while time.monotonic() < deadline and ack.call_id not in inst.log_text(mark):
+                    time.sleep(0.05)
+            finally:
+                sso.delay = 0
+            used = cpu_seconds(workers) - cpu0
+        line = [ln for ln in inst.log_text(mark).splitlines() if ack.call_id in ln]
+        note("an ACK through async, SSO answering in %.0f ms: SIP workers used %.0f ms of "
+             "CPU meanwhile; introspections +%d; %s", delay * 1000, used * 1000,
+             sso.count("introspect") - n0, line[0].strip() if line else "no resume line")
+        check(line, "the ACK's resume route did not run within 3 s")
+        check(line[0].rstrip().endswith("resumed with 1"), "the ACK's resume route: %s"
+              % line[0].strip())
+        eq(sso.count("introspect") - n0, 1, "introspections for the ACK's token")
+        # a worker spinning in tm's loop burns about the whole delay; waiting costs ~0
+        check(used < delay * 0.3, "SIP workers used %.0f ms of CPU while one ACK waited "
+              "%.0f ms for the SSO: tm's loop spins" % (used * 1000, delay * 1000))
+
+    # ---- 10. stopping with requests in flight --------------------------------------------
     r.INSTANCES["async_stop"] = lambda ctx: async_opts(ctx, http_timeout=10000)
 
     @case("async_stop_in_flight", instance="async_stop")
