@@ -244,7 +244,10 @@ impl LocalJwt {
         let keys = if let Some(url) = &cfg.jwks_url {
             JwtKeys::Fetched {
                 url: url.clone(),
-                cache: JwksCache::new(cfg.jwks_refresh, jwt::DEFAULT_MIN_REFETCH_INTERVAL),
+                // A fetch ends by its request's http_timeout: one that has not answered a
+                // second after that was dropped and is not waited for any longer.
+                cache: JwksCache::new(cfg.jwks_refresh, jwt::DEFAULT_MIN_REFETCH_INTERVAL)
+                    .with_fetch_budget(cfg.http_timeout_ms.div_ceil(1000) + 1),
             }
         } else {
             JwtKeys::Fixed(cfg.jwt_file_keys.clone()?)

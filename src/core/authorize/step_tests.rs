@@ -370,6 +370,11 @@ fn a_second_jwt_waits_for_the_jwk_set_fetch_in_flight() {
     let o = expect_done(c.resume(&r2, p2, None, NOW));
     assert_eq!(o.code, Code::Error, "{}", o.reason);
     assert!(o.reason.contains("JWK Set fetch in flight"), "{}", o.reason);
+    // Past the fetch's budget (http_timeout 50 ms, rounded up, plus 1 s: 2 s) the fetch is
+    // lost: the next JWT fetches the set again, inside the 15 s rate limit.
+    let p3 = expect_call(c.start(&r2, NOW + 2));
+    let o3 = expect_done(c.resume(&r2, p3, jwks(), NOW + 2));
+    assert_eq!(o3.code, Code::TokenOk, "{}", o3.reason);
     // A sync call meanwhile: the worker blocks, so the async fetch cannot finish; the call
     // fetches the set itself rather than sit out its deadline.
     struct ServesJwks;

@@ -36,6 +36,10 @@ pub const DEFAULT_REFRESH_INTERVAL: u64 = 3600;
 /// Default minimum gap between two fetch attempts (so at most 4 a minute per worker).
 pub const DEFAULT_MIN_REFETCH_INTERVAL: u64 = 15;
 
+/// Default seconds after which a fetch asked for and never answered counts as lost (the
+/// module sets its `http_timeout`, rounded up, plus a second).
+pub const DEFAULT_FETCH_BUDGET: u64 = 3;
+
 /// How many keys a token without `kid` is tried against: bounds the signature checks one
 /// forged token can cost.
 const MAX_KEYS_TRIED: usize = 8;
@@ -1051,11 +1055,14 @@ pub struct JwksCache {
     last_error: Option<String>,
     refresh_interval: u64,
     min_refetch_interval: u64,
-    /// A fetch `check` asked for has not been answered through `fetched` yet. A request
-    /// that finds no keys meanwhile waits for it instead of failing. Left set by a fetch
-    /// whose request was dropped, it only makes waiters wait to their own deadline, until
-    /// the rate limit lets a new fetch start.
-    fetch_in_flight: bool,
+    /// A fetch `check` asked for has not been answered through `fetched` yet: the second
+    /// by which its answer is due (`fetch_budget` after it was asked for). A request that
+    /// finds no keys meanwhile waits for it instead of failing. Past that second the fetch
+    /// is lost (its request was dropped unanswered): the next check may start another one
+    /// at once, rate limit or not, rather than leave JWTs failing until the limit lapses.
+    fetch_in_flight: Option<u64>,
+    /// Seconds a fetch may take before it counts as lost: its request's whole budget.
+    fetch_budget: u64,
 }
 
 impl Default for JwksCache {
@@ -1073,7 +1080,32 @@ impl JwksCache {
             last_error: None,
             refresh_interval,
             min_refetch_interval,
-            fetch_in_flight: false,
+            fetch_in_flight: None,
+            fetch_budget: DEFAULT_FETCH_BUDGET,
+        }
+    }
+
+    /// Seconds after which a fetch asked for and never answered counts as lost (at least 1).
+    pub fn with_fetch_budget(mut self, seconds: u64) -> JwksCache {
+        self.fetch_budget = seconds.max(1);
+        self
+    }
+
+    /// Marks a fetch as asked for (the attempt the rate limit counts).
+    fn start_fetch(&mut self, now: u64) {
+        self.last_attempt = Some(now);
+        self.fetch_in_flight = Some(now + self.fetch_budget);
+    }
+
+    /// Forgets a fetch in flight whose answer is overdue (a clock that stepped back
+    /// counts as overdue too); true when it did.
+    fn forget_lost_fetch(&mut self, now: u64) -> bool {
+        match self.fetch_in_flight {
+            Some(due) if now >= due || now + self.fetch_budget < due => {
+                self.fetch_in_flight = None;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -1118,7 +1150,7 @@ impl JwksCache {
     /// The outcome of a fetch attempt: on success the keys are replaced, on failure kept.
     /// The attempt itself was counted when it was asked for (`last_attempt`).
     fn note_fetch(&mut self, now: u64, body: Result<Vec<u8>, SsoError>) -> bool {
-        self.fetch_in_flight = false;
+        self.fetch_in_flight = None;
         let result = body
             .map_err(|e| describe_fetch_error(&e))
             .and_then(|body| KeySet::from_jwks_json(&body));
@@ -1164,12 +1196,12 @@ impl JwksCache {
             Ok(p) => p,
             Err(e) => return JwksCheck::Verdict(Err(e)),
         };
-        if self.due(now) && self.may_attempt(now) {
-            self.last_attempt = Some(now);
-            self.fetch_in_flight = true;
+        let lost = self.forget_lost_fetch(now);
+        if self.due(now) && (self.may_attempt(now) || lost) {
+            self.start_fetch(now);
             return JwksCheck::Fetch(JwksFetchReason::Due);
         }
-        if self.keys.is_none() && self.fetch_in_flight {
+        if self.keys.is_none() && self.fetch_in_flight.is_some() {
             return JwksCheck::Wait;
         }
         self.verdict(&parsed, policy, now, true)
@@ -1206,8 +1238,7 @@ impl JwksCache {
         };
         if may_refetch && matches!(first, Err(JwtError::UnknownKey { .. })) && self.may_attempt(now)
         {
-            self.last_attempt = Some(now);
-            self.fetch_in_flight = true;
+            self.start_fetch(now);
             return JwksCheck::Fetch(JwksFetchReason::UnknownKey);
         }
         JwksCheck::Verdict(first)
@@ -2355,6 +2386,46 @@ IwQ5hvJMuta+T7ghQrPwmNIB988A
         assert!(matches!(
             failed.check(&second, &p, NOW),
             JwksCheck::Verdict(Err(JwtError::NoKeys(_)))
+        ));
+        // ... and the rate limit holds after it: no new fetch before 15 s.
+        assert!(matches!(
+            failed.check(&second, &p, NOW + 5),
+            JwksCheck::Verdict(Err(JwtError::NoKeys(_)))
+        ));
+    }
+
+    #[test]
+    fn a_fetch_never_answered_is_lost_after_its_budget() {
+        let mut cache = JwksCache::new(3600, 15).with_fetch_budget(3);
+        let p = policy();
+        let token = rs256("old", &claims());
+        assert!(matches!(
+            cache.check(&token, &p, NOW),
+            JwksCheck::Fetch(JwksFetchReason::Due)
+        ));
+        // Its request is dropped: checks within the budget still wait for it...
+        assert!(matches!(cache.check(&token, &p, NOW + 2), JwksCheck::Wait));
+        // ... past it the fetch is lost, and the next check fetches again at once, inside
+        // the 15 s rate limit; that new fetch is waited for like the first.
+        assert!(matches!(
+            cache.check(&token, &p, NOW + 3),
+            JwksCheck::Fetch(JwksFetchReason::Due)
+        ));
+        assert!(matches!(cache.check(&token, &p, NOW + 3), JwksCheck::Wait));
+        // Lost once more: one new fetch per lost one, never a flood.
+        assert!(matches!(
+            cache.check(&token, &p, NOW + 6),
+            JwksCheck::Fetch(JwksFetchReason::Due)
+        ));
+        let body = set_of(&[jwk(RSA_PUBLIC, Some("old"), None)]);
+        let done = cache.fetched(&token, &p, NOW + 6, JwksFetchReason::Due, body);
+        assert!(matches!(done, JwksCheck::Verdict(Ok(_))));
+        // A clock stepped back past the fetch's start counts as lost too.
+        let mut stepped = JwksCache::new(3600, 15).with_fetch_budget(3);
+        stepped.check(&token, &p, NOW);
+        assert!(matches!(
+            stepped.check(&token, &p, NOW - 10),
+            JwksCheck::Fetch(JwksFetchReason::Due)
         ));
     }
 
