@@ -6,9 +6,11 @@
 //! is over, the decision's second step runs on the answer and the resume route gets the
 //! code. A wait for another worker's answer is a timerfd instead.
 //!
-//! Where the hub cannot serve (a script timeout, which tm only enforces on an fd of its
-//! own; an ACK; no hub in this process), the fd goes to tm instead, as a plain async
-//! command does, and tm watches it in the reactor.
+//! A script timeout (`async(..., route, N)`) becomes the request's own deadline when it is
+//! shorter than `http_timeout`, so such requests wait in the hub too, ended to the
+//! millisecond (tm would count whole seconds, and only on a reactor entry of its own).
+//! Where the hub cannot serve (an end-to-end ACK, which tm runs synchronously; no hub in
+//! this process), the fd goes to tm instead, as a plain async command does.
 //!
 //! The job (decision state + exchange) lives on this process's heap, behind tm's
 //! `resume_param`: only this worker's reactor resumes it. It is reclaimed as a `Box` at the
@@ -170,11 +172,10 @@ impl Job {
     }
 }
 
-/// Whether a suspended request can go to the hub rather than hand tm its own fd.
-fn hub_serves(msg: &super::msg::Msg, script_timeout_s: u32) -> bool {
-    // tm only enforces the script's async timeout through the reactor entry of an fd, and an
-    // end-to-end ACK has no transaction for tm to suspend.
-    script_timeout_s == 0 && msg.method() != b"ACK"
+/// Whether a suspended request can go to the hub rather than hand tm its own fd: an
+/// end-to-end ACK has no transaction for tm to suspend.
+fn hub_serves(msg: &super::msg::Msg) -> bool {
+    msg.method() != b"ACK"
 }
 
 /// Where a step leaves the request: decided, or suspended on an fd. Lives for one call.
@@ -261,7 +262,19 @@ pub(super) fn start(
         let realm = str_arg("realm", realm)?.unwrap_or("");
         let (cfg, req, kept) = authorization_request(&msg, placement, realm)?;
         let now = now();
-        let first = on_authorizer(|w| w.authorizer.start(&req, now))?;
+        // SAFETY: when not null, tm hands a valid context for this call, with timeout_s set
+        // to the script's async timeout (0: none).
+        let script_timeout_s = if ctx.is_null() {
+            0
+        } else {
+            unsafe { (*ctx).timeout_s }
+        };
+        let first = on_authorizer(|w| match script_timeout_s {
+            0 => w.authorizer.start(&req, now),
+            s => w
+                .authorizer
+                .start_within(&req, now, Duration::from_secs(s.into())),
+        })?;
         match advance(first, &req, now, false).map_err(|e| EntryError::new(ERROR, e))? {
             Next::Done(outcome, sso_used) => {
                 let code = conclude(&mut msg, cfg, &kept, outcome, now)?;
@@ -284,12 +297,7 @@ pub(super) fn start(
                     io,
                     hub_ctx: None,
                 });
-                // SAFETY: tm hands a valid, writable context for this call; it set
-                // timeout_s to the script's async timeout (0: none) before calling.
-                let script_timeout_s = unsafe { (*ctx).timeout_s };
-                if hub_serves(&msg, script_timeout_s)
-                    && async_hub::watch(fd, ctx as *mut c_void).is_ok()
-                {
+                if hub_serves(&msg) && async_hub::watch(fd, ctx as *mut c_void).is_ok() {
                     job.hub_ctx = Some(ctx as *mut c_void);
                 }
                 let in_hub = job.hub_ctx.is_some();
@@ -304,8 +312,9 @@ pub(super) fn start(
                     }
                     ctx.resume_param = Box::into_raw(job) as *mut c_void;
                     ctx.timeout_f = timeout as *mut c_void;
-                    // A safety net only: the exchange's own timer fires at http_timeout,
-                    // to the millisecond; the reactor counts whole seconds.
+                    // A safety net only, for an fd tm watches: the exchange's own timer
+                    // fires by the request's deadline, to the millisecond; the reactor
+                    // counts whole seconds.
                     ctx.timeout_s = (cfg.http_timeout_ms.div_ceil(1000) + 2) as u32;
                 }
                 set_async_status(if in_hub { ASYNC_NO_FD } else { fd });

@@ -139,18 +139,32 @@ impl Authorizer {
     /// JWT checked with keys at hand, no or refused credentials, a replay, ...), else the
     /// request or the wait that comes first. `now` is unix seconds.
     pub fn start(&mut self, req: &AuthRequest, now: u64) -> Step {
-        self.start_as(req, now, false)
+        self.start_as(req, now, false, None)
+    }
+
+    /// `start` with a budget of the caller's (the async statement's script timeout) that
+    /// ends the whole decision earlier than `http_timeout` would.
+    pub fn start_within(&mut self, req: &AuthRequest, now: u64, budget: Duration) -> Step {
+        self.start_as(req, now, false, Some(budget))
     }
 
     /// Step 1 of the token-only check `recheck_token` makes. `Done` with a non-success
     /// code when the token does not authorize the request (or there is none).
     pub fn recheck_start(&mut self, req: &AuthRequest, now: u64) -> Step {
-        self.start_as(req, now, true)
+        self.start_as(req, now, true, None)
     }
 
-    fn start_as(&mut self, req: &AuthRequest, now: u64, recheck: bool) -> Step {
+    fn start_as(
+        &mut self,
+        req: &AuthRequest,
+        now: u64,
+        recheck: bool,
+        budget: Option<Duration>,
+    ) -> Step {
+        let deadline = self.call_deadline();
+        let deadline = budget.map_or(deadline, |b| deadline.min(Instant::now() + b));
         let ctx = Ctx {
-            deadline: self.call_deadline(),
+            deadline,
             backoff: Backoff::default(),
             recheck,
         };

@@ -397,6 +397,25 @@ fn a_second_jwt_waits_for_the_jwk_set_fetch_in_flight() {
 }
 
 #[test]
+fn a_caller_budget_shorter_than_http_timeout_is_the_deadline() {
+    let h = header(b"new-token");
+    let r = req(&[], &h);
+    let mut cfg = config();
+    cfg.http_timeout_ms = 4000;
+    let mut a = Authorizer::new(cfg, shared());
+    let t0 = Instant::now();
+    let p = expect_call(a.start_within(&r, NOW, Duration::from_millis(50)));
+    assert!(p.deadline() <= t0 + Duration::from_millis(60));
+    // A longer budget does not extend http_timeout (another token: the first one's
+    // check is still pending, so a second request for it would wait).
+    let h2 = header(b"other-new-token");
+    let r2 = req(&[], &h2);
+    let p = expect_call(a.start_within(&r2, NOW, Duration::from_secs(60)));
+    assert!(p.deadline() <= Instant::now() + Duration::from_millis(4000));
+    assert!(p.deadline() > t0 + Duration::from_millis(3000));
+}
+
+#[test]
 fn what_needs_no_sso_is_done_at_start() {
     let shared = shared();
     let mut a = Authorizer::new(config(), shared.clone());
