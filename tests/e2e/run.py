@@ -1764,10 +1764,13 @@ def t_memory(ctx):
                                         ("register_digest", n_dig, 500, ports[1])):
             if n <= 0:
                 continue
+            before = wait_for_quiet_cpu()
+            use = CpuUse()
             ok, bad, secs = run_sipp(ctx, inst, scenario, n, rate, port,
                                      token=tok if scenario == "register_token" else None)
-            note("%-7s %-15s %6d calls: %6d ok, %4d failed, %5.1f s (%.0f/s)", stage,
-                 scenario, n, ok, bad, secs, ok / secs if secs else 0)
+            note("%-7s %-15s %6d calls: %6d ok, %4d failed, %5.1f s (%.0f/s); %s (before: %s)",
+                 stage, scenario, n, ok, bad, secs, ok / secs if secs else 0, use.text(),
+                 before)
             done += ok
             failed += bad
         time.sleep(0.5)     # let the last answers and timers settle
