@@ -425,16 +425,11 @@ def process_names(inst):
         return {}
 
 
-def cpu_seconds(pids):
-    """User + system CPU seconds the processes `pids` used so far (/proc/<pid>/stat)."""
-    ticks = 0
-    for pid in pids:
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])     # utime, stime
+def cpu_seconds(r, pids):
+    """User + system CPU seconds the processes `pids` used so far (the runner's
+    proc_stats: fields from the state on, so utime and stime are 11 and 12)."""
+    wanted = set(pids)
+    ticks = sum(int(f[11]) + int(f[12]) for pid, f in r.proc_stats() if pid in wanted)
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -934,7 +929,7 @@ def register_nonblocking(r):
             ack = c.build("ACK", headers=[("X-Test-Async-Ack", "1"),
                                           ("Proxy-Authorization", "Bearer " + tok)],
                           call_id="%s@async-ack" % secrets.token_hex(8))
-            cpu0 = cpu_seconds(workers)
+            cpu0 = cpu_seconds(r, workers)
             sso.delay = delay
             try:
                 c.send(ack)
@@ -943,7 +938,7 @@ def register_nonblocking(r):
                     time.sleep(0.05)
             finally:
                 sso.delay = 0
-            used = cpu_seconds(workers) - cpu0
+            used = cpu_seconds(r, workers) - cpu0
         line = [ln for ln in inst.log_text(mark).splitlines() if ack.call_id in ln]
         note("an ACK through async, SSO answering in %.0f ms: SIP workers used %.0f ms of "
              "CPU meanwhile; introspections +%d; %s", delay * 1000, used * 1000,
