@@ -161,10 +161,8 @@ impl Authorizer {
         recheck: bool,
         budget: Option<Duration>,
     ) -> Step {
-        let deadline = self.call_deadline();
-        let deadline = budget.map_or(deadline, |b| deadline.min(Instant::now() + b));
         let ctx = Ctx {
-            deadline,
+            deadline: self.call_deadline_within(budget),
             backoff: Backoff::default(),
             recheck,
         };
@@ -324,7 +322,13 @@ impl Authorizer {
     /// resolution, connections, waiting for another worker, a Digest login after a failed
     /// token check).
     fn call_deadline(&self) -> Instant {
-        Instant::now() + Duration::from_millis(self.cfg.http_timeout_ms)
+        self.call_deadline_within(None)
+    }
+
+    /// `call_deadline`, or sooner when the caller's own budget is shorter.
+    fn call_deadline_within(&self, budget: Option<Duration>) -> Instant {
+        let http = Duration::from_millis(self.cfg.http_timeout_ms);
+        Instant::now() + budget.map_or(http, |b| b.min(http))
     }
 
     /// One SSO answer handed in: counted once, whoever made the request.
