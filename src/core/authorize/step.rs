@@ -4,6 +4,7 @@
 //! timer; both run the same code, so side effects (replay records, cache marks,
 //! retransmission entries, statistics) happen once per request whichever drives it.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use super::digest_path::{DigestPending, DigestStep};
@@ -102,9 +103,44 @@ impl Backoff {
     }
 }
 
+/// When a decision must be over: its budget (`http_timeout`, or the caller's shorter one)
+/// counted from the first moment a step needs to know. A decision that ends at once (a
+/// cache hit, no credentials, a refused nonce) never reads the monotonic clock; one that
+/// calls or waits reads it within microseconds of its start.
+pub(super) struct Deadline {
+    budget: Duration,
+    at: Cell<Option<Instant>>,
+}
+
+impl Deadline {
+    fn after(budget: Duration) -> Deadline {
+        Deadline {
+            budget,
+            at: Cell::new(None),
+        }
+    }
+
+    /// A deadline already fixed (a decision resumed).
+    fn fixed(at: Instant) -> Deadline {
+        Deadline {
+            budget: Duration::ZERO,
+            at: Cell::new(Some(at)),
+        }
+    }
+
+    pub(super) fn get(&self) -> Instant {
+        if let Some(at) = self.at.get() {
+            return at;
+        }
+        let at = Instant::now() + self.budget;
+        self.at.set(Some(at));
+        at
+    }
+}
+
 /// What the next step carries over.
 struct Ctx {
-    deadline: Instant,
+    deadline: Deadline,
     backoff: Backoff,
     recheck: bool,
 }
@@ -112,7 +148,7 @@ struct Ctx {
 impl Ctx {
     fn call(self, at: At, call: SsoCall) -> Step {
         Step::Call(Box::new(Pending {
-            deadline: self.deadline,
+            deadline: self.deadline.get(),
             backoff: Backoff::default(),
             retry_in: Duration::ZERO,
             call: Some(call),
@@ -124,7 +160,7 @@ impl Ctx {
     fn wait(mut self, at: At, until: Instant) -> Step {
         let retry_in = self.backoff.next(until);
         Step::Wait(Box::new(Pending {
-            deadline: self.deadline,
+            deadline: self.deadline.get(),
             backoff: self.backoff,
             retry_in,
             call: None,
@@ -166,7 +202,7 @@ impl Authorizer {
             backoff: Backoff::default(),
             recheck,
         };
-        let ts = self.token_start(req, now, ctx.deadline);
+        let ts = self.token_start(req, now, &ctx.deadline);
         self.after_token(req, ts, ctx, now)
     }
 
@@ -200,7 +236,7 @@ impl Authorizer {
             None => None,
         };
         let ctx = Ctx {
-            deadline,
+            deadline: Deadline::fixed(deadline),
             backoff: if call.is_some() {
                 Backoff::default()
             } else {
@@ -210,7 +246,7 @@ impl Authorizer {
         };
         match at {
             At::Token(p) => {
-                let ts = self.token_resume(req, p, answer, now, deadline);
+                let ts = self.token_resume(req, p, answer, now, &ctx.deadline);
                 self.after_token(req, ts, ctx, now)
             }
             At::Digest {
@@ -294,24 +330,24 @@ impl Authorizer {
         sso: &mut dyn SsoApi,
         now: u64,
     ) -> (Verdict, Option<String>) {
-        let deadline = self.call_deadline();
+        let deadline = self.call_deadline_within(None);
         let mut backoff = Backoff::default();
-        let mut check = self.check_start(Cow::Owned(token), now, deadline);
+        let mut check = self.check_start(Cow::Owned(token), now, &deadline);
         loop {
             check = match check {
                 Check::Verdict(_, verdict, why) => return (verdict, why),
                 Check::Call(tc, call) => {
-                    sso.set_deadline(Some(deadline));
+                    sso.set_deadline(Some(deadline.get()));
                     let answer = call.perform(sso);
                     self.count_answer(&answer);
                     backoff = Backoff::default();
-                    self.check_resume(tc, Some(answer), now, deadline)
+                    self.check_resume(tc, Some(answer), now, &deadline)
                 }
                 Check::Wait(mut tc) => match self.own_fetch_instead(&mut tc) {
                     Some(fetch) => Check::Call(tc, fetch),
                     None => {
-                        std::thread::sleep(backoff.next(deadline));
-                        self.check_resume(tc, None, now, deadline)
+                        std::thread::sleep(backoff.next(deadline.get()));
+                        self.check_resume(tc, None, now, &deadline)
                     }
                 },
             }
@@ -320,15 +356,10 @@ impl Authorizer {
 
     /// The budget of one script-function call: http_timeout for everything it does (name
     /// resolution, connections, waiting for another worker, a Digest login after a failed
-    /// token check).
-    fn call_deadline(&self) -> Instant {
-        self.call_deadline_within(None)
-    }
-
-    /// `call_deadline`, or sooner when the caller's own budget is shorter.
-    fn call_deadline_within(&self, budget: Option<Duration>) -> Instant {
+    /// token check), or less when the caller's own budget is shorter.
+    fn call_deadline_within(&self, budget: Option<Duration>) -> Deadline {
         let http = Duration::from_millis(self.cfg.http_timeout_ms);
-        Instant::now() + budget.map_or(http, |b| b.min(http))
+        Deadline::after(budget.map_or(http, |b| b.min(http)))
     }
 
     /// One SSO answer handed in: counted once, whoever made the request.
@@ -349,7 +380,7 @@ impl Authorizer {
         match ts {
             TokenStep::Call(p, call) => ctx.call(At::Token(p), call),
             TokenStep::Wait(p) => {
-                let until = ctx.deadline;
+                let until = ctx.deadline.get();
                 ctx.wait(At::Token(p), until)
             }
             TokenStep::Done(t) if ctx.recheck => {

@@ -714,3 +714,45 @@ fn recheck_is_the_token_path_alone() {
         0
     );
 }
+
+#[test]
+fn a_recycled_outcome_lends_its_buffers_to_the_next_hit_only() {
+    let mut a = Authorizer::new(config(), shared());
+    for (token, user) in [("alice-token", "alice"), ("carol-token", "carol")] {
+        let h = header(token.as_bytes());
+        let r = req(&[], &h);
+        let p = expect_call(a.start(&r, NOW));
+        let answer = SsoAnswer::Introspection(Ok(active(user)));
+        expect_done(a.resume(&r, p, Some(answer), NOW));
+    }
+    let alice_header = header(b"alice-token");
+    let alice = req(&[], &alice_header);
+    let o = expect_done(a.start(&alice, NOW + 1));
+    assert_eq!((o.code, o.user.as_deref()), (Code::TokenOk, Some("alice")));
+    a.recycle(o);
+    // Carol's token on alice's REGISTER, read into alice's recycled record: still refused.
+    let carol_header = header(b"carol-token");
+    let o = expect_done(a.start(&req(&[], &carol_header), NOW + 1));
+    assert_eq!(o.code, Code::IdentityMismatch, "{}", o.reason);
+    assert!(o.user.is_none() && o.introspection.is_none());
+    a.recycle(o);
+    let o = expect_done(a.start(&alice, NOW + 2));
+    assert_eq!((o.code, o.user.as_deref()), (Code::TokenOk, Some("alice")));
+    let info = o
+        .introspection
+        .as_ref()
+        .expect("a token success keeps its record");
+    assert_eq!(info.user, None, "the user moved to the outcome");
+}
+
+#[test]
+fn a_lazily_read_deadline_is_still_http_timeout_from_the_start() {
+    let h = header(b"slow-token");
+    let r = req(&[], &h);
+    let mut a = Authorizer::new(config(), shared());
+    let before = Instant::now();
+    let p = expect_call(a.start(&r, NOW));
+    let http = Duration::from_millis(config().http_timeout_ms);
+    assert!(p.deadline() >= before + http);
+    assert!(p.deadline() <= Instant::now() + http);
+}
