@@ -320,6 +320,21 @@ impl<V: Copy> SharedTable<V> {
     pub fn update<R>(&self, key: [u8; 16], now: u64, f: impl FnOnce(Found<'_, V>) -> R) -> R {
         let key = if key == [0; 16] { [1; 16] } else { key };
         let (a, b) = self.buckets_of(&key);
+        // A live entry is read or changed under its own bucket's lock alone: most calls are
+        // cache hits, and they take one lock (two when the entry sits in its second bucket)
+        // and scan one bucket. Only an insert, which chooses between both, holds both.
+        let own_buckets: &[usize] = if a == b { &[a] } else { &[a, b] };
+        for &index in own_buckets {
+            let _lock = self.lock(index);
+            // SAFETY: as below, for this one bucket under its lock.
+            let slots = unsafe { &mut *std::ptr::addr_of_mut!((*self.bucket_ptr(index)).slots) };
+            if let Some(s) = slots
+                .iter_mut()
+                .find(|s| s.key == key && s.expires_at > now)
+            {
+                return f(Found::Live(&mut s.value, &mut s.expires_at));
+            }
+        }
         // Always lock the lower index first, so two processes never wait on each other.
         let (first, second) = (a.min(b), a.max(b));
         let _lock_first = self.lock(first);
