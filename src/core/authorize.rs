@@ -225,6 +225,9 @@ pub struct Authorizer {
     /// cache's pending mark names the process, so under async a second request of this
     /// worker with the same token would take it for its own stale mark (`token_path.rs`).
     checking: Vec<(TokenId, std::time::Instant)>,
+    /// The introspection record of an earlier, finished request, kept for its buffers: the
+    /// next cache hit copies its entry into them instead of allocating (`recycle`).
+    spare: Option<Introspection>,
 }
 
 /// Where this worker's JWT keys come from: the key file read at start-up, or the SSO's JWK
@@ -284,6 +287,18 @@ impl Authorizer {
             explain_success: true,
             cluster: None,
             checking: Vec::new(),
+            spare: None,
+        }
+    }
+
+    /// Takes back a finished request's outcome: its introspection record (with the user
+    /// the outcome took from it) becomes the buffers the next cache hit fills.
+    pub fn recycle(&mut self, mut outcome: Outcome) {
+        if let Some(mut info) = outcome.introspection.take() {
+            if info.user.is_none() {
+                info.user = outcome.user.take();
+            }
+            self.spare = Some(info);
         }
     }
 

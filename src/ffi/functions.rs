@@ -63,8 +63,6 @@ pub(super) fn conclude(
             kind: h.kind,
         })
         .collect();
-    let register_limit = worker::with_worker(|w| w.authorizer.register_limit(&outcome, now))
-        .map_err(|e| EntryError::new(ERROR, e))?;
     let reason = std::mem::take(&mut outcome.reason);
     let decision = outcome.code;
     let code = decision.value();
@@ -77,15 +75,22 @@ pub(super) fn conclude(
         }
         _ => sso_log!(L_INFO, "{reason} -> {code}"),
     }
-    // What can still fail comes before the outcome is recorded: a request that ends in
-    // -5 here must not look authenticated to sso_consume_credentials, $sso or the
-    // identity functions afterwards.
-    let applied = apply_success(msg, cfg, &outcome, register_limit);
-    worker::with_worker(|w| {
+    // One visit to the worker state: the capped lifetime, the message changes (OpenSIPS
+    // calls that never call back into the module), then the record.
+    let applied = worker::with_worker(|w| {
+        let register_limit = w.authorizer.register_limit(&outcome, now);
+        // What can still fail comes before the outcome is recorded: a request that ends
+        // in -5 here must not look authenticated to sso_consume_credentials, $sso or the
+        // identity functions afterwards.
+        let applied = apply_success(msg, cfg, &outcome, register_limit);
+        if let Some(earlier) = w.last.take() {
+            w.authorizer.recycle(earlier.outcome);
+        }
         w.last = Some(match &applied {
             Ok(()) => LastAuth::new(msg_key, outcome, spans),
             Err(e) => LastAuth::new(msg_key, outcome.failed(e.message.clone()), Spans::new()),
-        })
+        });
+        applied
     })
     .map_err(|e| EntryError::new(ERROR, e))?;
     applied?;

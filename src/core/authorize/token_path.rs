@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::time::Instant;
 
+use super::step::Deadline;
 use super::*;
 use crate::core::sso::call::{SsoAnswer, SsoCall};
 use crate::core::token::jwt::{JwksCheck, JwksFetchReason};
@@ -120,7 +121,7 @@ impl Authorizer {
         &mut self,
         token: Cow<'t, str>,
         now: u64,
-        deadline: Instant,
+        deadline: &Deadline,
     ) -> Check<'t> {
         let how = if self.jwt.is_some() && jwt::looks_like_jwt(&token) {
             How::Jwt
@@ -148,7 +149,7 @@ impl Authorizer {
         mut tc: TokenCheck<'static>,
         answer: Option<SsoAnswer>,
         now: u64,
-        deadline: Instant,
+        deadline: &Deadline,
     ) -> Check<'static> {
         match (tc.at, answer) {
             (CheckAt::OtherWorker, _) => self.check_look(tc, now, deadline),
@@ -188,13 +189,19 @@ impl Authorizer {
 
     /// Looks into the local cache: a verdict, a wait for the worker holding the pending
     /// mark, or this worker's own check (now holding the mark when there was room).
-    fn check_look<'t>(&mut self, mut tc: TokenCheck<'t>, now: u64, deadline: Instant) -> Check<'t> {
+    fn check_look<'t>(
+        &mut self,
+        mut tc: TokenCheck<'t>,
+        now: u64,
+        deadline: &Deadline,
+    ) -> Check<'t> {
         let looked = if self.cfg.cache_ttl == 0 {
             Lookup::Uncached
         } else {
+            let claim_until = self.claim_until(now);
             self.shared
                 .tokens
-                .lookup(&tc.id, now, self.claim_until(now))
+                .lookup_into(&tc.id, now, claim_until, &mut self.spare)
         };
         // The mark is ours, but another request of this worker (async) is checking the
         // token: wait for it like any other worker would.
@@ -213,7 +220,7 @@ impl Authorizer {
             }
             // Another worker is asking the SSO: wait for its answer within this call's own
             // budget only, never asking the SSO ourselves while the mark is there.
-            Lookup::Pending if Instant::now() >= deadline => {
+            Lookup::Pending if Instant::now() >= deadline.get() => {
                 Check::Verdict(tc, Err(SsoError::Timeout), None)
             }
             Lookup::Pending => {
@@ -224,8 +231,9 @@ impl Authorizer {
                 self.shared.stats.inc(Stat::CacheMisses);
                 tc.claimed = matches!(looked, Lookup::Claimed);
                 if tc.claimed {
-                    self.checking.push((tc.id, deadline));
-                    tc.listed = Some(deadline);
+                    let until = deadline.get();
+                    self.checking.push((tc.id, until));
+                    tc.listed = Some(until);
                 }
                 self.check_own(tc, now, deadline)
             }
@@ -233,7 +241,12 @@ impl Authorizer {
     }
 
     /// This worker's own check of a token the local cache does not know.
-    fn check_own<'t>(&mut self, mut tc: TokenCheck<'t>, now: u64, deadline: Instant) -> Check<'t> {
+    fn check_own<'t>(
+        &mut self,
+        mut tc: TokenCheck<'t>,
+        now: u64,
+        deadline: &Deadline,
+    ) -> Check<'t> {
         match tc.how {
             How::Jwt => {
                 let local = self.jwt.as_mut().expect("How::Jwt has JWT keys");
@@ -250,7 +263,7 @@ impl Authorizer {
                             // No keys yet and this worker's fetch is in flight (another
                             // async request asked for it): wait for it, within this
                             // request's own budget.
-                            JwksCheck::Wait if Instant::now() < deadline => {
+                            JwksCheck::Wait if Instant::now() < deadline.get() => {
                                 tc.at = CheckAt::JwksFetchElsewhere;
                                 return Check::Wait(tc.into_owned());
                             }
@@ -337,7 +350,7 @@ impl Authorizer {
         &mut self,
         req: &AuthRequest,
         now: u64,
-        deadline: Instant,
+        deadline: &Deadline,
     ) -> TokenStep {
         if !self.cfg.token_checks() {
             return TokenStep::Done(None);
@@ -365,7 +378,7 @@ impl Authorizer {
         p: TokenPending,
         answer: Option<SsoAnswer>,
         now: u64,
-        deadline: Instant,
+        deadline: &Deadline,
     ) -> TokenStep {
         let check = self.check_resume(p.check, answer, now, deadline);
         self.token_next(req, p.header, p.source, check, now)

@@ -89,7 +89,7 @@ pub enum SsoError {
 }
 
 /// What introspection said about a token (RFC 7662).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Introspection {
     pub active: bool,
     /// `username`, else `sub`.

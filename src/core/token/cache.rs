@@ -12,7 +12,6 @@ use sha2::{Digest, Sha256};
 use crate::core::shm::{current_pid, Found, SharedTable};
 use crate::core::sso::Introspection;
 use crate::core::text::utf8;
-use crate::core::token::claims::ClaimSet;
 
 /// Longest user name / scope kept in an entry; longer results are not cached.
 const MAX_FIELD: usize = 127;
@@ -103,6 +102,13 @@ fn stored_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Stored text into `slot`, reusing the String already there.
+fn refill(slot: &mut Option<String>, bytes: &[u8]) {
+    let buffer = slot.get_or_insert_with(String::new);
+    buffer.clear();
+    buffer.push_str(&stored_text(bytes));
+}
+
 fn pid() -> u32 {
     current_pid()
 }
@@ -125,6 +131,18 @@ impl SharedTokenCache {
 
     /// Looks the token up; on a miss, leaves a pending mark valid until `claim_until`.
     pub fn lookup(&self, token: &TokenId, now: u64, claim_until: u64) -> Lookup {
+        self.lookup_into(token, now, claim_until, &mut None)
+    }
+
+    /// `lookup`, a hit filling the buffers of `spare` (a record recycled from an earlier
+    /// request, taken) rather than new ones.
+    pub fn lookup_into(
+        &self,
+        token: &TokenId,
+        now: u64,
+        claim_until: u64,
+        spare: &mut Option<Introspection>,
+    ) -> Lookup {
         let (key, check) = token.split();
         self.table.update(key, now, |found| match found {
             Found::Live(e, expires_at) => {
@@ -133,16 +151,20 @@ impl SharedTokenCache {
                     return Lookup::Uncached;
                 }
                 match e.state {
-                    POSITIVE => Lookup::Hit(Introspection {
-                        active: true,
-                        user: Some(stored_text(&e.user[..e.user_len as usize]).into_owned()),
-                        exp: (e.has_exp == 1).then_some(e.exp),
-                        scope: (e.scope_len > 0)
-                            .then(|| stored_text(&e.scope[..e.scope_len as usize]).into_owned()),
-                        claims: ClaimSet::from_json(&stored_text(
-                            &e.claims[..e.claims_len as usize],
-                        )),
-                    }),
+                    POSITIVE => {
+                        let mut info = spare.take().unwrap_or_default();
+                        info.active = true;
+                        refill(&mut info.user, &e.user[..e.user_len as usize]);
+                        info.exp = (e.has_exp == 1).then_some(e.exp);
+                        if e.scope_len > 0 {
+                            refill(&mut info.scope, &e.scope[..e.scope_len as usize]);
+                        } else {
+                            info.scope = None;
+                        }
+                        info.claims
+                            .refill_json(&stored_text(&e.claims[..e.claims_len as usize]));
+                        Lookup::Hit(info)
+                    }
                     NEGATIVE => Lookup::NegativeHit,
                     _ if e.owner == pid() => {
                         // Our own stale mark (an earlier call of ours gave up): take it again.
@@ -270,6 +292,7 @@ const _: () = assert!(std::mem::size_of::<Entry>() == 2048);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::token::claims::ClaimSet;
 
     fn active(user: &str, exp: Option<i64>) -> Introspection {
         Introspection {
@@ -313,6 +336,42 @@ mod tests {
             Lookup::Claimed,
             "ttl over"
         );
+    }
+
+    #[test]
+    fn a_hit_into_a_recycled_record_keeps_nothing_of_the_earlier_token() {
+        let c = SharedTokenCache::new(64).unwrap();
+        let id = TokenId::of("bob-token");
+        c.lookup(&id, 100, 105);
+        let mut bob = active("bob", None);
+        bob.scope = None;
+        c.store_positive(&id, &bob, r#"{"groups":["b"]}"#, 100, 60);
+        let fresh = c.lookup(&id, 110, 115);
+        // The record of an earlier request: another user, a scope, exp, parsed claims.
+        let mut earlier = active("alice-with-a-longer-name", Some(1000));
+        earlier.claims = ClaimSet::from_json(r#"{"groups":["a"],"extra":1}"#);
+        assert!(
+            earlier.claims.get("extra").is_some(),
+            "parsed before recycling"
+        );
+        let mut spare = Some(earlier);
+        let hit = c.lookup_into(&id, 110, 115, &mut spare);
+        assert!(spare.is_none(), "the hit took the spare");
+        assert_eq!(hit, fresh);
+        let Lookup::Hit(info) = hit else {
+            panic!("{hit:?}")
+        };
+        assert_eq!(info.user.as_deref(), Some("bob"));
+        assert_eq!((info.exp, info.scope.as_deref()), (None, None));
+        assert_eq!(info.claims.get("groups"), Some(&serde_json::json!(["b"])));
+        assert_eq!(info.claims.get("extra"), None);
+        // Anything but a hit leaves the spare for the next one.
+        let mut spare = Some(active("carol", None));
+        assert_eq!(
+            c.lookup_into(&TokenId::of("new"), 110, 115, &mut spare),
+            Lookup::Claimed
+        );
+        assert!(spare.is_some());
     }
 
     #[test]

@@ -14,15 +14,17 @@ use serde_json::{Map, Value};
 /// A token's claims, parsed on first use.
 #[derive(Clone, Default)]
 pub struct ClaimSet {
-    text: Option<Box<str>>,
-    parsed: OnceCell<Map<String, Value>>,
+    text: Option<String>,
+    /// Boxed: most sets are never parsed, and a small set keeps the records that carry it
+    /// small.
+    parsed: OnceCell<Box<Map<String, Value>>>,
 }
 
 impl ClaimSet {
     pub fn from_map(map: Map<String, Value>) -> ClaimSet {
         ClaimSet {
             text: None,
-            parsed: OnceCell::with_value(map),
+            parsed: OnceCell::with_value(Box::new(map)),
         }
     }
 
@@ -34,14 +36,25 @@ impl ClaimSet {
         }
     }
 
+    /// `from_json` into this set's own buffer: a set recycled from an earlier request takes
+    /// the new text without allocating when it fits.
+    pub fn refill_json(&mut self, text: &str) {
+        self.parsed = OnceCell::new();
+        let buffer = self.text.get_or_insert_with(String::new);
+        buffer.clear();
+        buffer.push_str(text);
+    }
+
     /// The claims as an object; text that is not a JSON object counts as no claims.
     pub fn map(&self) -> &Map<String, Value> {
-        self.parsed.get_or_init(
-            || match self.text.as_deref().map(serde_json::from_str::<Value>) {
-                Some(Ok(Value::Object(m))) => m,
-                _ => Map::new(),
-            },
-        )
+        self.parsed.get_or_init(|| {
+            Box::new(
+                match self.text.as_deref().map(serde_json::from_str::<Value>) {
+                    Some(Ok(Value::Object(m))) => m,
+                    _ => Map::new(),
+                },
+            )
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&Value> {
