@@ -54,7 +54,10 @@ pub fn parse_aor(header_value: &[u8]) -> Result<Aor<'_>, AorError> {
     if header_value.iter().any(|&b| CONTROL.has(b)) {
         return Err(bad("control bytes"));
     }
-    utf8(header_value).ok_or(bad("not UTF-8"))?;
+    // Most values are ASCII: a word-wise check spares them the UTF-8 decoder.
+    if !header_value.is_ascii() && utf8(header_value).is_none() {
+        return Err(bad("not UTF-8"));
+    }
     let text = trim_lws(header_value);
     if text.is_empty() {
         return Err(bad("empty"));
@@ -139,6 +142,12 @@ fn parse_uri(uri: &[u8]) -> Result<Aor<'_>, AorError> {
     if !URI_CHARS.all(uri) {
         return Err(bad("bad character in URI"));
     }
+    // ASCII from here: the parts below are slices of this one text, converted once.
+    let text = ascii(uri);
+    let part = |bytes: &[u8]| -> &str {
+        let start = bytes.as_ptr() as usize - uri.as_ptr() as usize;
+        text.get(start..start + bytes.len()).unwrap_or_default()
+    };
     let colon = uri
         .iter()
         .position(|&b| b == b':')
@@ -151,7 +160,7 @@ fn parse_uri(uri: &[u8]) -> Result<Aor<'_>, AorError> {
             return Err(bad("bad tel number"));
         }
         return Ok(Aor {
-            user: ascii(number),
+            user: part(number),
             host: Cow::Borrowed(""),
         });
     }
@@ -169,10 +178,9 @@ fn parse_uri(uri: &[u8]) -> Result<Aor<'_>, AorError> {
         .iter()
         .position(|&b| b == b';' || b == b'?')
         .unwrap_or(hostpart.len());
-    let host = host_of(&hostpart[..end])?;
-    let host = ascii(host);
+    let host = part(host_of(&hostpart[..end])?);
     Ok(Aor {
-        user: ascii(user),
+        user: part(user),
         host: if host.bytes().any(|b| b.is_ascii_uppercase()) {
             Cow::Owned(host.to_ascii_lowercase())
         } else {

@@ -59,9 +59,13 @@ impl<'a> Msg<'a> {
             for w in &mut words {
                 add(u64::from_le_bytes(w.try_into().expect("8-byte chunk")));
             }
-            let mut tail = [0u8; 8];
-            tail[..words.remainder().len()].copy_from_slice(words.remainder());
-            add(u64::from_le_bytes(tail));
+            // The last bytes as a zero-padded little-endian word, without a copy.
+            let tail = words
+                .remainder()
+                .iter()
+                .rev()
+                .fold(0u64, |word, &b| (word << 8) | u64::from(b));
+            add(tail);
         }
         MsgKey {
             id: self.raw.id,
