@@ -122,7 +122,8 @@ pub struct Outcome {
     pub source: Option<TokenSource>,
     /// The introspection result behind a token success. After a token success its `user`
     /// has moved to `Outcome::user`, the one place the user is read from.
-    pub introspection: Option<Introspection>,
+    /// Boxed: the outcome moves a few times per request, the record stays put.
+    pub introspection: Option<Box<Introspection>>,
     /// Short explanation for the log: never a token, password or secret. Empty for a success
     /// when the authorizer was told that nobody will read it (`set_explain_success(false)`).
     pub reason: Cow<'static, str>,
@@ -227,7 +228,7 @@ pub struct Authorizer {
     checking: Vec<(TokenId, std::time::Instant)>,
     /// The introspection record of an earlier, finished request, kept for its buffers: the
     /// next cache hit copies its entry into them instead of allocating (`recycle`).
-    spare: Option<Introspection>,
+    spare: Option<Box<Introspection>>,
 }
 
 /// Where this worker's JWT keys come from: the key file read at start-up, or the SSO's JWK
@@ -551,7 +552,7 @@ impl Authorizer {
                 }
             }
         }
-        outcome.introspection.as_ref()
+        outcome.introspection.as_deref()
     }
 
     /// `$sso(name)`: None (an empty variable) when nothing authorized the request or the

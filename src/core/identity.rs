@@ -374,7 +374,7 @@ fn same_key(name: Option<Vec<u8>>, aor: &Aor, rules: &AorRules) -> bool {
 pub fn token_user_matches(token_user: &str, aor: &Aor, rules: &AorRules) -> bool {
     // The usual case on the cached-token path, without building either key: no domain in
     // the key and no escape in the AOR's user, so both keys are the names case-folded.
-    if !rules.use_domain && !aor.user.contains('%') {
+    if !rules.use_domain && !aor.user.as_bytes().contains(&b'%') {
         return !token_user.is_empty()
             && !aor.user.is_empty()
             && if rules.case_sensitive {

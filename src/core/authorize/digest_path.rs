@@ -12,7 +12,7 @@ use crate::core::sso::call::{SsoAnswer, SsoCall};
 pub(super) enum DigestStep {
     /// None: the request has no Digest credentials for the realm.
     Done(Option<Outcome>),
-    Call(DigestPending, SsoCall),
+    Call(DigestPending, Box<SsoCall>),
     /// Look again (`digest_resume` with no answer) for the first copy's answer.
     Wait(DigestPending),
 }
@@ -112,7 +112,7 @@ impl Authorizer {
         };
         match judged {
             Judged::Done(o) => p.step(o),
-            Judged::Login(login) => DigestStep::Call(p, SsoCall::DigestLogin(login)),
+            Judged::Login(login) => DigestStep::Call(p, Box::new(SsoCall::DigestLogin(login))),
             Judged::WaitFirstCopy => {
                 p.at = DigestAt::FirstCopy {
                     until: Instant::now() + self.first_copy_budget(),

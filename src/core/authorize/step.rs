@@ -146,12 +146,12 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn call(self, at: At, call: SsoCall) -> Step {
+    fn call(self, at: At, call: Box<SsoCall>) -> Step {
         Step::Call(Box::new(Pending {
             deadline: self.deadline.get(),
             backoff: Backoff::default(),
             retry_in: Duration::ZERO,
-            call: Some(call),
+            call: Some(*call),
             recheck: self.recheck,
             at,
         }))
@@ -344,7 +344,7 @@ impl Authorizer {
                     self.check_resume(tc, Some(answer), now, &deadline)
                 }
                 Check::Wait(mut tc) => match self.own_fetch_instead(&mut tc) {
-                    Some(fetch) => Check::Call(tc, fetch),
+                    Some(fetch) => Check::Call(tc, Box::new(fetch)),
                     None => {
                         std::thread::sleep(backoff.next(deadline.get()));
                         self.check_resume(tc, None, now, &deadline)

@@ -57,13 +57,15 @@ enum CheckAt {
 }
 
 /// A token's verdict. Ok((None, _)): not active; the `bool`: it came from a cache.
-pub(super) type Verdict = Result<(Option<Introspection>, bool), SsoError>;
+pub(super) type Verdict = Result<(Option<Box<Introspection>>, bool), SsoError>;
 
 /// What one step of a token's verdict decided.
 pub(super) enum Check<'t> {
     /// The `String`: why a JWT was refused (for the log).
     Verdict(TokenCheck<'t>, Verdict, Option<String>),
-    Call(TokenCheck<'static>, SsoCall),
+    /// Boxed, like every request a step names: the verdict is the common case, and it
+    /// should not move an SsoCall's room around.
+    Call(TokenCheck<'static>, Box<SsoCall>),
     /// Look again (`check_resume` with no answer), by the deadline at the latest.
     Wait(TokenCheck<'static>),
 }
@@ -72,7 +74,7 @@ pub(super) enum Check<'t> {
 pub(super) enum TokenStep {
     /// None: the request carries no token (or token checks are off).
     Done(Option<Outcome>),
-    Call(TokenPending, SsoCall),
+    Call(TokenPending, Box<SsoCall>),
     Wait(TokenPending),
 }
 
@@ -166,7 +168,7 @@ impl Authorizer {
                 match cache.fetched(&tc.token, &local.policy, now, reason, body) {
                     JwksCheck::Verdict(v) => self.check_jwt_verdict(tc, v, now),
                     JwksCheck::Fetch(reason) => {
-                        let call = SsoCall::FetchJwks { url: url.clone() };
+                        let call = Box::new(SsoCall::FetchJwks { url: url.clone() });
                         tc.at = CheckAt::Jwks(reason);
                         Check::Call(tc, call)
                     }
@@ -256,7 +258,7 @@ impl Authorizer {
                         match cache.check(&tc.token, &local.policy, now) {
                             JwksCheck::Verdict(v) => v,
                             JwksCheck::Fetch(reason) => {
-                                let call = SsoCall::FetchJwks { url: url.clone() };
+                                let call = Box::new(SsoCall::FetchJwks { url: url.clone() });
                                 tc.at = CheckAt::Jwks(reason);
                                 return Check::Call(tc.into_owned(), call);
                             }
@@ -282,9 +284,9 @@ impl Authorizer {
             How::Introspect => match self.store_lookup(&tc.id, now) {
                 Some((info, ttls)) => self.check_answer(tc, Ok(info), ttls, now, None),
                 None => {
-                    let call = SsoCall::Introspect {
+                    let call = Box::new(SsoCall::Introspect {
                         token: tc.token.to_string(),
-                    };
+                    });
                     tc.at = CheckAt::Introspection;
                     Check::Call(tc.into_owned(), call)
                 }
@@ -342,7 +344,7 @@ impl Authorizer {
             Err(_) if tc.claimed => cache.release(&tc.id, now),
             Err(_) => {}
         }
-        Check::Verdict(tc, answer.map(|i| (Some(i), false)), why)
+        Check::Verdict(tc, answer.map(|i| (Some(Box::new(i)), false)), why)
     }
 
     /// First step of the request's token path.

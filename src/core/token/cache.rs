@@ -44,7 +44,7 @@ struct Entry {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lookup {
     /// A live positive result, its claims as the compact JSON given to `store_positive`.
-    Hit(Introspection),
+    Hit(Box<Introspection>),
     /// The SSO recently said this token is not active.
     NegativeHit,
     /// Nothing known; this caller now owns the pending mark and must `store_*` or `release`.
@@ -141,7 +141,7 @@ impl SharedTokenCache {
         token: &TokenId,
         now: u64,
         claim_until: u64,
-        spare: &mut Option<Introspection>,
+        spare: &mut Option<Box<Introspection>>,
     ) -> Lookup {
         let (key, check) = token.split();
         self.table.update(key, now, |found| match found {
@@ -354,7 +354,7 @@ mod tests {
             earlier.claims.get("extra").is_some(),
             "parsed before recycling"
         );
-        let mut spare = Some(earlier);
+        let mut spare = Some(Box::new(earlier));
         let hit = c.lookup_into(&id, 110, 115, &mut spare);
         assert!(spare.is_none(), "the hit took the spare");
         assert_eq!(hit, fresh);
@@ -366,7 +366,7 @@ mod tests {
         assert_eq!(info.claims.get("groups"), Some(&serde_json::json!(["b"])));
         assert_eq!(info.claims.get("extra"), None);
         // Anything but a hit leaves the spare for the next one.
-        let mut spare = Some(active("carol", None));
+        let mut spare = Some(Box::new(active("carol", None)));
         assert_eq!(
             c.lookup_into(&TokenId::of("new"), 110, 115, &mut spare),
             Lookup::Claimed
