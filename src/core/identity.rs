@@ -51,6 +51,14 @@ pub fn parse_aor(header_value: &[u8]) -> Result<Aor<'_>, AorError> {
     if header_value.len() > MAX_HEADER {
         return Err(bad("header too long"));
     }
+    match plain_sip_aor(header_value) {
+        Some(aor) => Ok(aor),
+        None => parse_aor_in_full(header_value),
+    }
+}
+
+/// `parse_aor` by the whole grammar, for every value the one-pass form leaves.
+fn parse_aor_in_full(header_value: &[u8]) -> Result<Aor<'_>, AorError> {
     if header_value.iter().any(|&b| CONTROL.has(b)) {
         return Err(bad("control bytes"));
     }
@@ -63,6 +71,49 @@ pub fn parse_aor(header_value: &[u8]) -> Result<Aor<'_>, AorError> {
         return Err(bad("empty"));
     }
     parse_uri(uri_of(text)?)
+}
+
+/// User bytes of the one-pass form: letters, digits and `-_.` (no escape, password or
+/// parameter separator that the full grammar would have to weigh).
+const PLAIN_USER: ByteClass = ByteClass::alphanumeric_and(b"-_.");
+
+/// Host bytes of the one-pass form: a hostname without port.
+const PLAIN_HOST: ByteClass = HOST_CHARS;
+
+/// The usual To/From, `<sip:user@host>` with nothing or `;params` after it, in one pass.
+/// It only ever accepts what the full parser below accepts, with the same result (a unit
+/// test compares the two); anything else (a display name, sips, tel, a port, escapes,
+/// spaces, non-ASCII or control bytes) returns None and takes the full parser.
+fn plain_sip_aor(value: &[u8]) -> Option<Aor<'_>> {
+    let rest = value.strip_prefix(b"<sip:")?;
+    let at = rest.iter().position(|&b| !PLAIN_USER.has(b))?;
+    if at == 0 || rest[at] != b'@' {
+        return None;
+    }
+    let host_start = at + 1;
+    let host_len = rest[host_start..]
+        .iter()
+        .position(|&b| !PLAIN_HOST.has(b))?;
+    let close = host_start + host_len;
+    if host_len == 0 || rest[close] != b'>' {
+        return None;
+    }
+    // Header parameters: printable ASCII, after a `;` right behind the `>`.
+    let after = &rest[close + 1..];
+    if after.first().is_some_and(|&b| b != b';')
+        || !after.iter().all(|&b| (0x20..0x7f).contains(&b))
+    {
+        return None;
+    }
+    let host = ascii(&rest[host_start..close]);
+    Some(Aor {
+        user: ascii(&rest[..at]),
+        host: if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
+        },
+    })
 }
 
 /// The URI inside a name-addr (`<...>`, after an optional display name) or a bare addr-spec
@@ -414,6 +465,73 @@ mod tests {
         Aor {
             user,
             host: host.into(),
+        }
+    }
+
+    #[test]
+    fn the_one_pass_form_agrees_with_the_full_parser() {
+        // Values built slot by slot (opening, user, separator, host, closing and after),
+        // each slot holding usual pieces and pieces near a boundary the one-pass form
+        // draws; wherever it answers, the full grammar must give the same AOR.
+        const SLOTS: &[&[&str]] = &[
+            &[
+                "<sip:",
+                "<sips:",
+                "<SIP:",
+                "sip:",
+                "\"A\" <sip:",
+                " <sip:",
+                "<sip:<sip:",
+            ],
+            &[
+                "alice", "Bob.O-K_", "a%41", "a:pw", "", "+49", "a;b", "\u{e9}", "a b",
+            ],
+            &["@", "@@", "", ":"],
+            &[
+                "example.com",
+                "EXAMPLE.com",
+                "[::1]",
+                "h:5060",
+                "",
+                "a_b",
+                "h@x",
+                "h;p",
+            ],
+            &[
+                ">", ">;tag=1", "> ;tag=2", ">;x<y>", ">x", ">;\t", ">;\u{e9}", "", ">\u{1}", ">;",
+            ],
+            &["", ";user=phone", "?h=v", " ", "\t", ">"],
+        ];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut answered = 0;
+        for _ in 0..500_000 {
+            let value: String = SLOTS.iter().map(|slot| slot[next(slot.len())]).collect();
+            if let Some(fast) = plain_sip_aor(value.as_bytes()) {
+                answered += 1;
+                assert_eq!(Ok(fast), parse_aor_in_full(value.as_bytes()), "{value:?}");
+            }
+        }
+        assert!(
+            answered > 400,
+            "the generator reached the one-pass form {answered} times"
+        );
+        assert_eq!(
+            plain_sip_aor(b"<sip:Alice@Example.COM>;tag=9"),
+            Some(ua("Alice", "example.com"))
+        );
+        for value in [
+            "\"A\" <sip:a@b>",
+            "<sip:a@b:5060>",
+            "<sip:a%41@b>",
+            "<sip:a@b> ;t",
+        ] {
+            assert_eq!(plain_sip_aor(value.as_bytes()), None, "{value:?}");
         }
     }
 

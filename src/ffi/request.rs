@@ -126,8 +126,8 @@ pub(super) fn auth_request<'a>(
             kept.push(h);
         }
     }
-    // Only Digest credentials (qop=auth-int) look at the body: skip the scan for the token
-    // path and credential-less requests.
+    // Only Digest credentials look at the body (qop=auth-int) and at the transaction (a
+    // retransmitted login): skip both for the token path and credential-less requests.
     let has_credentials = !credential_headers.is_empty();
     let req = AuthRequest {
         placement,
@@ -139,14 +139,17 @@ pub(super) fn auth_request<'a>(
         credential_headers,
         token_headers,
         body: if has_credentials { msg.body() } else { &[] },
-        transaction: msg
-            .transaction_parts()
-            .map(|(via, call_id, cseq)| TransactionId {
-                via,
-                call_id,
-                cseq,
-                source: msg.source(),
-            }),
+        transaction: if has_credentials {
+            msg.transaction_parts()
+                .map(|(via, call_id, cseq)| TransactionId {
+                    via,
+                    call_id,
+                    cseq,
+                    source: msg.source(),
+                })
+        } else {
+            None
+        },
     };
     Ok((req, kept))
 }
