@@ -8,7 +8,6 @@ use super::worker::MsgKey;
 #[derive(Clone, Copy)]
 pub struct Header<'a> {
     pub kind: i32,
-    pub name: &'a [u8],
     pub value: &'a [u8],
     /// Offset of the header's first byte in the message buffer and its length with CRLF:
     /// what a delete lump needs.
@@ -208,8 +207,13 @@ impl<'a> Msg<'a> {
 
     /// Headers in message order (call `parse_all_headers` first), read from OpenSIPS's list
     /// as they are walked: nothing is collected.
-    pub fn headers(&self) -> Headers<'a> {
-        Headers {
+    pub fn headers(&self) -> impl Iterator<Item = Header<'a>> {
+        self.header_entries().map(|h| h.read())
+    }
+
+    /// `headers`, each read only when its type is of interest (the per-request walk).
+    pub fn header_entries(&self) -> HeaderEntries<'a> {
+        HeaderEntries {
             base: self.raw.buf as usize,
             cur: self.raw.headers,
             _msg: std::marker::PhantomData,
@@ -217,29 +221,53 @@ impl<'a> Msg<'a> {
     }
 }
 
-/// Iterator over the parsed headers of a message.
-pub struct Headers<'a> {
+/// A header of the list before it is read: its type is at hand, the rest costs a look.
+#[derive(Clone, Copy)]
+pub struct HeaderEntry<'a> {
+    pub kind: i32,
+    raw: &'a hdr_field,
+    base: usize,
+}
+
+impl<'a> HeaderEntry<'a> {
+    pub fn name(&self) -> &'a [u8] {
+        bytes(&self.raw.name)
+    }
+
+    pub fn value(&self) -> &'a [u8] {
+        bytes(&self.raw.body)
+    }
+
+    pub fn read(&self) -> Header<'a> {
+        let start = (self.raw.name.s as usize).wrapping_sub(self.base);
+        Header {
+            kind: self.kind,
+            value: self.value(),
+            offset: start as u32,
+            len: self.raw.len.max(0) as u32,
+        }
+    }
+}
+
+/// Iterator over the parsed headers of a message, by type first.
+pub struct HeaderEntries<'a> {
     base: usize,
     cur: *mut hdr_field,
     _msg: std::marker::PhantomData<&'a sip_msg>,
 }
 
-impl<'a> Iterator for Headers<'a> {
-    type Item = Header<'a>;
+impl<'a> Iterator for HeaderEntries<'a> {
+    type Item = HeaderEntry<'a>;
 
-    fn next(&mut self) -> Option<Header<'a>> {
+    fn next(&mut self) -> Option<HeaderEntry<'a>> {
         // SAFETY: the header list belongs to the message, which outlives 'a, and is walked
         // read-only.
-        let h = unsafe { self.cur.as_ref() }?;
-        self.cur = h.next;
-        let name = bytes(&h.name);
-        let start = (h.name.s as usize).wrapping_sub(self.base);
-        Some(Header {
-            kind: h.type_,
-            name,
-            value: bytes(&h.body),
-            offset: start as u32,
-            len: h.len.max(0) as u32,
+        let raw = unsafe { self.cur.as_ref() }?;
+        self.cur = raw.next;
+        Some(HeaderEntry {
+            kind: raw.type_,
+            raw,
+            base: self.base,
         })
     }
 }

@@ -17,7 +17,7 @@ use super::bindings::{
 };
 use super::guard::EntryError;
 use super::log::{self, L_DBG};
-use super::msg::{Header, Msg};
+use super::msg::{Header, HeaderEntry, Msg};
 use super::worker::{self, Worker};
 
 pub(super) const ERROR: i32 = Code::Error as i32;
@@ -99,26 +99,28 @@ pub(super) fn auth_request<'a>(
     realm: &'a str,
     cfg: &Config,
 ) -> Result<(AuthRequest<'a>, KeptHeaders<'a>), EntryError> {
-    let is_token_header = |h: &Header| {
-        h.kind == HDR_OTHER_T as i32 && h.name.eq_ignore_ascii_case(cfg.token_header.as_bytes())
+    let is_token_header = |h: &HeaderEntry| {
+        h.kind == HDR_OTHER_T as i32 && h.name().eq_ignore_ascii_case(cfg.token_header.as_bytes())
     };
     let method = utf8(msg.method()).ok_or_else(|| EntryError::new(ERROR, "method is not UTF-8"))?;
     let (mut to, mut from) = (None, None);
     let mut kept = KeptHeaders::new();
     let mut credential_headers = HeaderRefs::new();
     let mut token_headers = HeaderRefs::new();
-    for h in msg.headers() {
+    for h in msg.header_entries() {
         if h.kind == HDR_TO_T as i32 {
-            to.get_or_insert(h.value);
+            to.get_or_insert(h.value());
         } else if h.kind == HDR_FROM_T as i32 {
-            from.get_or_insert(h.value);
+            from.get_or_insert(h.value());
         } else if cred_kinds.contains(&h.kind) {
+            let h = h.read();
             credential_headers.push(HeaderRef {
                 id: kept.len(),
                 value: h.value,
             });
             kept.push(h);
         } else if is_token_header(&h) {
+            let h = h.read();
             token_headers.push(HeaderRef {
                 id: kept.len(),
                 value: h.value,
