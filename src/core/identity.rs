@@ -77,9 +77,6 @@ fn parse_aor_in_full(header_value: &[u8]) -> Result<Aor<'_>, AorError> {
 /// parameter separator that the full grammar would have to weigh).
 const PLAIN_USER: ByteClass = ByteClass::alphanumeric_and(b"-_.");
 
-/// Host bytes of the one-pass form: a hostname without port.
-const PLAIN_HOST: ByteClass = HOST_CHARS;
-
 /// The usual To/From, `<sip:user@host>` with nothing or `;params` after it, in one pass.
 /// It only ever accepts what the full parser below accepts, with the same result (a unit
 /// test compares the two); anything else (a display name, sips, tel, a port, escapes,
@@ -93,7 +90,7 @@ fn plain_sip_aor(value: &[u8]) -> Option<Aor<'_>> {
     let host_start = at + 1;
     let host_len = rest[host_start..]
         .iter()
-        .position(|&b| !PLAIN_HOST.has(b))?;
+        .position(|&b| !HOST_CHARS.has(b))?;
     let close = host_start + host_len;
     if host_len == 0 || rest[close] != b'>' {
         return None;
