@@ -1,13 +1,13 @@
 //! Memory shared by every OpenSIPS process: an anonymous shared mapping made in the main
-//! process before it forks its workers, and two structures living in it:
-//! a set-associative table of fixed-size entries with one small lock per bucket, and a row of
-//! atomic counters. Plain data only (no pointers), so any process can read what another wrote.
+//! process before it forks its workers, and the structures living in it:
+//! a set-associative table of fixed-size entries with one small lock per bucket (and a
+//! version word that lets a hit be read without the lock), and rows of atomic counters. Plain data only (no pointers), so any process can read what another wrote.
 
 use std::io;
 use std::marker::PhantomData;
 use std::mem::{align_of, size_of};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// A fixed-size, zero-filled region shared with every child forked after `map`.
 pub struct SharedRegion {
@@ -198,7 +198,36 @@ struct Slot<V: Copy> {
 #[repr(C)]
 struct Bucket<V: Copy> {
     lock: AtomicU64,
+    /// Odd while the lock's holder may be changing the slots, even otherwise, and raised by
+    /// every holder: a reader that saw the same even value before and after its reads took a
+    /// consistent copy without writing to the bucket (a seqlock, see `SharedTable::peek`).
+    version: AtomicU64,
     slots: [Slot<V>; WAYS],
+}
+
+/// A bucket's lock, held: the version is odd until the guard drops, and raised to the next
+/// even value just before the lock is released.
+struct BucketGuard<'a> {
+    version: &'a AtomicU64,
+    after: u64,
+    _lock: PidLock<'a>,
+}
+
+impl Drop for BucketGuard<'_> {
+    // Runs before the lock field is dropped (released), so the new version is published
+    // while the lock is still held.
+    fn drop(&mut self) {
+        self.version.store(self.after, Ordering::Release);
+    }
+}
+
+/// The all-zero key marks an empty slot: a key that hashes to it is stored as all ones.
+fn stored_key(key: [u8; 16]) -> [u8; 16] {
+    if key == [0; 16] {
+        [1; 16]
+    } else {
+        key
+    }
 }
 
 /// What `SharedTable::update` found for a key.
@@ -283,8 +312,7 @@ impl<V: Copy> SharedTable<V> {
 
     /// The indexes (0..capacity/WAYS) of the two buckets `update` locks for `key`.
     pub fn buckets_for(&self, key: &[u8; 16]) -> (usize, usize) {
-        let key = if *key == [0; 16] { [1; 16] } else { *key };
-        self.buckets_of(&key)
+        self.buckets_of(&stored_key(*key))
     }
 
     fn bucket_ptr(&self, index: usize) -> *mut Bucket<V> {
@@ -293,10 +321,22 @@ impl<V: Copy> SharedTable<V> {
         unsafe { (self.region.base() as *mut Bucket<V>).add(index) }
     }
 
-    fn lock(&self, index: usize) -> PidLock<'_> {
-        // SAFETY: the lock word lives in the shared region for the table's lifetime.
+    fn lock(&self, index: usize) -> BucketGuard<'_> {
+        // SAFETY: the lock and version words live in the shared region for the table's
+        // lifetime.
         let (lock, taken_over) =
             PidLock::acquire(unsafe { &*std::ptr::addr_of!((*self.bucket_ptr(index)).lock) });
+        let version = unsafe { &*std::ptr::addr_of!((*self.bucket_ptr(index)).version) };
+        // Odd before any slot changes (a dead owner may have left it odd already); the fence
+        // keeps the slot writes after it for a reader that syncs with its acquire fence.
+        let odd = version.load(Ordering::Relaxed) | 1;
+        version.store(odd, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let guard = BucketGuard {
+            version,
+            after: odd.wrapping_add(1),
+            _lock: lock,
+        };
         if taken_over && self.discard_on_takeover {
             // SAFETY: the lock just acquired gives exclusive access to this bucket's slots.
             let slots = unsafe { &mut *std::ptr::addr_of_mut!((*self.bucket_ptr(index)).slots) };
@@ -305,7 +345,7 @@ impl<V: Copy> SharedTable<V> {
                 slot.expires_at = 0;
             }
         }
-        lock
+        guard
     }
 
     /// The lock word of a bucket, for tests that play a dead owner.
@@ -318,7 +358,7 @@ impl<V: Copy> SharedTable<V> {
     /// Runs `f` on the key's entry under the locks of its buckets: read, change, insert or
     /// refuse. The all-zero key is reserved for empty slots and is remapped.
     pub fn update<R>(&self, key: [u8; 16], now: u64, f: impl FnOnce(Found<'_, V>) -> R) -> R {
-        let key = if key == [0; 16] { [1; 16] } else { key };
+        let key = stored_key(key);
         let (a, b) = self.buckets_of(&key);
         let live = |s: &Slot<V>| s.key != [0; 16] && s.expires_at > now;
         let scan = |slots: &[Slot<V>; WAYS]| -> (Option<usize>, Option<usize>, usize) {
@@ -379,6 +419,54 @@ impl<V: Copy> SharedTable<V> {
         f(Found::Vacant(VacantSlot { slot, key }))
     }
 
+    /// Reads the key's live entry without taking a lock or writing to shared memory, so
+    /// workers reading the same entry at once do not pull its bucket's cache line from each
+    /// other or wait on its lock. `copy` gets the entry's value where it lives; a writer in
+    /// another process may be changing it meanwhile, so `copy` must read it with volatile
+    /// reads, accept any bytes without panicking, and trust nothing it copied before this
+    /// returns. Its result is returned only if the bucket did not change during the read.
+    /// None: no live entry was seen, or a writer was at work; `update` then decides under
+    /// the lock.
+    pub fn peek<R>(&self, key: [u8; 16], now: u64, copy: impl FnOnce(*const V) -> R) -> Option<R> {
+        let key = stored_key(key);
+        let (a, b) = self.buckets_of(&key);
+        let (first, second) = (a.min(b), a.max(b));
+        let buckets = [first, second];
+        for &index in &buckets[..if first == second { 1 } else { 2 }] {
+            let bucket = self.bucket_ptr(index);
+            // SAFETY: the version word lives in the shared region for the table's lifetime.
+            let version = unsafe { &*std::ptr::addr_of!((*bucket).version) };
+            let before = version.load(Ordering::Acquire);
+            if before & 1 == 1 {
+                return None;
+            }
+            // SAFETY: in bounds of the bucket; volatile reads of plain data that another
+            // process may be writing, checked against the version below before use.
+            let slots = unsafe { std::ptr::addr_of!((*bucket).slots) } as *const Slot<V>;
+            for i in 0..WAYS {
+                let slot = unsafe { slots.add(i) };
+                let slot_key = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*slot).key)) };
+                if slot_key != key {
+                    continue;
+                }
+                let expires_at =
+                    unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*slot).expires_at)) };
+                if expires_at <= now {
+                    return None;
+                }
+                let copied = copy(unsafe { std::ptr::addr_of!((*slot).value) });
+                fence(Ordering::Acquire);
+                return (version.load(Ordering::Relaxed) == before).then_some(copied);
+            }
+            // Not in this bucket, unless a writer was putting it there while we looked.
+            fence(Ordering::Acquire);
+            if version.load(Ordering::Relaxed) != before {
+                return None;
+            }
+        }
+        None
+    }
+
     /// Evicts the key's entry if present.
     pub fn remove(&self, key: [u8; 16], now: u64) {
         self.update(key, now, |found| {
@@ -386,6 +474,55 @@ impl<V: Copy> SharedTable<V> {
                 *expires_at = 0;
             }
         })
+    }
+}
+
+/// Rows of counters for the module's statistics. Every worker adds in the row its pid picks
+/// (consecutive worker pids get rows of their own), and a reader sums the rows: workers
+/// counting the same event at once do not pull one cache line from each other.
+pub struct StripedCounters {
+    region: SharedRegion,
+    count: usize,
+    /// Counters per row, rounded up to whole cache lines.
+    row: usize,
+}
+
+const STRIPES: usize = 64;
+
+impl StripedCounters {
+    /// Call before fork.
+    pub fn new(count: usize) -> io::Result<StripedCounters> {
+        let row = count.div_ceil(8).max(1) * 8;
+        Ok(StripedCounters {
+            region: SharedRegion::map(STRIPES * row * size_of::<AtomicU64>())?,
+            count,
+            row,
+        })
+    }
+
+    fn cell(&self, stripe: usize, index: usize) -> &AtomicU64 {
+        assert!(
+            index < self.count && stripe < STRIPES,
+            "counter index out of range"
+        );
+        // SAFETY: in range, aligned (the mapping is page-aligned), zero-initialised atomics.
+        unsafe { &*(self.region.base() as *const AtomicU64).add(stripe * self.row + index) }
+    }
+
+    pub fn add(&self, index: usize, n: u64) {
+        let stripe = current_pid() as usize % STRIPES;
+        self.cell(stripe, index).fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, index: usize) -> u64 {
+        (0..STRIPES).fold(0u64, |sum, s| {
+            sum.wrapping_add(self.cell(s, index).load(Ordering::Relaxed))
+        })
+    }
+
+    /// Bytes of shared memory the counters use.
+    pub fn bytes(&self) -> usize {
+        self.region.len()
     }
 }
 
@@ -452,6 +589,82 @@ mod tests {
             Found::Live(v, _) => Some(v.n),
             _ => None,
         })
+    }
+
+    fn peek_n(t: &SharedTable<Val>, k: [u8; 16], now: u64) -> Option<u32> {
+        // SAFETY (test): the pointer is the entry's value in the table's memory.
+        t.peek(k, now, |v| unsafe { std::ptr::read_volatile(v) }.n)
+    }
+
+    #[test]
+    fn peek_reads_a_live_entry_only() {
+        let t: SharedTable<Val> = SharedTable::new(64).unwrap();
+        t.update(key(1), 100, |f| match f {
+            Found::Vacant(v) => v.insert(Val { n: 7 }, 110),
+            _ => panic!("expected vacant"),
+        });
+        assert_eq!(peek_n(&t, key(1), 105), Some(7));
+        assert_eq!(peek_n(&t, key(1), 110), None, "expired at expires_at");
+        assert_eq!(peek_n(&t, key(2), 105), None, "never stored");
+        // The all-zero key is stored remapped, and found again under its own name.
+        t.update([0; 16], 100, |f| {
+            if let Found::Vacant(v) = f {
+                v.insert(Val { n: 9 }, 200)
+            }
+        });
+        assert_eq!(peek_n(&t, [0; 16], 105), Some(9));
+    }
+
+    #[test]
+    fn peek_gives_up_while_the_bucket_is_being_written() {
+        let t: SharedTable<Val> = SharedTable::new(64).unwrap();
+        t.update(key(1), 100, |f| {
+            if let Found::Vacant(v) = f {
+                v.insert(Val { n: 7 }, 200)
+            }
+        });
+        // Inside `update` this process holds the bucket's lock: its version is odd.
+        let seen_inside = t.update(key(1), 100, |_| peek_n(&t, key(1), 105));
+        assert_eq!(seen_inside, None);
+        assert_eq!(
+            peek_n(&t, key(1), 105),
+            Some(7),
+            "readable again after the write"
+        );
+    }
+
+    #[test]
+    fn peek_drops_a_copy_taken_while_a_writer_changed_the_bucket() {
+        let t: SharedTable<Val> = SharedTable::new(64).unwrap();
+        t.update(key(1), 100, |f| {
+            if let Found::Vacant(v) = f {
+                v.insert(Val { n: 7 }, 200)
+            }
+        });
+        // A write that lands between the reader's copy and its check of the version.
+        let got = t.peek(key(1), 105, |v| {
+            let n = unsafe { std::ptr::read_volatile(v) }.n;
+            t.update(key(1), 105, |f| {
+                if let Found::Live(v, _) = f {
+                    v.n = 8
+                }
+            });
+            n
+        });
+        assert_eq!(got, None, "the copy of 7 is stale");
+        assert_eq!(peek_n(&t, key(1), 105), Some(8));
+    }
+
+    #[test]
+    fn striped_counters_sum_every_row() {
+        let c = StripedCounters::new(3).unwrap();
+        c.add(0, 2);
+        c.add(2, 5);
+        // Another process's row, written directly.
+        c.cell((current_pid() as usize + 1) % STRIPES, 2)
+            .fetch_add(4, Ordering::Relaxed);
+        assert_eq!((c.get(0), c.get(1), c.get(2)), (2, 0, 9));
+        assert_eq!(c.bytes(), STRIPES * 8 * 8);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Module statistics, counted in shared memory by every worker and read by OpenSIPS's
 //! statistics engine (`get_statistics sso_auth:`) as function-backed values.
 
-use super::shm::SharedCounters;
+use super::shm::StripedCounters;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stat {
@@ -45,14 +45,14 @@ pub const ALL: [(Stat, &str); 16] = [
 ];
 
 pub struct Stats {
-    counters: SharedCounters,
+    counters: StripedCounters,
 }
 
 impl Stats {
     /// Call before fork.
     pub fn new() -> std::io::Result<Stats> {
         Ok(Stats {
-            counters: SharedCounters::new(ALL.len())?,
+            counters: StripedCounters::new(ALL.len())?,
         })
     }
 

@@ -144,6 +144,28 @@ impl SharedTokenCache {
         spare: &mut Option<Box<Introspection>>,
     ) -> Lookup {
         let (key, check) = token.split();
+        // A live result is read without the lock; anything else (a miss, a pending mark, an
+        // index collision, a writer at work) is decided under it below.
+        // SAFETY: `peek` hands over a pointer to an entry in shared memory, as `take` expects.
+        match self.table.peek(key, now, |e| unsafe { HitCopy::take(e) }) {
+            Some(copy) if copy.check == check && copy.state == POSITIVE => {
+                let mut info = spare.take().unwrap_or_default();
+                info.active = true;
+                refill(&mut info.user, copy.user.bytes());
+                info.exp = (copy.has_exp == 1).then_some(copy.exp);
+                if copy.scope.len > 0 {
+                    refill(&mut info.scope, copy.scope.bytes());
+                } else {
+                    info.scope = None;
+                }
+                info.claims.refill_json(&stored_text(copy.claims.bytes()));
+                return Lookup::Hit(info);
+            }
+            Some(copy) if copy.check == check && copy.state == NEGATIVE => {
+                return Lookup::NegativeHit;
+            }
+            _ => {}
+        }
         self.table.update(key, now, |found| match found {
             Found::Live(e, expires_at) => {
                 if e.check != check {
@@ -270,6 +292,86 @@ impl SharedTokenCache {
     }
 }
 
+/// Bytes copied out of an entry by a reader that holds no lock: only the first `len` are
+/// written (no 2 KiB of zeroes per hit).
+struct CopiedBytes<const N: usize> {
+    len: usize,
+    bytes: std::mem::MaybeUninit<[u8; N]>,
+}
+
+impl<const N: usize> CopiedBytes<N> {
+    /// Copies `len` (at most N) bytes from `src`, which a writer may be changing: volatile
+    /// reads, 8 bytes at a time, so each byte is read once and nothing is assumed of it.
+    ///
+    /// SAFETY: `src` must be valid for reads of N bytes.
+    unsafe fn take(src: *const u8, len: usize) -> CopiedBytes<N> {
+        let len = len.min(N);
+        let mut out = CopiedBytes {
+            len,
+            bytes: std::mem::MaybeUninit::uninit(),
+        };
+        let dst = out.bytes.as_mut_ptr() as *mut u8;
+        let mut i = 0;
+        while i + 8 <= len {
+            let word = std::ptr::read_volatile(src.add(i) as *const [u8; 8]);
+            std::ptr::write(dst.add(i) as *mut [u8; 8], word);
+            i += 8;
+        }
+        while i < len {
+            *dst.add(i) = std::ptr::read_volatile(src.add(i));
+            i += 1;
+        }
+        out
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `take` wrote the first `len` bytes.
+        unsafe { std::slice::from_raw_parts(self.bytes.as_ptr() as *const u8, self.len) }
+    }
+}
+
+/// What a lock-free hit reads of an entry. Until `SharedTable::peek` confirms the bucket
+/// did not change, the copy may mix two writes; lengths are clamped, so it is always safe
+/// to read, merely wrong, and then it is dropped.
+struct HitCopy {
+    check: [u8; 16],
+    state: u8,
+    has_exp: u8,
+    exp: i64,
+    user: CopiedBytes<MAX_FIELD>,
+    scope: CopiedBytes<MAX_FIELD>,
+    claims: CopiedBytes<MAX_CLAIMS_JSON>,
+}
+
+impl HitCopy {
+    /// SAFETY: `e` must point at an entry in the table's shared memory.
+    unsafe fn take(e: *const Entry) -> HitCopy {
+        use std::ptr::{addr_of, read_volatile};
+        let state = read_volatile(addr_of!((*e).state));
+        // Only a positive result has text to copy.
+        let texts = state == POSITIVE;
+        let len = |n: usize| if texts { n } else { 0 };
+        HitCopy {
+            check: read_volatile(addr_of!((*e).check)),
+            state,
+            has_exp: read_volatile(addr_of!((*e).has_exp)),
+            exp: read_volatile(addr_of!((*e).exp)),
+            user: CopiedBytes::take(
+                addr_of!((*e).user) as *const u8,
+                len(usize::from(read_volatile(addr_of!((*e).user_len)))),
+            ),
+            scope: CopiedBytes::take(
+                addr_of!((*e).scope) as *const u8,
+                len(usize::from(read_volatile(addr_of!((*e).scope_len)))),
+            ),
+            claims: CopiedBytes::take(
+                addr_of!((*e).claims) as *const u8,
+                len(usize::from(read_volatile(addr_of!((*e).claims_len)))),
+            ),
+        }
+    }
+}
+
 fn blank(check: [u8; 16]) -> Entry {
     Entry {
         check,
@@ -293,6 +395,7 @@ const _: () = assert!(std::mem::size_of::<Entry>() == 2048);
 mod tests {
     use super::*;
     use crate::core::token::claims::ClaimSet;
+    use std::sync::atomic::Ordering;
 
     fn active(user: &str, exp: Option<i64>) -> Introspection {
         Introspection {
@@ -302,6 +405,50 @@ mod tests {
             scope: Some("sip".into()),
             claims: Default::default(),
         }
+    }
+
+    #[test]
+    fn hits_read_without_the_lock_never_mix_two_results() {
+        // One writer keeps replacing a token's result (alice with her claims, then bob with
+        // his) while readers look it up without the lock: every hit must be one whole
+        // result, never alice's name with bob's claims or a cut text.
+        let c = std::sync::Arc::new(SharedTokenCache::new(64).unwrap());
+        let token = TokenId::of("shared-token");
+        let long = |who: &str| format!(r#"{{"sub":"{who}","pad":"{}"}}"#, who.repeat(200));
+        c.store_positive(&token, &active("alice", None), &long("alice"), 100, 3600);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (c, stop) = (c.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let who = if n % 2 == 0 { "bob" } else { "alice" };
+                    c.store_positive(&token, &active(who, None), &long(who), 100, 3600);
+                    n += 1;
+                }
+                n
+            })
+        };
+        let mut hits = 0;
+        let mut spare = None;
+        while hits < 200_000 {
+            match c.lookup_into(&token, 101, 106, &mut spare) {
+                Lookup::Hit(info) => {
+                    let user = info.user.clone().expect("a hit has a user");
+                    assert!(user == "alice" || user == "bob", "{user:?}");
+                    assert_eq!(info.claims.get("sub"), Some(&serde_json::json!(user)));
+                    assert_eq!(
+                        info.claims.get("pad"),
+                        Some(&serde_json::json!(user.repeat(200)))
+                    );
+                    hits += 1;
+                    spare = Some(info);
+                }
+                other => panic!("a stored token must be found: {other:?}"),
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(writer.join().unwrap() > 0, "the writer ran");
     }
 
     #[test]
