@@ -20,6 +20,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::ffi::{c_int, c_void, CStr};
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::core::authorize::{Outcome, Pending, Placement, Step};
@@ -86,6 +87,12 @@ thread_local! {
     static HANDED: Cell<usize> = const { Cell::new(0) };
 }
 
+/// Entries in the queues above, kept beside them so that every sync call can ask "anyone
+/// queued?" without a thread-local lookup (in a cdylib each one is a call into the dynamic
+/// loader). OpenSIPS workers are single-threaded; with more threads it over-counts for the
+/// others, which only costs them a look at their own empty queue.
+static QUEUED: AtomicUsize = AtomicUsize::new(0);
+
 /// Connections came free (an exchange ended, or a sync call returned): as many queued
 /// requests as there are free connections get their turn now, oldest first. Nothing polls:
 /// a queued request is woken here, or by its own deadline.
@@ -103,6 +110,7 @@ pub(super) fn wake_queued() {
         let mut q = q.borrow_mut();
         while free > 0 {
             let Some(waiting) = q.pop_front() else { return };
+            QUEUED.fetch_sub(1, Ordering::Relaxed);
             if let Some(w) = waiting.upgrade() {
                 if w.timer.arm(Duration::ZERO).is_ok() {
                     w.woken.set(true);
@@ -116,7 +124,7 @@ pub(super) fn wake_queued() {
 
 /// Whether any request of this worker waits for a connection (cheap: no worker lock).
 pub(super) fn anyone_queued() -> bool {
-    QUEUE.with(|q| !q.borrow().is_empty())
+    QUEUED.load(Ordering::Relaxed) > 0
 }
 
 /// Whether an SSO request must queue: every connection is busy, or (for a newcomer, not
@@ -125,7 +133,9 @@ fn must_queue(its_turn: bool) -> Result<bool, String> {
     let waiting = !its_turn
         && QUEUE.with(|q| {
             let mut q = q.borrow_mut();
+            let before = q.len();
             q.retain(|w| w.strong_count() > 0);
+            QUEUED.fetch_sub(before - q.len(), Ordering::Relaxed);
             !q.is_empty()
         });
     let busy = worker::with_worker(|w| w.sso.in_flight() >= w.sso.settings().max_connections)?;
@@ -215,6 +225,7 @@ fn advance(
                             woken: Cell::new(false),
                         });
                         QUEUE.with(|q| q.borrow_mut().push_back(Rc::downgrade(&waiter)));
+                        QUEUED.fetch_add(1, Ordering::Relaxed);
                         return Ok(Next::Suspend(pending, Io::Queued(waiter)));
                     }
                 }

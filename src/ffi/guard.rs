@@ -2,9 +2,9 @@
 //! OpenSIPS, and Rust errors and panics both end as a logged line and a return code.
 
 use std::any::Any;
-use std::cell::Cell;
-use std::ffi::CStr;
+use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// An error an entry point reports: what to log, and the code OpenSIPS gets.
 #[derive(Debug)]
@@ -22,15 +22,16 @@ impl EntryError {
     }
 }
 
-thread_local! {
-    /// Name of the entry point running now, for log lines (OpenSIPS workers are
-    /// single-threaded, so this is "the current script function").
-    static CURRENT: Cell<&'static CStr> = const { Cell::new(c"sso_auth") };
-}
+/// Name of the entry point running now, for log lines. OpenSIPS workers are single-threaded,
+/// so this is "the current script function"; a process-wide atomic rather than a
+/// thread-local, which in a cdylib costs a call into the dynamic loader on every entry.
+/// Always a pointer taken from a `&'static CStr`.
+static CURRENT: AtomicPtr<c_char> = AtomicPtr::new(c"sso_auth".as_ptr() as *mut c_char);
 
 /// The entry point currently running (used as the function name in log lines).
 pub fn current_entry() -> &'static CStr {
-    CURRENT.with(|c| c.get())
+    // SAFETY: CURRENT only ever holds pointers of `&'static CStr`s (above and in `guarded`).
+    unsafe { CStr::from_ptr(CURRENT.load(Ordering::Relaxed)) }
 }
 
 /// Runs `body` for entry point `name`. `Ok(code)` is returned as is; `Err` is logged through
@@ -39,9 +40,9 @@ pub fn guarded<F>(name: &'static CStr, panic_code: i32, report: fn(&CStr, &str),
 where
     F: FnOnce() -> Result<i32, EntryError>,
 {
-    let previous = CURRENT.with(|c| c.replace(name));
+    let previous = CURRENT.swap(name.as_ptr() as *mut c_char, Ordering::Relaxed);
     let result = catch_unwind(AssertUnwindSafe(body));
-    CURRENT.with(|c| c.set(previous));
+    CURRENT.store(previous, Ordering::Relaxed);
     match result {
         Ok(Ok(code)) => code,
         Ok(Err(e)) => {
