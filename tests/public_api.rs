@@ -71,5 +71,5 @@ fn challenge_then_login() {
     };
     let outcome = auth.authorize(&req, &mut AlwaysSession, now + 5);
     assert_eq!(outcome.code, Code::DigestOk, "{}", outcome.reason);
-    assert_eq!(outcome.new_token.as_deref(), Some("abc.def"));
+    assert_eq!(outcome.new_token(), Some("abc.def"));
 }

@@ -74,7 +74,7 @@ pub struct HeaderRef<'a> {
 pub type HeaderRefs<'a> = SmallVec<[HeaderRef<'a>; 2]>;
 
 /// Header ids an outcome names (used, consumed): inline for the same reason.
-pub type HeaderIds = SmallVec<[usize; 4]>;
+pub type HeaderIds = SmallVec<[usize; 2]>;
 
 /// What the decision needs to know about a request.
 #[derive(Debug, Clone)]
@@ -113,8 +113,10 @@ pub struct Outcome {
     /// Header ids sso_consume_credentials removes: the deciding header, and every header
     /// that carries an SSO token (token headers and Bearer credentials), in message order.
     pub consume_headers: HeaderIds,
-    /// Token the SSO issued after a Digest login, to put into the reply.
-    pub new_token: Option<String>,
+    /// What only a Digest login sets (the issued token, the credentials' realm): boxed,
+    /// so the outcome of a token check stays small enough to be moved without a memcpy
+    /// call. Read and set through `new_token` and `realm`.
+    login: Option<Box<LoginParts>>,
     /// Bearer error for the next challenge of this request.
     pub bearer_error: Option<BearerError>,
     /// The authenticated user (token user or Digest username).
@@ -129,9 +131,6 @@ pub struct Outcome {
     pub reason: Cow<'static, str>,
     /// The token issued after a Digest login was already introspected for its claims.
     pub issued_token_checked: bool,
-    /// The realm of the Digest credentials that decided (the domain of a plain Digest
-    /// username under use_domain).
-    pub realm: Option<String>,
     /// The request carried a token (token header or Bearer credentials), good or bad: with
     /// `bearer_challenge` = when_token, only then does a challenge offer Bearer.
     pub carried_token: bool,
@@ -140,7 +139,39 @@ pub struct Outcome {
     pub nonce_reused: bool,
 }
 
+// Moves of up to 128 bytes are inlined by the compiler; larger ones call memcpy, and an
+// outcome moves several times through every decision.
+const _: () = assert!(std::mem::size_of::<Outcome>() <= 128);
+
+/// The parts of an outcome only a Digest login has.
+#[derive(Debug, Clone, Default)]
+struct LoginParts {
+    /// Token the SSO issued after a Digest login, to put into the reply.
+    new_token: Option<String>,
+    /// The realm of the Digest credentials that decided (the domain of a plain Digest
+    /// username under use_domain).
+    realm: Option<String>,
+}
+
 impl Outcome {
+    /// Token the SSO issued after a Digest login, to put into the reply.
+    pub fn new_token(&self) -> Option<&str> {
+        self.login.as_ref()?.new_token.as_deref()
+    }
+
+    pub fn set_new_token(&mut self, token: Option<String>) {
+        self.login.get_or_insert_with(Box::default).new_token = token;
+    }
+
+    /// The realm of the Digest credentials that decided.
+    pub fn realm(&self) -> Option<&str> {
+        self.login.as_ref()?.realm.as_deref()
+    }
+
+    pub fn set_realm(&mut self, realm: Option<String>) {
+        self.login.get_or_insert_with(Box::default).realm = realm;
+    }
+
     /// This outcome turned into an error (-5) after the decision (a header could not be
     /// written): nothing of the success survives, so nothing later treats the request as
     /// authenticated.
@@ -161,14 +192,13 @@ impl Outcome {
             code,
             used_headers: HeaderIds::new(),
             consume_headers: HeaderIds::new(),
-            new_token: None,
+            login: None,
             bearer_error: None,
             user: None,
             source: None,
             introspection: None,
             reason: reason.into(),
             issued_token_checked: false,
-            realm: None,
             carried_token: false,
             nonce_reused: false,
         }
@@ -543,7 +573,7 @@ impl Authorizer {
         }
         if outcome.introspection.is_none() && !outcome.issued_token_checked {
             outcome.issued_token_checked = true;
-            if let Some(token) = outcome.new_token.clone() {
+            if let Some(token) = outcome.new_token().map(str::to_string) {
                 let grace = self.exp_grace(&token);
                 if let (Ok((Some(info), _)), _) = self.check_token_blocking(token, sso, now) {
                     if usable(&info, now, grace) {
@@ -615,7 +645,7 @@ impl Authorizer {
             let matches = match outcome.source {
                 Some(TokenSource::Digest) => identity::digest_user_matches(
                     &user,
-                    outcome.realm.as_deref().unwrap_or(""),
+                    outcome.realm().unwrap_or(""),
                     aor,
                     &self.aor_rules(),
                 ),

@@ -117,7 +117,7 @@ fn apply_success(
             );
         }
     }
-    if let Some(token) = outcome.new_token.as_deref() {
+    if let Some(token) = outcome.new_token() {
         let line = format!("{}: {}\r\n", cfg.token_header, token);
         if !is_header_safe(line.trim_end_matches("\r\n")) {
             return Err(EntryError::new(

@@ -63,7 +63,7 @@ impl DigestPending {
     fn decorate(self, mut o: Outcome) -> Outcome {
         o.used_headers.push(self.header);
         o.source = Some(TokenSource::Digest);
-        o.realm = Some(self.realm);
+        o.set_realm(Some(self.realm));
         o
     }
 }
@@ -347,7 +347,7 @@ impl Authorizer {
                     Cow::Borrowed("")
                 };
                 let mut o = Outcome::new(Code::DigestOk, reason);
-                o.new_token = Some(access_token);
+                o.set_new_token(Some(access_token));
                 o.user = Some(user.to_string());
                 o
             }
@@ -382,7 +382,7 @@ impl Authorizer {
                     "retransmission of a Digest request: the first copy's answer again",
                 );
                 if code == Code::DigestOk {
-                    o.new_token = token;
+                    o.set_new_token(token);
                     o.user = Some(user.to_string());
                 }
                 FirstCopy::Answer(o)

@@ -137,8 +137,8 @@ fn digest_login_then_done_with_a_new_token() {
     }
     let o = expect_done(a.resume(&r, p, Some(session("issued")), NOW));
     assert_eq!(o.code, Code::DigestOk, "{}", o.reason);
-    assert_eq!(o.new_token.as_deref(), Some("issued"));
-    assert_eq!(o.realm.as_deref(), Some("example.com"));
+    assert_eq!(o.new_token(), Some("issued"));
+    assert_eq!(o.realm(), Some("example.com"));
     assert_eq!(a.stats().get(Stat::DigestAccepted), 1);
 }
 
@@ -252,7 +252,7 @@ fn a_retransmission_waits_for_its_first_copy() {
     let o = expect_done(a.resume(&r, again, None, NOW));
     assert_eq!(o.code, Code::DigestOk, "{}", o.reason);
     assert!(o.reason.contains("retransmission"), "{}", o.reason);
-    assert_eq!(o.new_token.as_deref(), Some("issued"));
+    assert_eq!(o.new_token(), Some("issued"));
     assert_eq!(a.stats().get(Stat::SsoRequests), 1);
     assert_eq!(a.stats().get(Stat::ReplaysBlocked), 0);
     assert_eq!(a.stats().get(Stat::DigestAccepted), 2);

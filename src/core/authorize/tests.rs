@@ -352,7 +352,7 @@ fn digest_login_gives_new_token() {
         NOW + 1,
     );
     assert_eq!(o.code, Code::DigestOk, "{}", o.reason);
-    assert_eq!(o.new_token.as_deref(), Some("newtok"));
+    assert_eq!(o.new_token(), Some("newtok"));
     assert_eq!(o.used_headers[..], [9]);
     assert!(!o.reason.contains("newtok"));
     let login = sso.last_login.unwrap();
@@ -1046,7 +1046,7 @@ fn claims_of_a_digest_login_come_from_the_issued_token_once() {
         )),
     ));
     let mut o = Outcome::new(Code::DigestOk, "test");
-    o.new_token = Some("issued".into());
+    o.set_new_token(Some("issued".into()));
     o.user = Some("alice".into());
     o.source = Some(TokenSource::Digest);
     assert!(a.is_user_in(&mut o, None, "staff", &mut sso, NOW).is_ok());
@@ -1478,7 +1478,7 @@ fn retransmission_gets_the_same_answer_and_a_replay_does_not() {
             NOW + later,
         );
         assert_eq!(again.code, Code::DigestOk, "{}", again.reason);
-        assert_eq!(again.new_token.as_deref(), Some("tok-first"));
+        assert_eq!(again.new_token(), Some("tok-first"));
         assert_eq!(again.user.as_deref(), Some("alice"));
         assert_eq!(again.source, Some(TokenSource::Digest));
     }
@@ -1491,7 +1491,7 @@ fn retransmission_gets_the_same_answer_and_a_replay_does_not() {
         let o = a.authorize(&with(via, cseq), &mut sso, NOW + 1);
         assert_eq!(o.code, Code::BadNonce);
         assert!(o.nonce_reused);
-        assert!(o.new_token.is_none());
+        assert!(o.new_token().is_none());
     }
     // Past the window, a retransmission is a replay too.
     let late = a.authorize(
@@ -1538,7 +1538,7 @@ fn retransmission_waits_for_the_first_copy() {
         .expect("the first copy's answer");
     assert!(started.elapsed() >= Duration::from_millis(50));
     assert_eq!(o.code, Code::DigestOk);
-    assert_eq!(o.new_token.as_deref(), Some("late-token"));
+    assert_eq!(o.new_token(), Some("late-token"));
     finisher.join().unwrap();
     assert_eq!(
         a.shared.retrans.lookup(&fp, NOW),
@@ -2283,7 +2283,7 @@ fn a_success_that_failed_later_exposes_nothing() {
         .is_user_in(&mut failed, None, "staff", &mut sso, NOW)
         .is_err());
     assert!(a.identity(&mut failed, &mut sso, NOW).is_none());
-    assert!(failed.consume_headers.is_empty() && failed.new_token.is_none());
+    assert!(failed.consume_headers.is_empty() && failed.new_token().is_none());
 }
 
 /// Also-look-at: the token headers of a request. Empty token headers are absent; one token
