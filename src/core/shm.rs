@@ -184,13 +184,14 @@ impl Drop for PidLock<'_> {
 /// Entries per bucket of a SharedTable.
 pub const WAYS: usize = 8;
 
-/// One slot: a 16-byte key (all zero = empty), an expiry time and a plain-data value.
+/// A bucket's slots: slot i is a 16-byte key (all zero = empty), an expiry time and a
+/// plain-data value. Keys and expiry times sit together at the bucket's head, so a lookup
+/// scans three cache lines rather than one per slot (a value can be 2 KiB).
 #[repr(C)]
-#[derive(Clone, Copy)]
-struct Slot<V: Copy> {
-    key: [u8; 16],
-    expires_at: u64,
-    value: V,
+struct Slots<V: Copy> {
+    keys: [[u8; 16]; WAYS],
+    expires: [u64; WAYS],
+    values: [V; WAYS],
 }
 
 // Slots must have no implicit padding (values are plain data with explicit padding), so the
@@ -202,7 +203,7 @@ struct Bucket<V: Copy> {
     /// every holder: a reader that saw the same even value before and after its reads took a
     /// consistent copy without writing to the bucket (a seqlock, see `SharedTable::peek`).
     version: AtomicU64,
-    slots: [Slot<V>; WAYS],
+    slots: Slots<V>,
 }
 
 /// A bucket's lock, held: the version is odd until the guard drops, and raised to the next
@@ -219,6 +220,23 @@ impl Drop for BucketGuard<'_> {
     fn drop(&mut self) {
         self.version.store(self.after, Ordering::Release);
     }
+}
+
+/// A 16-byte key that a writer in another process may be changing, read as two volatile
+/// words (a volatile read of the array itself is done byte by byte).
+///
+/// # Safety
+/// `p` must be readable and 8-byte aligned.
+pub unsafe fn read_key_racy(p: *const [u8; 16]) -> [u8; 16] {
+    let words = p as *const u64;
+    let (a, b) = (
+        std::ptr::read_volatile(words),
+        std::ptr::read_volatile(words.add(1)),
+    );
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&a.to_ne_bytes());
+    key[8..].copy_from_slice(&b.to_ne_bytes());
+    key
 }
 
 /// The all-zero key marks an empty slot: a key that hashes to it is stored as all ones.
@@ -241,15 +259,17 @@ pub enum Found<'s, V: Copy> {
 }
 
 pub struct VacantSlot<'s, V: Copy> {
-    slot: &'s mut Slot<V>,
+    slots: &'s mut Slots<V>,
+    index: usize,
     key: [u8; 16],
 }
 
 impl<V: Copy> VacantSlot<'_, V> {
     pub fn insert(self, value: V, expires_at: u64) {
-        self.slot.key = self.key;
-        self.slot.expires_at = expires_at;
-        self.slot.value = value;
+        let i = self.index;
+        self.slots.keys[i] = self.key;
+        self.slots.expires[i] = expires_at;
+        self.slots.values[i] = value;
     }
 }
 
@@ -340,10 +360,8 @@ impl<V: Copy> SharedTable<V> {
         if taken_over && self.discard_on_takeover {
             // SAFETY: the lock just acquired gives exclusive access to this bucket's slots.
             let slots = unsafe { &mut *std::ptr::addr_of_mut!((*self.bucket_ptr(index)).slots) };
-            for slot in slots.iter_mut() {
-                slot.key = [0; 16];
-                slot.expires_at = 0;
-            }
+            slots.keys = [[0; 16]; WAYS];
+            slots.expires = [0; WAYS];
         }
         guard
     }
@@ -360,12 +378,11 @@ impl<V: Copy> SharedTable<V> {
     pub fn update<R>(&self, key: [u8; 16], now: u64, f: impl FnOnce(Found<'_, V>) -> R) -> R {
         let key = stored_key(key);
         let (a, b) = self.buckets_of(&key);
-        let live = |s: &Slot<V>| s.key != [0; 16] && s.expires_at > now;
-        let scan = |slots: &[Slot<V>; WAYS]| -> (Option<usize>, Option<usize>, usize) {
+        let scan = |slots: &Slots<V>| -> (Option<usize>, Option<usize>, usize) {
             let (mut hit, mut free, mut free_count) = (None, None, 0);
-            for (i, s) in slots.iter().enumerate() {
-                if live(s) {
-                    if s.key == key {
+            for i in 0..WAYS {
+                if slots.keys[i] != [0; 16] && slots.expires[i] > now {
+                    if slots.keys[i] == key {
                         hit = Some(i);
                     }
                 } else {
@@ -388,16 +405,17 @@ impl<V: Copy> SharedTable<V> {
         let slots_first = unsafe { &mut *std::ptr::addr_of_mut!((*self.bucket_ptr(first)).slots) };
         let scan_first = scan(slots_first);
         if let Some(i) = scan_first.0 {
-            let s = &mut slots_first[i];
-            return f(Found::Live(&mut s.value, &mut s.expires_at));
+            return f(Found::Live(
+                &mut slots_first.values[i],
+                &mut slots_first.expires[i],
+            ));
         }
         let _lock_second = (second != first).then(|| self.lock(second));
-        let mut slots_second: Option<&mut [Slot<V>; WAYS]> = (second != first)
+        let mut slots_second: Option<&mut Slots<V>> = (second != first)
             .then(|| unsafe { &mut *std::ptr::addr_of_mut!((*self.bucket_ptr(second)).slots) });
         let scan_second = slots_second.as_deref().map_or((None, None, 0), scan);
         if let (Some(i), Some(slots)) = (scan_second.0, slots_second.as_deref_mut()) {
-            let s = &mut slots[i];
-            return f(Found::Live(&mut s.value, &mut s.expires_at));
+            return f(Found::Live(&mut slots.values[i], &mut slots.expires[i]));
         }
         // No live entry: the key's own first bucket `a` gets it unless `b` has more room.
         let ((_, free_a, count_a), (_, free_b, count_b)) = if first == a {
@@ -410,13 +428,13 @@ impl<V: Copy> SharedTable<V> {
         } else {
             (slots_second, Some(slots_first))
         };
-        let slot = match (free_a, free_b) {
-            (Some(i), Some(_)) if count_a >= count_b => &mut slots_a.expect("a has a free slot")[i],
-            (_, Some(i)) => &mut slots_b.expect("bucket b exists when it has a free slot")[i],
-            (Some(i), None) => &mut slots_a.expect("a has a free slot")[i],
+        let (slots, index) = match (free_a, free_b) {
+            (Some(i), Some(_)) if count_a >= count_b => (slots_a.expect("a has a free slot"), i),
+            (_, Some(i)) => (slots_b.expect("bucket b exists when it has a free slot"), i),
+            (Some(i), None) => (slots_a.expect("a has a free slot"), i),
             (None, None) => return f(Found::Full),
         };
-        f(Found::Vacant(VacantSlot { slot, key }))
+        f(Found::Vacant(VacantSlot { slots, index, key }))
     }
 
     /// Reads the key's live entry without taking a lock or writing to shared memory, so
@@ -442,19 +460,18 @@ impl<V: Copy> SharedTable<V> {
             }
             // SAFETY: in bounds of the bucket; volatile reads of plain data that another
             // process may be writing, checked against the version below before use.
-            let slots = unsafe { std::ptr::addr_of!((*bucket).slots) } as *const Slot<V>;
+            let slots = unsafe { std::ptr::addr_of!((*bucket).slots) };
+            let keys = unsafe { std::ptr::addr_of!((*slots).keys) } as *const [u8; 16];
+            let expires = unsafe { std::ptr::addr_of!((*slots).expires) } as *const u64;
+            let values = unsafe { std::ptr::addr_of!((*slots).values) } as *const V;
             for i in 0..WAYS {
-                let slot = unsafe { slots.add(i) };
-                let slot_key = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*slot).key)) };
-                if slot_key != key {
+                if unsafe { read_key_racy(keys.add(i)) } != key {
                     continue;
                 }
-                let expires_at =
-                    unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*slot).expires_at)) };
-                if expires_at <= now {
+                if unsafe { std::ptr::read_volatile(expires.add(i)) } <= now {
                     return None;
                 }
-                let copied = copy(unsafe { std::ptr::addr_of!((*slot).value) });
+                let copied = copy(unsafe { values.add(i) });
                 fence(Ordering::Acquire);
                 return (version.load(Ordering::Relaxed) == before).then_some(copied);
             }

@@ -9,7 +9,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::core::shm::{current_pid, Found, SharedTable};
+use crate::core::shm::{current_pid, read_key_racy, Found, SharedTable};
 use crate::core::sso::Introspection;
 use crate::core::text::utf8;
 
@@ -146,25 +146,24 @@ impl SharedTokenCache {
         let (key, check) = token.split();
         // A live result is read without the lock; anything else (a miss, a pending mark, an
         // index collision, a writer at work) is decided under it below.
-        // SAFETY: `peek` hands over a pointer to an entry in shared memory, as `take` expects.
-        match self.table.peek(key, now, |e| unsafe { HitCopy::take(e) }) {
-            Some(copy) if copy.check == check && copy.state == POSITIVE => {
-                let mut info = spare.take().unwrap_or_default();
+        let mut info = spare.take().unwrap_or_default();
+        let mut texts = HitTexts::of(&mut info);
+        // SAFETY: `peek` hands over a pointer to an entry in shared memory.
+        let head = self.table.peek(key, now, |e| unsafe { texts.copy_from(e) });
+        match head {
+            Some(h) if h.check == check && h.state == POSITIVE => {
                 info.active = true;
-                refill(&mut info.user, copy.user.bytes());
-                info.exp = (copy.has_exp == 1).then_some(copy.exp);
-                if copy.scope.len > 0 {
-                    refill(&mut info.scope, copy.scope.bytes());
-                } else {
-                    info.scope = None;
-                }
-                info.claims.refill_json(&stored_text(copy.claims.bytes()));
+                info.user = Some(into_text(texts.user));
+                info.exp = (h.has_exp == 1).then_some(h.exp);
+                info.scope = (!texts.scope.is_empty()).then(|| into_text(texts.scope));
+                info.claims.set_json(into_text(texts.claims));
                 return Lookup::Hit(info);
             }
-            Some(copy) if copy.check == check && copy.state == NEGATIVE => {
+            Some(h) if h.check == check && h.state == NEGATIVE => {
+                *spare = Some(info);
                 return Lookup::NegativeHit;
             }
-            _ => {}
+            _ => *spare = Some(info),
         }
         self.table.update(key, now, |found| match found {
             Found::Live(e, expires_at) => {
@@ -292,84 +291,97 @@ impl SharedTokenCache {
     }
 }
 
-/// Bytes copied out of an entry by a reader that holds no lock: only the first `len` are
-/// written (no 2 KiB of zeroes per hit).
-struct CopiedBytes<const N: usize> {
-    len: usize,
-    bytes: std::mem::MaybeUninit<[u8; N]>,
+/// Sets `out` to the `len` bytes at `src`, which a writer in another process may be changing
+/// (the lock-free read of a hit). Volatile reads of the aligned 8-byte words that cover
+/// them, so each byte is read once, whole words at a time, and the compiler assumes
+/// nothing about what it read.
+///
+/// SAFETY: the 8-byte-aligned words around `src .. src + len` must be readable: true for
+/// every field of an entry, which is 8-byte aligned and a whole number of words long.
+unsafe fn copy_racy(out: &mut Vec<u8>, src: *const u8, len: usize) {
+    let skip = src as usize % 8;
+    let first = src.sub(skip) as *const u64;
+    let words = (skip + len).div_ceil(8);
+    out.clear();
+    out.reserve(words * 8);
+    let dst = out.as_mut_ptr();
+    for i in 0..words {
+        let word = std::ptr::read_volatile(first.add(i));
+        std::ptr::write_unaligned(dst.add(i * 8) as *mut u64, word);
+    }
+    out.set_len(words * 8);
+    out.copy_within(skip..skip + len, 0);
+    out.truncate(len);
 }
 
-impl<const N: usize> CopiedBytes<N> {
-    /// Copies `len` (at most N) bytes from `src`, which a writer may be changing: volatile
-    /// reads, 8 bytes at a time, so each byte is read once and nothing is assumed of it.
-    ///
-    /// SAFETY: `src` must be valid for reads of N bytes.
-    unsafe fn take(src: *const u8, len: usize) -> CopiedBytes<N> {
-        let len = len.min(N);
-        let mut out = CopiedBytes {
-            len,
-            bytes: std::mem::MaybeUninit::uninit(),
-        };
-        let dst = out.bytes.as_mut_ptr() as *mut u8;
-        let mut i = 0;
-        while i + 8 <= len {
-            let word = std::ptr::read_volatile(src.add(i) as *const [u8; 8]);
-            std::ptr::write(dst.add(i) as *mut [u8; 8], word);
-            i += 8;
-        }
-        while i < len {
-            *dst.add(i) = std::ptr::read_volatile(src.add(i));
-            i += 1;
-        }
-        out
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: `take` wrote the first `len` bytes.
-        unsafe { std::slice::from_raw_parts(self.bytes.as_ptr() as *const u8, self.len) }
-    }
-}
-
-/// What a lock-free hit reads of an entry. Until `SharedTable::peek` confirms the bucket
-/// did not change, the copy may mix two writes; lengths are clamped, so it is always safe
-/// to read, merely wrong, and then it is dropped.
-struct HitCopy {
+/// The fixed fields of an entry, read without the lock.
+struct HitHead {
     check: [u8; 16],
     state: u8,
     has_exp: u8,
     exp: i64,
-    user: CopiedBytes<MAX_FIELD>,
-    scope: CopiedBytes<MAX_FIELD>,
-    claims: CopiedBytes<MAX_CLAIMS_JSON>,
 }
 
-impl HitCopy {
-    /// SAFETY: `e` must point at an entry in the table's shared memory.
-    unsafe fn take(e: *const Entry) -> HitCopy {
-        use std::ptr::{addr_of, read_volatile};
-        let state = read_volatile(addr_of!((*e).state));
-        // Only a positive result has text to copy.
-        let texts = state == POSITIVE;
-        let len = |n: usize| if texts { n } else { 0 };
-        HitCopy {
-            check: read_volatile(addr_of!((*e).check)),
-            state,
-            has_exp: read_volatile(addr_of!((*e).has_exp)),
-            exp: read_volatile(addr_of!((*e).exp)),
-            user: CopiedBytes::take(
-                addr_of!((*e).user) as *const u8,
-                len(usize::from(read_volatile(addr_of!((*e).user_len)))),
-            ),
-            scope: CopiedBytes::take(
-                addr_of!((*e).scope) as *const u8,
-                len(usize::from(read_volatile(addr_of!((*e).scope_len)))),
-            ),
-            claims: CopiedBytes::take(
-                addr_of!((*e).claims) as *const u8,
-                len(usize::from(read_volatile(addr_of!((*e).claims_len)))),
-            ),
+/// Buffers a lock-free hit copies its texts into: those of the recycled record, so that a
+/// hit allocates nothing once they are large enough. Until `SharedTable::peek` confirms the
+/// bucket did not change, what they hold may mix two writes; lengths are clamped, so they
+/// are always safe to read, merely wrong, and then dropped.
+#[derive(Default)]
+struct HitTexts {
+    user: Vec<u8>,
+    scope: Vec<u8>,
+    claims: Vec<u8>,
+}
+
+impl HitTexts {
+    fn of(info: &mut Introspection) -> HitTexts {
+        let bytes = |s: Option<String>| {
+            let mut v = s.unwrap_or_default().into_bytes();
+            v.clear();
+            v
+        };
+        HitTexts {
+            user: bytes(info.user.take()),
+            scope: bytes(info.scope.take()),
+            claims: bytes(info.claims.take_json()),
         }
     }
+
+    /// SAFETY: `e` must point at an entry in the table's shared memory.
+    unsafe fn copy_from(&mut self, e: *const Entry) -> HitHead {
+        use std::ptr::{addr_of, read_volatile};
+        let head = HitHead {
+            check: read_key_racy(addr_of!((*e).check)),
+            state: read_volatile(addr_of!((*e).state)),
+            has_exp: read_volatile(addr_of!((*e).has_exp)),
+            exp: read_volatile(addr_of!((*e).exp)),
+        };
+        // Only a positive result has text to copy.
+        if head.state == POSITIVE {
+            let user_len = usize::from(read_volatile(addr_of!((*e).user_len))).min(MAX_FIELD);
+            let scope_len = usize::from(read_volatile(addr_of!((*e).scope_len))).min(MAX_FIELD);
+            let claims_len =
+                usize::from(read_volatile(addr_of!((*e).claims_len))).min(MAX_CLAIMS_JSON);
+            copy_racy(&mut self.user, addr_of!((*e).user) as *const u8, user_len);
+            copy_racy(
+                &mut self.scope,
+                addr_of!((*e).scope) as *const u8,
+                scope_len,
+            );
+            copy_racy(
+                &mut self.claims,
+                addr_of!((*e).claims) as *const u8,
+                claims_len,
+            );
+        }
+        head
+    }
+}
+
+/// Stored text as a String in its own buffer (a damaged entry still reads, with
+/// replacement characters).
+fn into_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 fn blank(check: [u8; 16]) -> Entry {
@@ -390,6 +402,8 @@ fn blank(check: [u8; 16]) -> Entry {
 
 // No implicit padding: 16 + 4 + 4 + 8 + 2 + 2 * 127 + 1760 bytes, every byte written.
 const _: () = assert!(std::mem::size_of::<Entry>() == 2048);
+// `copy_racy` reads whole aligned words around each field.
+const _: () = assert!(std::mem::align_of::<Entry>() == 8);
 
 #[cfg(test)]
 mod tests {

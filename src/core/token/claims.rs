@@ -45,6 +45,19 @@ impl ClaimSet {
         buffer.push_str(text);
     }
 
+    /// Takes the JSON text buffer out (None after `from_map`), leaving no claims: a hit
+    /// copies the cache's text into it and gives it back with `set_json`.
+    pub fn take_json(&mut self) -> Option<String> {
+        self.parsed = OnceCell::new();
+        self.text.take()
+    }
+
+    /// Compact JSON text of an object, as `to_json` wrote it, in place of these claims.
+    pub fn set_json(&mut self, text: String) {
+        self.parsed = OnceCell::new();
+        self.text = Some(text);
+    }
+
     /// The claims as an object; text that is not a JSON object counts as no claims.
     pub fn map(&self) -> &Map<String, Value> {
         self.parsed.get_or_init(|| {
