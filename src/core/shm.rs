@@ -608,6 +608,14 @@ mod tests {
         })
     }
 
+    /// Stores `n` under `k` (which must be vacant) until `until`.
+    fn put(t: &SharedTable<Val>, k: [u8; 16], n: u32, now: u64, until: u64) {
+        t.update(k, now, |f| match f {
+            Found::Vacant(v) => v.insert(Val { n }, until),
+            _ => panic!("expected vacant"),
+        });
+    }
+
     fn peek_n(t: &SharedTable<Val>, k: [u8; 16], now: u64) -> Option<u32> {
         // SAFETY (test): the pointer is the entry's value in the table's memory.
         t.peek(k, now, |v| unsafe { std::ptr::read_volatile(v) }.n)
@@ -616,30 +624,19 @@ mod tests {
     #[test]
     fn peek_reads_a_live_entry_only() {
         let t: SharedTable<Val> = SharedTable::new(64).unwrap();
-        t.update(key(1), 100, |f| match f {
-            Found::Vacant(v) => v.insert(Val { n: 7 }, 110),
-            _ => panic!("expected vacant"),
-        });
+        put(&t, key(1), 7, 100, 110);
         assert_eq!(peek_n(&t, key(1), 105), Some(7));
         assert_eq!(peek_n(&t, key(1), 110), None, "expired at expires_at");
         assert_eq!(peek_n(&t, key(2), 105), None, "never stored");
         // The all-zero key is stored remapped, and found again under its own name.
-        t.update([0; 16], 100, |f| {
-            if let Found::Vacant(v) = f {
-                v.insert(Val { n: 9 }, 200)
-            }
-        });
+        put(&t, [0; 16], 9, 100, 200);
         assert_eq!(peek_n(&t, [0; 16], 105), Some(9));
     }
 
     #[test]
     fn peek_gives_up_while_the_bucket_is_being_written() {
         let t: SharedTable<Val> = SharedTable::new(64).unwrap();
-        t.update(key(1), 100, |f| {
-            if let Found::Vacant(v) = f {
-                v.insert(Val { n: 7 }, 200)
-            }
-        });
+        put(&t, key(1), 7, 100, 200);
         // Inside `update` this process holds the bucket's lock: its version is odd.
         let seen_inside = t.update(key(1), 100, |_| peek_n(&t, key(1), 105));
         assert_eq!(seen_inside, None);
@@ -653,11 +650,7 @@ mod tests {
     #[test]
     fn peek_drops_a_copy_taken_while_a_writer_changed_the_bucket() {
         let t: SharedTable<Val> = SharedTable::new(64).unwrap();
-        t.update(key(1), 100, |f| {
-            if let Found::Vacant(v) = f {
-                v.insert(Val { n: 7 }, 200)
-            }
-        });
+        put(&t, key(1), 7, 100, 200);
         // A write that lands between the reader's copy and its check of the version.
         let got = t.peek(key(1), 105, |v| {
             let n = unsafe { std::ptr::read_volatile(v) }.n;
