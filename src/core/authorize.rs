@@ -160,7 +160,9 @@ impl Outcome {
     }
 
     pub fn set_new_token(&mut self, token: Option<String>) {
-        self.login.get_or_insert_with(Box::default).new_token = token;
+        if token.is_some() || self.login.is_some() {
+            self.login.get_or_insert_with(Box::default).new_token = token;
+        }
     }
 
     /// The realm of the Digest credentials that decided.

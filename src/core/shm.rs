@@ -1,7 +1,8 @@
 //! Memory shared by every OpenSIPS process: an anonymous shared mapping made in the main
-//! process before it forks its workers, and the structures living in it:
-//! a set-associative table of fixed-size entries with one small lock per bucket (and a
-//! version word that lets a hit be read without the lock), and rows of atomic counters. Plain data only (no pointers), so any process can read what another wrote.
+//! process before it forks its workers, and the structures living in it: a set-associative
+//! table of fixed-size entries with one small lock per bucket (and a version word that lets
+//! a hit be read without the lock), and rows of atomic counters. Plain data only (no
+//! pointers), so any process can read what another wrote.
 
 use std::io;
 use std::marker::PhantomData;

@@ -11,7 +11,6 @@ use sha2::{Digest, Sha256};
 
 use crate::core::shm::{current_pid, read_key_racy, Found, SharedTable};
 use crate::core::sso::Introspection;
-use crate::core::text::utf8;
 
 /// Longest user name / scope kept in an entry; longer results are not cached.
 const MAX_FIELD: usize = 127;
@@ -93,22 +92,6 @@ impl TokenId {
     }
 }
 
-/// Text the cache stored (always UTF-8: it came from a &str). The strict check is the fast
-/// one on the hit path; a damaged entry still reads, with replacement characters.
-fn stored_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
-    match utf8(bytes) {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => String::from_utf8_lossy(bytes),
-    }
-}
-
-/// Stored text into `slot`, reusing the String already there.
-fn refill(slot: &mut Option<String>, bytes: &[u8]) {
-    let buffer = slot.get_or_insert_with(String::new);
-    buffer.clear();
-    buffer.push_str(&stored_text(bytes));
-}
-
 fn pid() -> u32 {
     current_pid()
 }
@@ -152,12 +135,7 @@ impl SharedTokenCache {
         let head = self.table.peek(key, now, |e| unsafe { texts.copy_from(e) });
         match head {
             Some(h) if h.check == check && h.state == POSITIVE => {
-                info.active = true;
-                info.user = Some(into_text(texts.user));
-                info.exp = (h.has_exp == 1).then_some(h.exp);
-                info.scope = (!texts.scope.is_empty()).then(|| into_text(texts.scope));
-                info.claims.set_json(into_text(texts.claims));
-                return Lookup::Hit(info);
+                return Lookup::Hit(texts.into_hit(&h, info));
             }
             Some(h) if h.check == check && h.state == NEGATIVE => {
                 *spare = Some(info);
@@ -174,17 +152,10 @@ impl SharedTokenCache {
                 match e.state {
                     POSITIVE => {
                         let mut info = spare.take().unwrap_or_default();
-                        info.active = true;
-                        refill(&mut info.user, &e.user[..e.user_len as usize]);
-                        info.exp = (e.has_exp == 1).then_some(e.exp);
-                        if e.scope_len > 0 {
-                            refill(&mut info.scope, &e.scope[..e.scope_len as usize]);
-                        } else {
-                            info.scope = None;
-                        }
-                        info.claims
-                            .refill_json(&stored_text(&e.claims[..e.claims_len as usize]));
-                        Lookup::Hit(info)
+                        let mut texts = HitTexts::of(&mut info);
+                        // SAFETY: `e` is the entry, in shared memory, under its lock.
+                        let head = unsafe { texts.copy_from(e) };
+                        Lookup::Hit(texts.into_hit(&head, info))
                     }
                     NEGATIVE => Lookup::NegativeHit,
                     _ if e.owner == pid() => {
@@ -326,7 +297,6 @@ struct HitHead {
 /// hit allocates nothing once they are large enough. Until `SharedTable::peek` confirms the
 /// bucket did not change, what they hold may mix two writes; lengths are clamped, so they
 /// are always safe to read, merely wrong, and then dropped.
-#[derive(Default)]
 struct HitTexts {
     user: Vec<u8>,
     scope: Vec<u8>,
@@ -375,6 +345,17 @@ impl HitTexts {
             );
         }
         head
+    }
+
+    /// The positive result these texts were copied with, in `info` (the record they were
+    /// taken from, or a new one): every field is set, nothing of an earlier token stays.
+    fn into_hit(self, head: &HitHead, mut info: Box<Introspection>) -> Box<Introspection> {
+        info.active = true;
+        info.user = Some(into_text(self.user));
+        info.exp = (head.has_exp == 1).then_some(head.exp);
+        info.scope = (!self.scope.is_empty()).then(|| into_text(self.scope));
+        info.claims.set_json(into_text(self.claims));
+        info
     }
 }
 

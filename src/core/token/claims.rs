@@ -36,15 +36,6 @@ impl ClaimSet {
         }
     }
 
-    /// `from_json` into this set's own buffer: a set recycled from an earlier request takes
-    /// the new text without allocating when it fits.
-    pub fn refill_json(&mut self, text: &str) {
-        self.parsed = OnceCell::new();
-        let buffer = self.text.get_or_insert_with(String::new);
-        buffer.clear();
-        buffer.push_str(text);
-    }
-
     /// Takes the JSON text buffer out (None after `from_map`), leaving no claims: a hit
     /// copies the cache's text into it and gives it back with `set_json`.
     pub fn take_json(&mut self) -> Option<String> {
